@@ -1,0 +1,187 @@
+//! Fork safety: a registry of live primitives, reset in the child.
+//!
+//! After `fork()` only the forking thread exists in the child. Any internal
+//! mutex another thread held at that moment would stay locked forever, and
+//! wait lists would name threads that are gone. Like CPython's
+//! `_at_fork_reinit`, every plait primitive registers here; a
+//! `pthread_atfork` child handler walks the registry and resets each one,
+//! telling it which thread survived so it can keep what that thread owns
+//! and release what vanished threads owned.
+//!
+//! The prepare handler takes the registry mutex so the child never sees it
+//! mid-update; registration never blocks on anything else while holding it.
+
+use std::sync::{Arc, Once, Weak};
+
+use parking_lot::Mutex;
+
+use crate::thread::ident;
+
+/// Something with internal state to repair in a forked child.
+pub trait AfterFork: Send + Sync {
+    /// Repair internal state in the child. `survivor` is the ident of the
+    /// one thread that exists in the child (the one that forked).
+    ///
+    /// # Safety
+    /// Called only from the `pthread_atfork` child handler, while the child
+    /// is single-threaded.
+    unsafe fn after_fork_child(&self, survivor: u64);
+}
+
+struct Registry {
+    slots: Vec<Option<Weak<dyn AfterFork>>>,
+    free: Vec<usize>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry { slots: Vec::new(), free: Vec::new() });
+static INSTALL: Once = Once::new();
+static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A registration; dropping it removes the entry.
+#[derive(Debug)]
+pub struct Registration(usize);
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut r = REGISTRY.lock();
+        if let Some(slot) = r.slots.get_mut(self.0) {
+            *slot = None;
+            r.free.push(self.0);
+        }
+    }
+}
+
+/// Register `obj` to be repaired in forked children for as long as the
+/// returned [`Registration`] lives.
+pub fn register(obj: Weak<dyn AfterFork>) -> Registration {
+    install();
+    let mut r = REGISTRY.lock();
+    let idx = match r.free.pop() {
+        Some(i) => {
+            r.slots[i] = Some(obj);
+            i
+        }
+        None => {
+            r.slots.push(Some(obj));
+            r.slots.len() - 1
+        }
+    };
+    Registration(idx)
+}
+
+/// Register an `Arc` (convenience).
+pub fn register_arc<T: AfterFork + 'static>(obj: &Arc<T>) -> Registration {
+    let weak: Weak<T> = Arc::downgrade(obj);
+    register(weak)
+}
+
+/// How many times this process has been forked into a child (0 in the
+/// original process). Lets lazily-checked state notice a fork.
+pub fn generation() -> u64 {
+    FORK_GENERATION.load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// Install the `pthread_atfork` handlers (idempotent).
+pub fn install() {
+    INSTALL.call_once(|| {
+        // SAFETY: the three handlers are `extern "C"` functions with the
+        // signature pthread_atfork expects, valid for the process lifetime.
+        let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+        assert_eq!(rc, 0, "pthread_atfork failed");
+    });
+}
+
+extern "C" fn prepare() {
+    // Hold the registry across fork() so the child's copy is consistent.
+    std::mem::forget(REGISTRY.lock());
+}
+
+extern "C" fn parent() {
+    // SAFETY: `prepare` locked the registry in this same thread and leaked
+    // the guard; this releases exactly that lock.
+    unsafe { REGISTRY.force_unlock() };
+}
+
+extern "C" fn child() {
+    // SAFETY: as in `parent`: the forking thread (now the child's only
+    // thread) locked the registry in `prepare`.
+    unsafe { REGISTRY.force_unlock() };
+    FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let survivor = ident();
+    set_main_thread(survivor);
+    let live: Vec<Arc<dyn AfterFork>> = {
+        let r = REGISTRY.lock();
+        r.slots.iter().flatten().filter_map(Weak::upgrade).collect()
+    };
+    for obj in &live {
+        // SAFETY: we are in the atfork child handler; the child has one thread.
+        unsafe { obj.after_fork_child(survivor) };
+    }
+    // Dropping `live` may drop the last strong reference of an object
+    // whose owner vanished; its Registration then takes the registry lock,
+    // which is free again here.
+    drop(live);
+}
+
+static MAIN_THREAD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Record which thread receives signals (the binding sets it at import).
+pub fn set_main_thread(id: u64) {
+    MAIN_THREAD.store(id, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The thread that receives signals; after a fork, the forking thread.
+pub fn main_thread() -> u64 {
+    MAIN_THREAD.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+// ---- what each core type repairs in a forked child -----------------------
+
+impl AfterFork for crate::sync::Lock {
+    unsafe fn after_fork_child(&self, survivor: u64) {
+        // SAFETY: forwarded: called from the child handler only.
+        unsafe { self.after_fork(survivor) }
+    }
+}
+
+impl AfterFork for crate::sync::RLock {
+    unsafe fn after_fork_child(&self, survivor: u64) {
+        // SAFETY: forwarded: called from the child handler only.
+        unsafe { self.after_fork(survivor) }
+    }
+}
+
+impl AfterFork for crate::sync::Semaphore {
+    unsafe fn after_fork_child(&self, _survivor: u64) {
+        // SAFETY: forwarded: called from the child handler only.
+        unsafe { self.after_fork() }
+    }
+}
+
+impl AfterFork for crate::sync::Event {
+    unsafe fn after_fork_child(&self, _survivor: u64) {
+        // SAFETY: forwarded: called from the child handler only.
+        unsafe { self.after_fork() }
+    }
+}
+
+impl AfterFork for crate::sync::CondVar {
+    unsafe fn after_fork_child(&self, _survivor: u64) {
+        // SAFETY: forwarded: called from the child handler only.
+        unsafe { self.after_fork() }
+    }
+}
+
+impl AfterFork for crate::sync::Barrier {
+    unsafe fn after_fork_child(&self, _survivor: u64) {
+        // SAFETY: forwarded: called from the child handler only.
+        unsafe { self.after_fork() }
+    }
+}
+
+impl<T: Send + Sync> AfterFork for crate::queue::Queue<T> {
+    unsafe fn after_fork_child(&self, _survivor: u64) {
+        // SAFETY: forwarded: called from the child handler only.
+        unsafe { self.after_fork() }
+    }
+}

@@ -1,0 +1,37 @@
+//! plait-core: the pure-Rust heart of plait.
+//!
+//! Python's concurrency primitives, implemented without any knowledge of
+//! Python: locks, semaphores, events, condition queues, barriers and
+//! bounded queues, each with a lock-free fast path and an owned FIFO of
+//! parked threads for the slow path. The PyO3 binding (`plait-py`) wraps
+//! them; everything that does not touch the interpreter lives here so it
+//! can be tested with `cargo test` (and loom, under `--cfg loom`).
+//!
+//! Waiting is described by [`park::WaitCtx`]: a deadline plus an optional
+//! interrupt check polled in slices, which the binding uses to run Python
+//! signal handlers while the main thread is blocked.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod detach;
+pub mod fork;
+pub mod park;
+pub mod queue;
+pub mod thread;
+
+pub mod sync {
+    //! Threading primitives.
+    pub(crate) mod acquire;
+    pub mod barrier;
+    pub mod condvar;
+    pub mod event;
+    pub mod lock;
+    pub mod rlock;
+    pub mod semaphore;
+
+    pub use barrier::{Barrier, BarrierError, Phase};
+    pub use condvar::CondVar;
+    pub use event::Event;
+    pub use lock::Lock;
+    pub use rlock::{RLock, RLockError};
+    pub use semaphore::{ReleaseError, Semaphore};
+}

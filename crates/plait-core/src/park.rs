@@ -1,0 +1,280 @@
+//! Parking: how a thread waits, and how it is woken.
+//!
+//! Every blocking primitive in plait keeps its own FIFO list of parked
+//! threads ([`WaitList`]), rather than sharing a global hash table as
+//! `parking_lot_core` does. Owning the list means a primitive can name its
+//! waiters cheaply (for `plait.debug`), and after `fork()` it can drop the
+//! waiters that belonged to threads which no longer exist (see `fork.rs`).
+//!
+//! A waiting thread allocates a [`Node`], enqueues it under the list's mutex
+//! after re-checking the primitive's condition, and then parks on the node.
+//! A waker pops nodes, marks them notified and unparks their threads.
+//!
+//! [`Node::park`] spins briefly before sleeping: on virtual machines a halted
+//! vCPU takes hundreds of microseconds to wake, so a short bounded spin
+//! turns handoff-bound workloads into cheap ones. The spin only ever runs
+//! while the caller is detached from the interpreter.
+//!
+//! Waits honour a deadline, and optionally an interrupt check polled every
+//! `slice`: the Python binding uses it in the main thread to run signal
+//! handlers, so Ctrl-C interrupts a blocked wait.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::thread::ident;
+
+/// How long a waiter spins before it sleeps.
+pub const SPIN: Duration = Duration::from_micros(20);
+
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A waker chose this waiter.
+    Notified,
+    /// The deadline passed first.
+    TimedOut,
+    /// The interrupt check asked the wait to stop.
+    Interrupted,
+}
+
+/// The limits of one wait: an optional deadline and an optional interrupt
+/// check, polled at least every `slice` while parked.
+#[derive(Clone, Copy)]
+pub struct WaitCtx<'a> {
+    pub deadline: Option<Instant>,
+    pub interrupt: Option<&'a (dyn Fn() -> bool + Sync)>,
+    pub slice: Duration,
+    pub spin: bool,
+}
+
+impl<'a> WaitCtx<'a> {
+    /// Wait without limit and without interruption.
+    pub fn forever() -> Self {
+        WaitCtx { deadline: None, interrupt: None, slice: Duration::from_millis(10), spin: true }
+    }
+
+    /// Wait until `deadline` (or forever when `None`).
+    pub fn until(deadline: Option<Instant>) -> Self {
+        WaitCtx { deadline, ..Self::forever() }
+    }
+
+    /// Wait at most `timeout` (or forever when `None`).
+    pub fn timeout(timeout: Option<Duration>) -> Self {
+        Self::until(timeout.map(|t| deadline_after(t)))
+    }
+
+    /// Add an interrupt check, polled every `slice`.
+    pub fn with_interrupt(mut self, check: &'a (dyn Fn() -> bool + Sync), slice: Duration) -> Self {
+        self.interrupt = Some(check);
+        self.slice = slice;
+        self
+    }
+
+    /// Whether the deadline has passed.
+    pub fn expired(&self) -> bool {
+        matches!(self.deadline, Some(d) if Instant::now() >= d)
+    }
+
+    /// Run the interrupt check, if any.
+    pub fn interrupted(&self) -> bool {
+        self.interrupt.is_some_and(|f| f())
+    }
+}
+
+/// `now + timeout`, saturating at a far-future instant instead of
+/// overflowing (timeouts up to `threading.TIMEOUT_MAX` are legal).
+pub fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 100))
+}
+
+/// One parked thread.
+#[derive(Debug)]
+pub struct Node {
+    notified: AtomicBool,
+    thread: Thread,
+    ident: u64,
+}
+
+impl Node {
+    /// A node for the calling thread.
+    pub fn new() -> Arc<Node> {
+        Arc::new(Node {
+            notified: AtomicBool::new(false),
+            thread: std::thread::current(),
+            ident: ident(),
+        })
+    }
+
+    /// The `threading.get_ident()` of the thread that waits on this node.
+    pub fn ident(&self) -> u64 {
+        self.ident
+    }
+
+    pub fn is_notified(&self) -> bool {
+        self.notified.load(Ordering::Acquire)
+    }
+
+    /// Mark the node notified and wake its thread. Called by wakers after
+    /// they removed the node from its list.
+    pub fn notify(&self) {
+        self.notified.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+
+    /// Park the calling thread (which must own this node) until notified,
+    /// the deadline passes, or the interrupt check fires.
+    pub fn park(&self, ctx: &WaitCtx<'_>) -> Outcome {
+        if ctx.spin && self.spin(ctx.deadline) {
+            return Outcome::Notified;
+        }
+        loop {
+            if self.is_notified() {
+                return Outcome::Notified;
+            }
+            let now = Instant::now();
+            if matches!(ctx.deadline, Some(d) if now >= d) {
+                return Outcome::TimedOut;
+            }
+            let mut wake_at = ctx.deadline;
+            if ctx.interrupt.is_some() {
+                let slice_end = now + ctx.slice;
+                wake_at = Some(wake_at.map_or(slice_end, |d| d.min(slice_end)));
+            }
+            match wake_at {
+                None => std::thread::park(),
+                Some(t) => std::thread::park_timeout(t.saturating_duration_since(now)),
+            }
+            if self.is_notified() {
+                return Outcome::Notified;
+            }
+            if ctx.interrupted() {
+                return Outcome::Interrupted;
+            }
+        }
+    }
+
+    fn spin(&self, deadline: Option<Instant>) -> bool {
+        let start = Instant::now();
+        let mut end = start + SPIN;
+        if let Some(d) = deadline {
+            end = end.min(d);
+        }
+        loop {
+            for _ in 0..64 {
+                if self.is_notified() {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= end {
+                return self.is_notified();
+            }
+        }
+    }
+}
+
+/// A FIFO list of parked threads, guarded by its own short-lived mutex.
+///
+/// Lock order: a primitive's state mutex (if any) before its `WaitList`.
+/// No Python code and no blocking ever happens while the list is locked.
+#[derive(Debug, Default)]
+pub struct WaitList {
+    nodes: Mutex<VecDeque<Arc<Node>>>,
+}
+
+impl WaitList {
+    pub const fn new() -> Self {
+        WaitList { nodes: Mutex::new(VecDeque::new()) }
+    }
+
+    /// Lock the list. Callers enqueue after re-checking their condition
+    /// under this guard, so a waker that changes the condition and then
+    /// takes the guard is sure to see them.
+    pub fn lock(&self) -> MutexGuard<'_, VecDeque<Arc<Node>>> {
+        self.nodes.lock()
+    }
+
+    /// Remove `node` if it is still queued. Returns `false` when a waker
+    /// already took it (so the node was, or is about to be, notified).
+    pub fn remove(&self, node: &Arc<Node>) -> bool {
+        let mut q = self.nodes.lock();
+        remove_node(&mut q, node)
+    }
+
+    /// Wake up to `n` waiters in FIFO order; returns how many were woken.
+    pub fn notify(&self, n: usize) -> usize {
+        let mut q = self.nodes.lock();
+        notify_locked(&mut q, n)
+    }
+
+    /// Wake every waiter.
+    pub fn notify_all(&self) -> usize {
+        self.notify(usize::MAX)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `threading.get_ident()` of every waiter, in queue order.
+    pub fn idents(&self) -> Vec<u64> {
+        self.nodes.lock().iter().map(|n| n.ident).collect()
+    }
+
+    /// Reset after `fork()` in the child: the waiters belonged to threads
+    /// that do not exist in the child, and the mutex may have been held by
+    /// one of them.
+    ///
+    /// # Safety
+    /// Only call from the child immediately after `fork()`, while it is
+    /// single-threaded.
+    pub unsafe fn reset_after_fork(&self) {
+        if self.nodes.is_locked() {
+            // SAFETY: the child runs one thread; whoever held this mutex at
+            // the moment of the fork does not exist here and never unlocks.
+            unsafe { self.nodes.force_unlock() };
+        }
+        // The list may have been mid-update by a thread that vanished;
+        // leak it rather than run destructors over a torn structure.
+        let old = std::mem::take(&mut *self.nodes.lock());
+        std::mem::forget(old);
+    }
+}
+
+/// Remove `node` from a locked queue; `false` if it was not there.
+pub fn remove_node(q: &mut VecDeque<Arc<Node>>, node: &Arc<Node>) -> bool {
+    // Waiters that give up are usually near the back (most recent).
+    if let Some(pos) = q.iter().rposition(|n| Arc::ptr_eq(n, node)) {
+        q.remove(pos);
+        true
+    } else {
+        false
+    }
+}
+
+/// Wake up to `n` waiters of a locked queue.
+pub fn notify_locked(q: &mut VecDeque<Arc<Node>>, n: usize) -> usize {
+    let mut woken = 0;
+    while woken < n {
+        match q.pop_front() {
+            Some(node) => {
+                node.notify();
+                woken += 1;
+            }
+            None => break,
+        }
+    }
+    woken
+}

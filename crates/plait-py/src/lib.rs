@@ -1,0 +1,41 @@
+//! `plait._plait`: the PyO3 extension module.
+//!
+//! Thin bindings over `plait-core`, one file per Python-facing area. The
+//! GIL and signal handling live in `wait.rs`, exception mapping in
+//! `errors.rs`; the Python package (`python/plait`) re-exports these classes
+//! under their public names.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use pyo3::prelude::*;
+
+mod errors;
+mod queue;
+mod sync {
+    pub mod barrier;
+    pub mod condition;
+    pub mod event;
+    pub mod lock;
+    pub mod semaphore;
+}
+mod wait;
+
+#[pymodule(gil_used = false)]
+fn _plait(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    plait_core::fork::install();
+    let main_ident: u64 = py.import("threading")?.call_method0("main_thread")?.getattr("ident")?.extract()?;
+    plait_core::fork::set_main_thread(main_ident);
+    *wait::TIMEOUT_MAX.lock() = py.import("_thread")?.getattr("TIMEOUT_MAX")?.extract()?;
+
+    m.add_class::<sync::lock::Lock>()?;
+    m.add_class::<sync::lock::RLock>()?;
+    m.add_class::<sync::condition::Condition>()?;
+    m.add_class::<sync::semaphore::Semaphore>()?;
+    m.add_class::<sync::semaphore::BoundedSemaphore>()?;
+    m.add_class::<sync::event::Event>()?;
+    m.add_class::<sync::barrier::Barrier>()?;
+    m.add_class::<queue::Queue>()?;
+    m.add_class::<queue::SimpleQueue>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,459 @@
+//! `plait.queue`: Queue / LifoQueue / PriorityQueue (one Rust class, the
+//! order chosen by the Python subclass) and SimpleQueue.
+//!
+//! The Python classes in `python/plait/queue.py` derive from these and from
+//! the standard library's classes, so `isinstance(q, queue.Queue)` holds. A
+//! user subclass that overrides the storage hooks (`_init`, `_qsize`,
+//! `_put`, `_get`) is honoured by running the standard library's own
+//! algorithm for that instance ("hooks mode"); everything else runs here.
+//!
+//! GIL rule: PriorityQueue compares items (user code) while holding the
+//! queue's mutex, so no thread may wait for that mutex while attached; the
+//! core takes it through `Gil`, which detaches on contention. Items are
+//! never dropped (decref'd) while the mutex is held.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use plait_core::fork::{register_arc, Registration};
+use plait_core::park::Outcome;
+use plait_core::queue::{GetError, Order, PutError, Queue as CoreQueue};
+use pyo3::exceptions::{PyOverflowError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::BoundObject;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
+
+use crate::errors;
+use crate::wait::{deadline_in, detached, seconds, truthy, Gil};
+
+type Item = Py<PyAny>;
+
+/// The comparison PriorityQueue uses: the items' own `<`.
+fn less<'py>(py: Python<'py>) -> impl FnMut(&Item, &Item) -> PyResult<bool> + 'py {
+    move |a, b| a.bind(py).lt(b.bind(py))
+}
+
+fn interrupted(err: Option<PyErr>) -> PyErr {
+    err.expect("interrupted waits carry the exception")
+}
+
+/// `timeout` for a blocking call, with CPython's message for negatives.
+fn blocking_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Instant>> {
+    match timeout {
+        Some(t) if !t.is_none() => {
+            let secs = seconds(t)?;
+            if secs < 0.0 {
+                return Err(PyValueError::new_err("'timeout' must be a non-negative number"));
+            }
+            Ok(Some(deadline_in(secs)))
+        }
+        _ => Ok(None),
+    }
+}
+
+static STD_QUEUE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// Call the standard library's `queue.Queue.<name>(self, *args)` (hooks mode).
+fn std_call<'py>(
+    slf: &Bound<'py, PyAny>,
+    name: &str,
+    args: impl IntoPyObject<'py, Target = PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    let cls = STD_QUEUE.import(py, "queue", "Queue")?;
+    let f = cls.getattr(name)?;
+    let args = args.into_pyobject(py).map_err(Into::into)?.into_bound();
+    let mut all = vec![slf.clone()];
+    all.extend(args.iter());
+    f.call1(PyTuple::new(py, all)?)
+}
+
+fn bool_arg<'py>(py: Python<'py>, b: Option<&Bound<'py, PyAny>>) -> Bound<'py, PyAny> {
+    b.cloned().unwrap_or_else(|| pyo3::types::PyBool::new(py, true).to_owned().into_any())
+}
+
+fn none_arg<'py>(py: Python<'py>, t: Option<&Bound<'py, PyAny>>) -> Bound<'py, PyAny> {
+    t.cloned().unwrap_or_else(|| py.None().into_bound(py))
+}
+
+fn maxsize_arg(maxsize: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let m: i64 = maxsize.extract()?;
+    Ok(if m <= 0 { 0 } else { usize::try_from(m).map_err(|_| PyOverflowError::new_err("maxsize too large"))? })
+}
+
+/// The core of `plait.queue.Queue`, `LifoQueue` and `PriorityQueue`.
+#[pyclass(module = "plait.queue", name = "_QueueCore", frozen, subclass)]
+pub struct Queue {
+    core: Arc<CoreQueue<Item>>,
+    hooks: bool,
+    _fork: Registration,
+}
+
+impl Queue {
+    #[inline]
+    fn put_impl(
+        &self,
+        py: Python<'_>,
+        item: Item,
+        block: bool,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let mut cmp = less(py);
+        let mut item = match self.core.try_put(&Gil(py), item, &mut cmp) {
+            Ok(()) => return Ok(()),
+            Err(PutError::Full(item)) => item,
+            Err(PutError::ShutDown(_)) => return Err(errors::shutdown(py)),
+            Err(PutError::Compare(_, e)) => return Err(e),
+        };
+        if !block {
+            return Err(errors::full(py));
+        }
+        let deadline = blocking_deadline(timeout)?;
+        loop {
+            let core = &self.core;
+            let (out, err) = detached(py, deadline, |ctx| core.wait_not_full(ctx));
+            if out == Outcome::Interrupted {
+                return Err(interrupted(err));
+            }
+            item = match self.core.try_put(&Gil(py), item, &mut cmp) {
+                Ok(()) => return Ok(()),
+                Err(PutError::Full(item)) => item,
+                Err(PutError::ShutDown(_)) => return Err(errors::shutdown(py)),
+                Err(PutError::Compare(_, e)) => return Err(e),
+            };
+            if out == Outcome::TimedOut || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(errors::full(py));
+            }
+        }
+    }
+
+    #[inline]
+    fn get_impl(&self, py: Python<'_>, block: bool, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Item> {
+        let mut cmp = less(py);
+        let deadline = if block { blocking_deadline(timeout)? } else { None };
+        match self.core.try_get(&Gil(py), &mut cmp) {
+            Ok(item) => return Ok(item),
+            Err(GetError::Empty) => {}
+            Err(GetError::ShutDown) => return Err(errors::shutdown(py)),
+            Err(GetError::Compare(e)) => return Err(e),
+        }
+        if !block {
+            return Err(errors::empty(py));
+        }
+        loop {
+            let core = &self.core;
+            let (out, err) = detached(py, deadline, |ctx| core.wait_not_empty(ctx));
+            if out == Outcome::Interrupted {
+                return Err(interrupted(err));
+            }
+            match self.core.try_get(&Gil(py), &mut cmp) {
+                Ok(item) => return Ok(item),
+                Err(GetError::Empty) => {}
+                Err(GetError::ShutDown) => return Err(errors::shutdown(py)),
+                Err(GetError::Compare(e)) => return Err(e),
+            }
+            if out == Outcome::TimedOut || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(errors::empty(py));
+            }
+        }
+    }
+
+    fn dict_get<'py>(slf: &Bound<'py, Self>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        slf.getattr("__dict__")?.get_item(name)
+    }
+}
+
+#[pymethods]
+impl Queue {
+    #[new]
+    #[classmethod]
+    #[pyo3(signature = (*args, **kwargs))]
+    fn new(
+        cls: &Bound<'_, PyType>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let order = match cls.getattr("_plait_order").and_then(|o| o.extract::<u8>()).unwrap_or(0) {
+            1 => Order::Lifo,
+            2 => Order::Priority,
+            _ => Order::Fifo,
+        };
+        let hooks = cls.getattr("_plait_hooks").and_then(|h| h.is_truthy()).unwrap_or(false);
+        let maxsize = match (args.get_item(0).ok(), kwargs.and_then(|k| k.get_item("maxsize").ok().flatten())) {
+            (Some(m), _) | (None, Some(m)) => maxsize_arg(&m).unwrap_or(0),
+            _ => 0,
+        };
+        let core = Arc::new(CoreQueue::new(order, maxsize));
+        let reg = register_arc(&core);
+        Ok(Queue { core, hooks, _fork: reg })
+    }
+
+    /// Put `item`, waiting for room if the queue is bounded and full.
+    #[pyo3(signature = (item, block = None, timeout = None))]
+    fn put(
+        slf: &Bound<'_, Self>,
+        item: Bound<'_, PyAny>,
+        block: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let this = slf.get();
+        let py = slf.py();
+        if this.hooks {
+            std_call(slf.as_any(), "put", (item, bool_arg(py, block), none_arg(py, timeout)))?;
+            return Ok(());
+        }
+        let block = truthy(block)?;
+        if block && timeout.is_some_and(|t| !t.is_none()) && this.core.maxsize(&Gil(py)) > 0 {
+            blocking_deadline(timeout)?; // CPython rejects a negative timeout up front.
+        }
+        this.put_impl(py, item.unbind(), block, timeout)
+    }
+
+    fn put_nowait(slf: &Bound<'_, Self>, item: Bound<'_, PyAny>) -> PyResult<()> {
+        let this = slf.get();
+        if this.hooks {
+            std_call(slf.as_any(), "put_nowait", (item,))?;
+            return Ok(());
+        }
+        this.put_impl(slf.py(), item.unbind(), false, None)
+    }
+
+    /// Remove and return an item, waiting for one if needed.
+    #[pyo3(signature = (block = None, timeout = None))]
+    fn get(
+        slf: &Bound<'_, Self>,
+        block: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Item> {
+        let this = slf.get();
+        let py = slf.py();
+        if this.hooks {
+            return Ok(std_call(slf.as_any(), "get", (bool_arg(py, block), none_arg(py, timeout)))?.unbind());
+        }
+        this.get_impl(py, truthy(block)?, timeout)
+    }
+
+    fn get_nowait(slf: &Bound<'_, Self>) -> PyResult<Item> {
+        let this = slf.get();
+        if this.hooks {
+            return Ok(std_call(slf.as_any(), "get_nowait", ())?.unbind());
+        }
+        this.get_impl(slf.py(), false, None)
+    }
+
+    fn qsize(slf: &Bound<'_, Self>) -> PyResult<usize> {
+        let this = slf.get();
+        if this.hooks {
+            return std_call(slf.as_any(), "qsize", ())?.extract();
+        }
+        Ok(this.core.len(&Gil(slf.py())))
+    }
+
+    fn empty(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let this = slf.get();
+        if this.hooks {
+            return std_call(slf.as_any(), "empty", ())?.extract();
+        }
+        Ok(this.core.len(&Gil(slf.py())) == 0)
+    }
+
+    fn full(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let this = slf.get();
+        if this.hooks {
+            return std_call(slf.as_any(), "full", ())?.extract();
+        }
+        Ok(this.core.is_full(&Gil(slf.py())))
+    }
+
+    /// Mark a formerly enqueued task complete.
+    fn task_done(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        if this.hooks {
+            std_call(slf.as_any(), "task_done", ())?;
+            return Ok(());
+        }
+        this.core
+            .task_done(&Gil(slf.py()))
+            .map_err(|_| PyValueError::new_err("task_done() called too many times"))
+    }
+
+    /// Block until every item put has been marked done.
+    fn join(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        let py = slf.py();
+        if this.hooks {
+            std_call(slf.as_any(), "join", ())?;
+            return Ok(());
+        }
+        while !this.core.all_done(&Gil(py)) {
+            let core = &this.core;
+            let (out, err) = detached(py, None, |ctx| core.wait_all_done(ctx));
+            if out == Outcome::Interrupted {
+                return Err(interrupted(err));
+            }
+        }
+        Ok(())
+    }
+
+    /// Python 3.13's `Queue.shutdown` (exposed as `shutdown` on 3.13+).
+    #[pyo3(signature = (immediate = false))]
+    fn _shutdown(slf: &Bound<'_, Self>, immediate: bool) -> PyResult<()> {
+        let this = slf.get();
+        if this.hooks {
+            std_call(slf.as_any(), "shutdown", (immediate,))?;
+            return Ok(());
+        }
+        let drained = this.core.shutdown(&Gil(slf.py()), immediate);
+        drop(drained); // outside the queue's mutex: __del__ may run
+        Ok(())
+    }
+
+    #[getter]
+    fn maxsize(&self, py: Python<'_>) -> usize {
+        self.core.maxsize(&Gil(py))
+    }
+
+    #[setter]
+    fn set_maxsize(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.core.set_maxsize(&Gil(py), maxsize_arg(value)?);
+        Ok(())
+    }
+
+    #[getter]
+    fn unfinished_tasks(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let this = slf.get();
+        if this.hooks {
+            return Ok(Queue::dict_get(slf, "unfinished_tasks")?.unbind());
+        }
+        Ok(this.core.unfinished(&Gil(slf.py())).into_pyobject(slf.py())?.into_any().unbind())
+    }
+
+    #[setter]
+    fn set_unfinished_tasks(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        if slf.get().hooks {
+            return slf.getattr("__dict__")?.set_item("unfinished_tasks", value);
+        }
+        Err(pyo3::exceptions::PyAttributeError::new_err("unfinished_tasks is maintained by the queue"))
+    }
+
+    #[getter]
+    fn is_shutdown(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let this = slf.get();
+        if this.hooks {
+            return Ok(Queue::dict_get(slf, "is_shutdown")?.unbind());
+        }
+        Ok(pyo3::types::PyBool::new(slf.py(), this.core.is_shutdown(&Gil(slf.py()))).to_owned().into_any().unbind())
+    }
+
+    #[setter]
+    fn set_is_shutdown(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        if slf.get().hooks {
+            return slf.getattr("__dict__")?.set_item("is_shutdown", value);
+        }
+        Err(pyo3::exceptions::PyAttributeError::new_err("use shutdown() to shut the queue down"))
+    }
+
+    /// `(getters, putters, joiners)` waiting now (for plait.debug).
+    #[getter]
+    fn _waiting(&self, py: Python<'_>) -> (usize, usize, usize) {
+        self.core.waiting(&Gil(py))
+    }
+
+    /// A snapshot of the items in storage order (for plait.debug).
+    fn _snapshot(&self, py: Python<'_>) -> Vec<Item> {
+        self.core.map_items(&Gil(py), |items| items.iter().map(|i| i.clone_ref(py)).collect())
+    }
+}
+
+/// A simple unbounded FIFO queue, like CPython's C `queue.SimpleQueue`:
+/// `put` never blocks, and it may be called reentrantly (from `__del__`
+/// or a weakref callback), since nothing Python runs under its mutex.
+#[pyclass(module = "plait.queue", frozen, weakref, subclass)]
+pub struct SimpleQueue {
+    core: Arc<CoreQueue<Item>>,
+    _fork: Registration,
+}
+
+fn no_compare(_: &Item, _: &Item) -> Result<bool, PyErr> {
+    unreachable!("FIFO queues never compare")
+}
+
+#[pymethods]
+impl SimpleQueue {
+    #[new]
+    fn new() -> Self {
+        let core = Arc::new(CoreQueue::new(Order::Fifo, 0));
+        let reg = register_arc(&core);
+        SimpleQueue { core, _fork: reg }
+    }
+
+    /// Put `item`; never blocks (`block` and `timeout` are ignored, as in
+    /// CPython, and exist for compatibility with Queue.put).
+    #[pyo3(signature = (item, block = None, timeout = None))]
+    fn put(
+        &self,
+        py: Python<'_>,
+        item: Bound<'_, PyAny>,
+        block: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let _ = (block, timeout);
+        self.core
+            .try_put(&Gil(py), item.unbind(), &mut no_compare)
+            .map_err(|_| errors::full(py))
+    }
+
+    fn put_nowait(&self, py: Python<'_>, item: Bound<'_, PyAny>) -> PyResult<()> {
+        self.core
+            .try_put(&Gil(py), item.unbind(), &mut no_compare)
+            .map_err(|_| errors::full(py))
+    }
+
+    #[pyo3(signature = (block = None, timeout = None))]
+    fn get(&self, py: Python<'_>, block: Option<&Bound<'_, PyAny>>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Item> {
+        let block = match block {
+            None => true,
+            Some(b) => b.is_truthy()?,
+        };
+        let deadline = if block { blocking_deadline(timeout)? } else { None };
+        if let Ok(item) = self.core.try_get(&Gil(py), &mut no_compare) {
+            return Ok(item);
+        }
+        if !block {
+            return Err(errors::empty(py));
+        }
+        loop {
+            let core = &self.core;
+            let (out, err) = detached(py, deadline, |ctx| core.wait_not_empty(ctx));
+            if out == Outcome::Interrupted {
+                return Err(interrupted(err));
+            }
+            if let Ok(item) = self.core.try_get(&Gil(py), &mut no_compare) {
+                return Ok(item);
+            }
+            if out == Outcome::TimedOut || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(errors::empty(py));
+            }
+        }
+    }
+
+    fn get_nowait(&self, py: Python<'_>) -> PyResult<Item> {
+        self.core.try_get(&Gil(py), &mut no_compare).map_err(|_| errors::empty(py))
+    }
+
+    fn empty(&self, py: Python<'_>) -> bool {
+        self.core.len(&Gil(py)) == 0
+    }
+
+    fn qsize(&self, py: Python<'_>) -> usize {
+        self.core.len(&Gil(py))
+    }
+
+    #[classmethod]
+    fn __class_getitem__(cls: &Bound<'_, PyType>, item: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = cls.py();
+        let alias = py.import("types")?.getattr("GenericAlias")?;
+        Ok(alias.call1((cls, item))?.unbind())
+    }
+}

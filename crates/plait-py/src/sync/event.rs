@@ -1,0 +1,86 @@
+//! `plait.Event`: `threading.Event`.
+
+use std::sync::Arc;
+
+use plait_core::fork::{register_arc, Registration};
+use plait_core::park::Outcome;
+use plait_core::sync::Event as CoreEvent;
+use pyo3::prelude::*;
+
+use crate::sync::lock::class_path;
+use crate::wait::{detached, optional_deadline};
+
+/// A flag threads can wait for, like `threading.Event`.
+///
+/// Difference from CPython: there is no internal `_cond` Condition; the
+/// waiting is done in Rust.
+#[pyclass(module = "plait", frozen, weakref, subclass)]
+pub struct Event {
+    core: Arc<CoreEvent>,
+    _fork: Registration,
+}
+
+#[pymethods]
+impl Event {
+    #[new]
+    fn new() -> Self {
+        let core = Arc::new(CoreEvent::new());
+        let reg = register_arc(&core);
+        Event { core, _fork: reg }
+    }
+
+    fn is_set(&self) -> bool {
+        self.core.is_set()
+    }
+
+    /// Deprecated alias of is_set (CPython warns too).
+    #[pyo3(name = "isSet")]
+    fn is_set_alias(&self, py: Python<'_>) -> PyResult<bool> {
+        PyErr::warn(
+            py,
+            &py.get_type::<pyo3::exceptions::PyDeprecationWarning>(),
+            c"isSet() is deprecated, use is_set() instead",
+            1,
+        )?;
+        Ok(self.core.is_set())
+    }
+
+    fn set(&self) {
+        self.core.set();
+    }
+
+    fn clear(&self) {
+        self.core.clear();
+    }
+
+    /// Block until the flag is set or `timeout` seconds pass; returns the
+    /// flag (True if a set() woke us even if it was cleared since).
+    #[pyo3(signature = (timeout = None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        if self.core.is_set() {
+            return Ok(true);
+        }
+        let deadline = optional_deadline(timeout)?;
+        let core = &self.core;
+        let (out, err) = detached(py, deadline, |ctx| core.wait_slow(ctx));
+        match out {
+            Outcome::Notified => Ok(true),
+            Outcome::TimedOut => Ok(false),
+            Outcome::Interrupted => Err(err.expect("interrupted waits carry the exception")),
+        }
+    }
+
+    /// CPython calls this in a forked child; plait repairs its internal
+    /// state in its own fork handler, and the flag is kept, as in CPython.
+    fn _at_fork_reinit(&self) {}
+
+    #[getter]
+    fn _waiters(&self) -> Vec<u64> {
+        self.core.waiters()
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let state = if slf.get().core.is_set() { "set" } else { "unset" };
+        Ok(format!("<{} at {:#x}: {}>", class_path(slf.as_any())?, slf.as_ptr() as usize, state))
+    }
+}

@@ -1,0 +1,172 @@
+//! Waiting from Python: detach from the interpreter, honour Ctrl-C.
+//!
+//! CPython's C signal handler only sets a flag; Python-level handlers (the
+//! one that raises KeyboardInterrupt included) run when the main thread is
+//! attached and calls `PyErr_CheckSignals`. A detached Rust wait would never
+//! see them. So in the main thread every wait is sliced: the core parks for
+//! at most [`SLICE`], then runs [`Interrupt::check`], which attaches briefly
+//! and runs pending handlers. A handler that raises ends the wait and its
+//! exception is what the blocking call raises. Other threads never receive
+//! Python signals and wait unsliced.
+
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use plait_core::detach::Detach;
+use plait_core::park::{deadline_after, WaitCtx};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyFloat, PyInt};
+
+/// How often a blocked main thread looks for signals.
+pub const SLICE: Duration = Duration::from_millis(5);
+
+/// Largest accepted timeout, `_thread.TIMEOUT_MAX` (set at module init).
+pub static TIMEOUT_MAX: Mutex<f64> = Mutex::new(f64::MAX);
+
+/// The binding's [`Detach`]: leave the interpreter around `f`.
+#[derive(Clone, Copy)]
+pub struct Gil<'py>(pub Python<'py>);
+
+impl Detach for Gil<'_> {
+    #[inline]
+    fn detach<R: Send, F: FnOnce() -> R + Send>(&self, f: F) -> R {
+        self.0.detach(f)
+    }
+}
+
+/// Collects the exception raised by a signal handler during a wait.
+#[derive(Default)]
+pub struct Interrupt {
+    err: Mutex<Option<PyErr>>,
+}
+
+impl Interrupt {
+    /// Run pending signal handlers; `true` if one raised.
+    pub fn check(&self) -> bool {
+        Python::attach(|py| match py.check_signals() {
+            Ok(()) => false,
+            Err(e) => {
+                *self.err.lock() = Some(e);
+                true
+            }
+        })
+    }
+
+    /// The exception a handler raised, if any.
+    pub fn take(&self) -> Option<PyErr> {
+        self.err.lock().take()
+    }
+}
+
+/// Whether the calling thread is the one that receives Python signals.
+#[inline]
+pub fn is_main_thread() -> bool {
+    plait_core::thread::ident() == plait_core::fork::main_thread()
+}
+
+/// Run `f` detached with a [`WaitCtx`] for `deadline`, interruptible by
+/// signal handlers when called from the main thread. Returns `f`'s result
+/// and the exception a signal handler raised, if one did.
+pub fn detached<R: Send>(
+    py: Python<'_>,
+    deadline: Option<Instant>,
+    f: impl FnOnce(&WaitCtx<'_>) -> R + Send,
+) -> (R, Option<PyErr>) {
+    let intr = Interrupt::default();
+    let check = || intr.check();
+    let mut ctx = WaitCtx::until(deadline);
+    if is_main_thread() {
+        ctx = ctx.with_interrupt(&check, SLICE);
+    }
+    let r = py.detach(|| f(&ctx));
+    (r, intr.take())
+}
+
+/// Run `f` detached and uninterruptible (re-taking a lock we must hold).
+pub fn detached_uninterruptible<R: Send>(py: Python<'_>, f: impl FnOnce(&WaitCtx<'_>) -> R + Send) -> R {
+    let ctx = WaitCtx::forever();
+    py.detach(|| f(&ctx))
+}
+
+/// A timeout in seconds, converted the way `_PyTime_FromSecondsObject`
+/// does: ints and floats only; NaN is a ValueError.
+pub fn seconds(obj: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let t = if let Ok(f) = obj.cast::<PyFloat>() {
+        f.value()
+    } else if obj.is_instance_of::<PyInt>() {
+        match obj.extract::<i64>() {
+            Ok(i) => i as f64,
+            Err(_) => return Err(PyOverflowError::new_err("timestamp too large to convert to C _PyTime_t")),
+        }
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "'{}' object cannot be interpreted as an integer or float",
+            obj.get_type().name()?
+        )));
+    };
+    if t.is_nan() {
+        return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
+    }
+    Ok(t)
+}
+
+/// A deadline `secs` from now; non-positive means "now".
+pub fn deadline_in(secs: f64) -> Instant {
+    if secs <= 0.0 {
+        Instant::now()
+    } else {
+        deadline_after(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
+    }
+}
+
+/// `threading`-style `timeout=None` or seconds: `None` waits forever.
+pub fn optional_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Instant>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_none() => Ok(None),
+        Some(t) => Ok(Some(deadline_in(seconds(t)?))),
+    }
+}
+
+/// Truthiness of an optional `blocking` argument (default true), accepting
+/// any object as CPython's `p` format does.
+#[inline]
+pub fn truthy(obj: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+    match obj {
+        None => Ok(true),
+        Some(o) => o.is_truthy(),
+    }
+}
+
+/// Parse `_thread.lock.acquire(blocking=True, timeout=-1)` arguments, with
+/// CPython's checks and messages. Returns `None` for a non-blocking
+/// attempt, `Some(None)` to wait forever, `Some(Some(deadline))` otherwise.
+#[inline]
+pub fn lock_acquire_args(
+    blocking: Option<&Bound<'_, PyAny>>,
+    timeout: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<Option<Instant>>> {
+    let blocking = truthy(blocking)?;
+    let secs = match timeout {
+        None => -1.0,
+        Some(t) => seconds(t)?,
+    };
+    let unset = secs == -1.0;
+    if !blocking {
+        if !unset {
+            return Err(PyValueError::new_err("can't specify a timeout for a non-blocking call"));
+        }
+        return Ok(None);
+    }
+    if unset {
+        return Ok(Some(None));
+    }
+    if secs < 0.0 {
+        return Err(PyValueError::new_err("timeout value must be a non-negative number"));
+    }
+    if secs > *TIMEOUT_MAX.lock() {
+        return Err(PyOverflowError::new_err("timeout value is too large"));
+    }
+    Ok(Some(Some(deadline_in(secs))))
+}

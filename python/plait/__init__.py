@@ -1,0 +1,36 @@
+"""plait: Python's concurrency stack rebuilt in Rust.
+
+Same APIs as the standard library, implemented in a Rust core:
+
+* ``plait.sync``  — Lock, RLock, Condition, Semaphore, BoundedSemaphore,
+  Event, Barrier (the ``threading`` primitives)
+* ``plait.queue`` — Queue, LifoQueue, PriorityQueue, SimpleQueue, Empty,
+  Full (the ``queue`` module)
+
+Switch by changing an import::
+
+    from plait.sync import Lock, Condition
+    from plait import queue
+"""
+
+from plait._plait import (
+    __version__,
+    Barrier,
+    BoundedSemaphore,
+    Condition,
+    Event,
+    Lock,
+    RLock,
+    Semaphore,
+)
+
+__all__ = [
+    "__version__",
+    "Barrier",
+    "BoundedSemaphore",
+    "Condition",
+    "Event",
+    "Lock",
+    "RLock",
+    "Semaphore",
+]
