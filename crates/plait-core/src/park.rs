@@ -66,7 +66,7 @@ impl<'a> WaitCtx<'a> {
 
     /// Wait at most `timeout` (or forever when `None`).
     pub fn timeout(timeout: Option<Duration>) -> Self {
-        Self::until(timeout.map(|t| deadline_after(t)))
+        Self::until(timeout.map(deadline_after))
     }
 
     /// Add an interrupt check, polled every `slice`.
