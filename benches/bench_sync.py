@@ -1,0 +1,211 @@
+"""Synchronisation workloads: uncontended primitive calls and a two-thread handoff.
+
+References are CPython's own C types: ``_thread.allocate_lock()`` (what
+``threading.Lock`` is) and ``_thread.RLock`` (what ``threading.RLock`` is).
+An uncontended acquire+release pair of the C lock is the cost of two C method
+calls, the floor for any primitive called from Python, so Semaphore and
+Event are held against it too (issue 2, section 4).
+
+The handoff workload (Event ping-pong) is bound by waking the other thread,
+not by the primitive: its reference is the cheapest handoff two Python
+threads can do, two C locks used as binary semaphores.  On virtual machines
+waking a halted vCPU dominates, so it runs unpinned and pinned to one CPU.
+"""
+
+from __future__ import annotations
+
+import _thread
+import threading
+from itertools import repeat
+from time import perf_counter
+from typing import Callable
+
+from harness import PLAIT, REF, STDLIB, BenchContext, Variant, Workload
+
+GROUP = "sync"
+TITLE = "sync: Lock, RLock, Semaphore, BoundedSemaphore, Event"
+
+Runner = Callable[[int], float]
+
+
+def _c_rlock():
+    """CPython's C RLock (``threading.RLock()`` returns one when it exists)."""
+    return getattr(_thread, "RLock", None) or threading._CRLock  # type: ignore[attr-defined]
+
+
+# --- uncontended pairs, one thread -------------------------------------------
+
+
+def acquire_release(make) -> Runner:
+    """n x ``acquire(); release()`` on one object, methods cached in locals."""
+
+    def run(n: int) -> float:
+        obj = make()
+        acquire, release = obj.acquire, obj.release
+        t0 = perf_counter()
+        for _ in repeat(None, n):
+            acquire()
+            release()
+        return perf_counter() - t0
+
+    return run
+
+
+def with_block(make) -> Runner:
+    """n x ``with lock: pass``: the context-manager protocol, as most code uses locks."""
+
+    def run(n: int) -> float:
+        lock = make()
+        t0 = perf_counter()
+        for _ in repeat(None, n):
+            with lock:
+                pass
+        return perf_counter() - t0
+
+    return run
+
+
+def set_clear(make_event) -> Runner:
+    """n x ``set(); clear()`` on an Event nobody waits on."""
+
+    def run(n: int) -> float:
+        event = make_event()
+        set_, clear = event.set, event.clear
+        t0 = perf_counter()
+        for _ in repeat(None, n):
+            set_()
+            clear()
+        return perf_counter() - t0
+
+    return run
+
+
+# --- handoff between two threads ----------------------------------------------
+
+
+def event_ping_pong(make_event) -> Runner:
+    """n round trips: A sets e1 and waits e2; B waits e1, clears it, sets e2.
+
+    One untimed round trip first, so thread start-up stays out of the timing.
+    """
+
+    def run(n: int) -> float:
+        e1, e2 = make_event(), make_event()
+
+        def partner() -> None:
+            wait1, clear1, set2 = e1.wait, e1.clear, e2.set
+            for _ in repeat(None, n + 1):
+                wait1()
+                clear1()
+                set2()
+
+        thread = threading.Thread(target=partner, name="bench-pong", daemon=True)
+        thread.start()
+        set1, wait2, clear2 = e1.set, e2.wait, e2.clear
+        set1()
+        wait2()
+        clear2()
+        t0 = perf_counter()
+        for _ in repeat(None, n):
+            set1()
+            wait2()
+            clear2()
+        elapsed = perf_counter() - t0
+        thread.join()
+        return elapsed
+
+    return run
+
+
+def c_lock_handoff() -> Runner:
+    """The floor for a two-thread handoff: two C locks used as binary semaphores.
+
+    A releases ``ping`` and blocks on ``pong``; B takes ``ping`` and releases
+    ``pong``.  No Python-level primitive can hand over faster than this.
+    """
+
+    def run(n: int) -> float:
+        ping, pong = _thread.allocate_lock(), _thread.allocate_lock()
+        ping.acquire()
+        pong.acquire()
+
+        def partner() -> None:
+            take, give = ping.acquire, pong.release
+            for _ in repeat(None, n + 1):
+                take()
+                give()
+
+        thread = threading.Thread(target=partner, name="bench-pong", daemon=True)
+        thread.start()
+        give, take = ping.release, pong.acquire
+        give()
+        take()
+        t0 = perf_counter()
+        for _ in repeat(None, n):
+            give()
+            take()
+        elapsed = perf_counter() - t0
+        thread.join()
+        return elapsed
+
+    return run
+
+
+# --- the group -------------------------------------------------------------------
+
+
+def workloads(ctx: BenchContext) -> list[Workload]:
+    std = ctx.stdlib.sync
+    pl = ctx.plait.sync if ctx.plait is not None else None
+    plabel = ctx.plait.label if ctx.plait is not None else ""
+    c_lock = _thread.allocate_lock
+    c_rlock = _c_rlock()
+    out: list[Workload] = []
+
+    def trio(pattern, cls_name: str, ref_make, ref_what: str, ref_pattern=None) -> list[Variant]:
+        vs = [Variant(STDLIB, f"threading.{cls_name}", pattern(getattr(std, cls_name))),
+              Variant(REF, ref_what, (ref_pattern or pattern)(ref_make))]
+        if pl is not None:
+            vs.append(Variant(PLAIT, f"{plabel}: sync.{cls_name}", pattern(getattr(pl, cls_name))))
+        return vs
+
+    def duo(pattern, cls_name: str, ref_make, ref_what: str) -> list[Variant]:
+        vs = [Variant(REF, ref_what, pattern(ref_make))]
+        if pl is not None:
+            vs.append(Variant(PLAIT, f"{plabel}: sync.{cls_name}", pattern(getattr(pl, cls_name))))
+        return vs
+
+    for cls_name in ("Semaphore", "BoundedSemaphore"):
+        out.append(Workload(
+            GROUP, f"{cls_name} acquire+release", "pairs", "C Lock",
+            trio(acquire_release, cls_name, c_lock, "_thread.allocate_lock() (C)"),
+            target=1.0))
+
+    out.append(Workload(
+        GROUP, "Event set+clear", "pairs", "C Lock",
+        trio(set_clear, "Event", c_lock, "_thread.allocate_lock() acquire+release (C)",
+             ref_pattern=acquire_release),
+        target=1.0))
+
+    for cls_name, ref_make, ref_name, ref_what in (
+        ("Lock", c_lock, "C Lock", "_thread.allocate_lock() (C) = threading.Lock"),
+        ("RLock", c_rlock, "C RLock", "_thread.RLock (C) = threading.RLock"),
+    ):
+        out.append(Workload(
+            GROUP, f"{cls_name} acquire+release", "pairs", ref_name,
+            duo(acquire_release, cls_name, ref_make, ref_what),
+            target=1.0, stdlib_is_ref=True))
+        out.append(Workload(
+            GROUP, f"{cls_name} with-block", "blocks", ref_name,
+            duo(with_block, cls_name, ref_make, ref_what),
+            target=1.0, stdlib_is_ref=True))
+
+    for label, pinned in ctx.pin_modes():
+        variants = [Variant(STDLIB, "threading.Event", event_ping_pong(std.Event)),
+                    Variant(REF, "two _thread locks as binary semaphores (C)", c_lock_handoff())]
+        if pl is not None:
+            variants.append(Variant(PLAIT, f"{plabel}: sync.Event", event_ping_pong(pl.Event)))
+        out.append(Workload(
+            GROUP, f"Event ping-pong, 2 threads, {label}", "trips", "C handoff",
+            variants, target=1.0, pinned=pinned, start_n=200))
+    return out

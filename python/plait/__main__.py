@@ -1,0 +1,102 @@
+"""``python -m plait``: the two commands a newcomer runs.
+
+* ``python -m plait demo``  - the same pipeline code on the standard library and
+  on plait, with a progress bar and a side-by-side table (``plait/_demo.py``).
+* ``python -m plait bench`` - the comparison table: the standard library,
+  CPython's C types and plait in one run (the harness in the repository's
+  ``benches/`` directory).
+
+The benchmark harness lives in the repository, not in the installed package:
+it is a development tool, and ``maturin develop`` installs plait so that the
+package's files stay in ``<repo>/python/plait``, which puts the harness at
+``<repo>/benches``.  An installed wheel has no harness, and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from . import _demo
+
+
+def benches_dir() -> Path:
+    """``<repo>/benches``, found relative to the package (``<repo>/python/plait``)."""
+    import plait
+
+    package_file = getattr(plait, "__file__", None) or __file__
+    return Path(package_file).resolve().parents[2] / "benches"
+
+
+def load_harness() -> tuple[ModuleType | None, str]:
+    """Import ``benches/harness.py``; return (module or None, why not)."""
+    where = benches_dir()
+    if not (where / "harness.py").is_file():
+        return None, (
+            f"the benchmark harness is not here: {where / 'harness.py'} does not exist.\n"
+            "`python -m plait bench` runs from a source checkout (the repository's benches/ "
+            "directory); clone the repository and run `make bench`."
+        )
+    if str(where) not in sys.path:
+        sys.path.insert(0, str(where))
+    try:
+        return importlib.import_module("harness"), ""
+    except Exception as exc:  # a broken harness must not break `demo` or `--help`
+        return None, f"could not import {where / 'harness.py'}: {type(exc).__name__}: {exc}"
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, ModuleType | None, str]:
+    parser = argparse.ArgumentParser(
+        prog="python -m plait",
+        description="plait: Python's threading primitives and queues (and later more of its "
+        "concurrency stack) rebuilt in Rust, with the same APIs.",
+        epilog="Run `python -m plait COMMAND --help` for a command's options.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="run the same workloads on the standard library and on plait, side by side",
+        description="A short visual run: the same multi-stage pipeline code on threading+queue "
+        "and on plait.sync+plait.queue, a live progress bar, a side-by-side table, and a "
+        "checksum proving nothing was lost or duplicated.")
+    _demo.add_arguments(demo)
+
+    harness, problem = load_harness()
+    bench = commands.add_parser(
+        "bench", help="print the benchmark table (standard library, C types, plait)",
+        description="Each workload against the standard library, CPython's C-implemented "
+        "types (the reference) and plait in one process; prints rates, the ratios "
+        "plait/reference and plait/stdlib, and the target with PASS/FAIL. Takes about a "
+        "minute; --quick takes seconds.")
+    if harness is not None:
+        harness.add_arguments(bench)
+    else:
+        bench.description += f"\n\nNot available here: {problem}"
+        bench.formatter_class = argparse.RawDescriptionHelpFormatter
+    return parser, harness, problem
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, harness, problem = build_parser()
+    opts, unknown = parser.parse_known_args(argv)
+    if unknown and not (opts.command == "bench" and harness is None):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if opts.command == "demo":
+        return _demo.run(opts)
+    if opts.command == "bench":
+        if harness is None:
+            print(f"plait bench: {problem}", file=sys.stderr)
+            return 2
+        return harness.run(opts)
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
