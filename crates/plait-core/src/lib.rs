@@ -12,10 +12,14 @@
 //! signal handlers while the main thread is blocked.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[macro_use]
+mod loom;
+
 pub mod detach;
 pub mod fork;
 pub mod park;
 pub mod queue;
+pub mod spin;
 pub mod thread;
 
 pub mod sync {

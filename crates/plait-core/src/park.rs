@@ -20,13 +20,12 @@
 //! handlers, so Ctrl-C interrupts a blocked wait.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, MutexGuard};
-
+use crate::loom::atomic::{AtomicBool, Ordering};
+use crate::loom::thread::{self, Thread};
+use crate::loom::{Mutex, MutexGuard, SPIN_BEFORE_PARK};
 use crate::thread::ident;
 
 /// How long a waiter spins before it sleeps.
@@ -108,7 +107,7 @@ impl Node {
     pub fn new() -> Arc<Node> {
         Arc::new(Node {
             notified: AtomicBool::new(false),
-            thread: std::thread::current(),
+            thread: thread::current(),
             ident: ident(),
         })
     }
@@ -132,7 +131,7 @@ impl Node {
     /// Park the calling thread (which must own this node) until notified,
     /// the deadline passes, or the interrupt check fires.
     pub fn park(&self, ctx: &WaitCtx<'_>) -> Outcome {
-        if ctx.spin && self.spin(ctx.deadline) {
+        if SPIN_BEFORE_PARK && ctx.spin && self.spin(ctx.deadline) {
             return Outcome::Notified;
         }
         loop {
@@ -149,8 +148,8 @@ impl Node {
                 wake_at = Some(wake_at.map_or(slice_end, |d| d.min(slice_end)));
             }
             match wake_at {
-                None => std::thread::park(),
-                Some(t) => std::thread::park_timeout(t.saturating_duration_since(now)),
+                None => thread::park(),
+                Some(t) => thread::park_timeout(t.saturating_duration_since(now)),
             }
             if self.is_notified() {
                 return Outcome::Notified;
@@ -162,6 +161,9 @@ impl Node {
     }
 
     fn spin(&self, deadline: Option<Instant>) -> bool {
+        if !spinning_helps() {
+            return self.is_notified();
+        }
         let start = Instant::now();
         let mut end = start + SPIN;
         if let Some(d) = deadline {
@@ -181,6 +183,21 @@ impl Node {
     }
 }
 
+/// Spinning only pays when the thread that will wake us can run on another
+/// CPU meanwhile. Confined to one CPU (`taskset -c 0`, a cgroup of one
+/// core), a spinner just burns the time slice the waker needs.
+pub fn spinning_helps() -> bool {
+    // SAFETY: cpu_set_t is plain data, valid when zeroed; sched_getaffinity
+    // writes at most `size_of::<cpu_set_t>()` bytes into it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return true;
+        }
+        libc::CPU_COUNT(&set) > 1
+    }
+}
+
 /// A FIFO list of parked threads, guarded by its own short-lived mutex.
 ///
 /// Lock order: a primitive's state mutex (if any) before its `WaitList`.
@@ -191,8 +208,10 @@ pub struct WaitList {
 }
 
 impl WaitList {
-    pub const fn new() -> Self {
-        WaitList { nodes: Mutex::new(VecDeque::new()) }
+    loom_const_fn! {
+        pub fn new() -> Self {
+            WaitList { nodes: Mutex::new(VecDeque::new()) }
+        }
     }
 
     /// Lock the list. Callers enqueue after re-checking their condition

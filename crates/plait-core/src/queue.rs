@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use parking_lot::{Mutex, MutexGuard};
+use crate::spin::{SpinGuard as MutexGuard, SpinMutex as Mutex};
 
 use crate::detach::Detach;
 use crate::park::{notify_locked, remove_node, Node, Outcome, WaitCtx};
@@ -123,7 +123,28 @@ impl<T: Send> Queue<T> {
         item: T,
         less: Less<'_, T, E>,
     ) -> Result<(), PutError<T, E>> {
-        let mut g = self.lock(d);
+        let g = self.lock(d);
+        self.put_locked(g, item, less)
+    }
+
+    /// As [`try_put`](Self::try_put), but gives the item back as
+    /// `Err(Ok(item))` instead of waiting when the mutex is busy. For callers
+    /// that must not wait at all (the binding's hand-written fast path).
+    #[inline]
+    pub fn try_put_now<E>(&self, item: T, less: Less<'_, T, E>) -> Result<(), Result<T, PutError<T, E>>> {
+        match self.inner.try_lock() {
+            Some(g) => self.put_locked(g, item, less).map_err(Err),
+            None => Err(Ok(item)),
+        }
+    }
+
+    #[inline]
+    fn put_locked<E>(
+        &self,
+        mut g: MutexGuard<'_, Inner<T>>,
+        item: T,
+        less: Less<'_, T, E>,
+    ) -> Result<(), PutError<T, E>> {
         if g.shutdown {
             return Err(PutError::ShutDown(item));
         }
@@ -132,12 +153,10 @@ impl<T: Send> Queue<T> {
         }
         match self.order {
             Order::Fifo | Order::Lifo => g.items.push_back(item),
-            Order::Priority => {
-                match heap_push(&g.items, &item, less) {
-                    Ok(path) => fill_hole(&mut g.items, item, path),
-                    Err(e) => return Err(PutError::Compare(item, e)),
-                }
-            }
+            Order::Priority => match heap_push(&g.items, &item, less) {
+                Ok(path) => fill_hole(&mut g.items, item, path),
+                Err(e) => return Err(PutError::Compare(item, e)),
+            },
         }
         g.unfinished += 1;
         let wake = g.getters.pop_front();
@@ -151,7 +170,22 @@ impl<T: Send> Queue<T> {
     /// Take an item if there is one.
     #[inline]
     pub fn try_get<D: Detach, E>(&self, d: &D, less: Less<'_, T, E>) -> Result<T, GetError<E>> {
-        let mut g = self.lock(d);
+        let g = self.lock(d);
+        self.get_locked(g, less)
+    }
+
+    /// As [`try_get`](Self::try_get), but `Err(None)` instead of waiting
+    /// when the mutex is busy.
+    #[inline]
+    pub fn try_get_now<E>(&self, less: Less<'_, T, E>) -> Result<T, Option<GetError<E>>> {
+        match self.inner.try_lock() {
+            Some(g) => self.get_locked(g, less).map_err(Some),
+            None => Err(None),
+        }
+    }
+
+    #[inline]
+    fn get_locked<E>(&self, mut g: MutexGuard<'_, Inner<T>>, less: Less<'_, T, E>) -> Result<T, GetError<E>> {
         let item = match self.order {
             Order::Fifo => g.items.pop_front(),
             Order::Lifo => g.items.pop_back(),

@@ -9,6 +9,7 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod fastcall;
 mod queue;
 mod sync {
     pub mod barrier;
@@ -36,6 +37,7 @@ fn _plait(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync::barrier::Barrier>()?;
     m.add_class::<queue::Queue>()?;
     m.add_class::<queue::SimpleQueue>()?;
+    fastcall::install_all(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

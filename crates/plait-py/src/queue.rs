@@ -30,7 +30,7 @@ use crate::wait::{deadline_in, detached, seconds, truthy, Gil};
 type Item = Py<PyAny>;
 
 /// The comparison PriorityQueue uses: the items' own `<`.
-fn less<'py>(py: Python<'py>) -> impl FnMut(&Item, &Item) -> PyResult<bool> + 'py {
+pub(crate) fn less<'py>(py: Python<'py>) -> impl FnMut(&Item, &Item) -> PyResult<bool> + 'py {
     move |a, b| a.bind(py).lt(b.bind(py))
 }
 
@@ -85,12 +85,52 @@ fn maxsize_arg(maxsize: &Bound<'_, PyAny>) -> PyResult<usize> {
 /// The core of `plait.queue.Queue`, `LifoQueue` and `PriorityQueue`.
 #[pyclass(module = "plait.queue", name = "_QueueCore", frozen, subclass)]
 pub struct Queue {
-    core: Arc<CoreQueue<Item>>,
-    hooks: bool,
+    pub(crate) core: Arc<CoreQueue<Item>>,
+    pub(crate) hooks: bool,
     _fork: Registration,
 }
 
 impl Queue {
+    /// One attempt to put: `Ok(None)` when stored, `Ok(Some(item))` when
+    /// full. FIFO and LIFO queues never compare, so their results stay small
+    /// (no `PyErr` in them) on the hot path.
+    #[inline]
+    fn try_put(&self, py: Python<'_>, item: Item) -> PyResult<Option<Item>> {
+        if self.core.order() != Order::Priority {
+            return match self.core.try_put(&Gil(py), item, &mut no_compare) {
+                Ok(()) => Ok(None),
+                Err(PutError::Full(item)) => Ok(Some(item)),
+                Err(PutError::ShutDown(_)) => Err(errors::shutdown(py)),
+                Err(PutError::Compare(_, never)) => match never {},
+            };
+        }
+        match self.core.try_put(&Gil(py), item, &mut less(py)) {
+            Ok(()) => Ok(None),
+            Err(PutError::Full(item)) => Ok(Some(item)),
+            Err(PutError::ShutDown(_)) => Err(errors::shutdown(py)),
+            Err(PutError::Compare(_, e)) => Err(e),
+        }
+    }
+
+    /// One attempt to get: `Ok(None)` when empty.
+    #[inline]
+    fn try_get(&self, py: Python<'_>) -> PyResult<Option<Item>> {
+        if self.core.order() != Order::Priority {
+            return match self.core.try_get(&Gil(py), &mut no_compare) {
+                Ok(item) => Ok(Some(item)),
+                Err(GetError::Empty) => Ok(None),
+                Err(GetError::ShutDown) => Err(errors::shutdown(py)),
+                Err(GetError::Compare(never)) => match never {},
+            };
+        }
+        match self.core.try_get(&Gil(py), &mut less(py)) {
+            Ok(item) => Ok(Some(item)),
+            Err(GetError::Empty) => Ok(None),
+            Err(GetError::ShutDown) => Err(errors::shutdown(py)),
+            Err(GetError::Compare(e)) => Err(e),
+        }
+    }
+
     #[inline]
     fn put_impl(
         &self,
@@ -99,12 +139,9 @@ impl Queue {
         block: bool,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let mut cmp = less(py);
-        let mut item = match self.core.try_put(&Gil(py), item, &mut cmp) {
-            Ok(()) => return Ok(()),
-            Err(PutError::Full(item)) => item,
-            Err(PutError::ShutDown(_)) => return Err(errors::shutdown(py)),
-            Err(PutError::Compare(_, e)) => return Err(e),
+        let mut item = match self.try_put(py, item)? {
+            None => return Ok(()),
+            Some(item) => item,
         };
         if !block {
             return Err(errors::full(py));
@@ -116,11 +153,9 @@ impl Queue {
             if out == Outcome::Interrupted {
                 return Err(interrupted(err));
             }
-            item = match self.core.try_put(&Gil(py), item, &mut cmp) {
-                Ok(()) => return Ok(()),
-                Err(PutError::Full(item)) => item,
-                Err(PutError::ShutDown(_)) => return Err(errors::shutdown(py)),
-                Err(PutError::Compare(_, e)) => return Err(e),
+            item = match self.try_put(py, item)? {
+                None => return Ok(()),
+                Some(item) => item,
             };
             if out == Outcome::TimedOut || deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(errors::full(py));
@@ -130,13 +165,9 @@ impl Queue {
 
     #[inline]
     fn get_impl(&self, py: Python<'_>, block: bool, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Item> {
-        let mut cmp = less(py);
         let deadline = if block { blocking_deadline(timeout)? } else { None };
-        match self.core.try_get(&Gil(py), &mut cmp) {
-            Ok(item) => return Ok(item),
-            Err(GetError::Empty) => {}
-            Err(GetError::ShutDown) => return Err(errors::shutdown(py)),
-            Err(GetError::Compare(e)) => return Err(e),
+        if let Some(item) = self.try_get(py)? {
+            return Ok(item);
         }
         if !block {
             return Err(errors::empty(py));
@@ -147,11 +178,8 @@ impl Queue {
             if out == Outcome::Interrupted {
                 return Err(interrupted(err));
             }
-            match self.core.try_get(&Gil(py), &mut cmp) {
-                Ok(item) => return Ok(item),
-                Err(GetError::Empty) => {}
-                Err(GetError::ShutDown) => return Err(errors::shutdown(py)),
-                Err(GetError::Compare(e)) => return Err(e),
+            if let Some(item) = self.try_get(py)? {
+                return Ok(item);
             }
             if out == Outcome::TimedOut || deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(errors::empty(py));
@@ -371,12 +399,14 @@ impl Queue {
 /// or a weakref callback), since nothing Python runs under its mutex.
 #[pyclass(module = "plait.queue", frozen, weakref, subclass)]
 pub struct SimpleQueue {
-    core: Arc<CoreQueue<Item>>,
+    pub(crate) core: Arc<CoreQueue<Item>>,
     _fork: Registration,
 }
 
-fn no_compare(_: &Item, _: &Item) -> Result<bool, PyErr> {
-    unreachable!("FIFO queues never compare")
+/// The comparison of queues that never compare (FIFO, LIFO): its error
+/// type is uninhabited, so results carry no `PyErr`.
+pub(crate) fn no_compare(_: &Item, _: &Item) -> Result<bool, std::convert::Infallible> {
+    Ok(false)
 }
 
 #[pymethods]
@@ -399,15 +429,15 @@ impl SimpleQueue {
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let _ = (block, timeout);
-        self.core
-            .try_put(&Gil(py), item.unbind(), &mut no_compare)
-            .map_err(|_| errors::full(py))
+        self.put_nowait(py, item)
     }
 
     fn put_nowait(&self, py: Python<'_>, item: Bound<'_, PyAny>) -> PyResult<()> {
-        self.core
-            .try_put(&Gil(py), item.unbind(), &mut no_compare)
-            .map_err(|_| errors::full(py))
+        // Unbounded and never shut down: a put always succeeds.
+        match self.core.try_put(&Gil(py), item.unbind(), &mut no_compare) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(errors::full(py)),
+        }
     }
 
     #[pyo3(signature = (block = None, timeout = None))]

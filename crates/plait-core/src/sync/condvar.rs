@@ -16,8 +16,10 @@ pub struct CondVar {
 }
 
 impl CondVar {
-    pub const fn new() -> Self {
-        CondVar { waiters: WaitList::new() }
+    loom_const_fn! {
+        pub fn new() -> Self {
+            CondVar { waiters: WaitList::new() }
+        }
     }
 
     /// Join the queue; call while holding the associated lock.

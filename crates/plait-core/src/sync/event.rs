@@ -4,9 +4,9 @@
 //! non-empty). `set` wakes every waiter; a woken waiter returns `true` even
 //! if the flag was cleared again before it ran (gh-57711), as CPython does.
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
+use crate::loom::atomic::{AtomicU8, Ordering};
 use crate::park::{remove_node, Node, Outcome, WaitCtx, WaitList};
 
 const SET: u8 = 1;
@@ -19,8 +19,10 @@ pub struct Event {
 }
 
 impl Event {
-    pub const fn new() -> Self {
-        Event { state: AtomicU8::new(0), waiters: WaitList::new() }
+    loom_const_fn! {
+        pub fn new() -> Self {
+            Event { state: AtomicU8::new(0), waiters: WaitList::new() }
+        }
     }
 
     #[inline]

@@ -12,8 +12,7 @@
 //! (the ident of the thread that acquired it) is kept for debugging only:
 //! a Lock may legally be released by another thread.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-
+use crate::loom::atomic::{AtomicU64, AtomicU8, Ordering};
 use crate::park::{Outcome, WaitCtx, WaitList};
 use crate::sync::acquire::{acquire_slow, Gate};
 use crate::thread::ident;
@@ -29,8 +28,10 @@ pub struct Lock {
 }
 
 impl Lock {
-    pub const fn new() -> Self {
-        Lock { state: AtomicU8::new(0), owner: AtomicU64::new(0), waiters: WaitList::new() }
+    loom_const_fn! {
+        pub fn new() -> Self {
+            Lock { state: AtomicU8::new(0), owner: AtomicU64::new(0), waiters: WaitList::new() }
+        }
     }
 
     /// Try to take the lock without waiting.

@@ -28,8 +28,10 @@ pub enum RLockError {
 }
 
 impl RLock {
-    pub const fn new() -> Self {
-        RLock { lock: Lock::new(), owner: AtomicU64::new(0), count: AtomicU64::new(0) }
+    loom_const_fn! {
+        pub fn new() -> Self {
+            RLock { lock: Lock::new(), owner: AtomicU64::new(0), count: AtomicU64::new(0) }
+        }
     }
 
     #[inline]

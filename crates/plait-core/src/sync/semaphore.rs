@@ -6,8 +6,7 @@
 //! `PARKED` was set, wakes `n` waiters. See `acquire.rs` for why no wakeup
 //! is lost.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
+use crate::loom::atomic::{AtomicUsize, Ordering};
 use crate::park::{Outcome, WaitCtx, WaitList};
 use crate::sync::acquire::{acquire_slow, Gate};
 
