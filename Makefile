@@ -5,7 +5,7 @@ VENV ?= .venv$(if $(filter python3,$(PY)),,-$(notdir $(PY)))
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 
-.PHONY: help venv build demo test test-rust test-python lint bench clean
+.PHONY: help venv build demo test test-rust test-loom test-python bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,10 +32,14 @@ test-rust: ## cargo test for the core, clippy with warnings as errors
 	cargo test --workspace --exclude plait-py
 	cargo clippy --workspace --all-targets -- -D warnings
 
+test-loom: ## loom models of the core's lock-free protocols (separate target dir)
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+		cargo test -p plait-core --release --test loom_sync
+
 test-python: build ## pytest: conformance, behaviour, stress
 	$(VPY) -m pytest tests -q
 
-test: test-rust test-python ## build, then cargo test, clippy and pytest
+test: test-rust test-loom test-python ## build, then cargo test, clippy, loom and pytest
 
 clean: ## remove build products and virtualenvs
 	cargo clean

@@ -14,6 +14,9 @@
 //! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
 //!     cargo test -p plait-core --release --test loom_sync
 //! ```
+//!
+//! Models with three threads are bounded to three preemptions to stay
+//! well under a minute; `LOOM_MAX_PREEMPTIONS=N` overrides.
 #![cfg(loom)]
 
 use loom::cell::UnsafeCell;
@@ -22,6 +25,16 @@ use loom::thread;
 
 use plait_core::park::{Outcome, WaitCtx};
 use plait_core::sync::{CondVar, Event, Lock, Semaphore};
+
+/// Run a model with three threads, bounded to three preemptions unless
+/// `LOOM_MAX_PREEMPTIONS` says otherwise.
+fn model3(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(3);
+    }
+    b.check(f);
+}
 
 /// Take the lock, bump a counter that only the holder may touch, release.
 fn locked_increment(lock: &Lock, counter: &UnsafeCell<usize>) {
@@ -53,6 +66,27 @@ fn lock_two_threads_exclusion_and_no_lost_wakeup() {
 }
 
 #[test]
+fn lock_three_threads_exclusion_and_no_lost_wakeup() {
+    // Two parked waiters: a release hands off to one while PARKED must
+    // stay set for the other.
+    model3(|| {
+        let s = Arc::new(Shared { lock: Lock::new(), counter: UnsafeCell::new(0) });
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let s = Arc::clone(&s);
+                thread::spawn(move || locked_increment(&s.lock, &s.counter))
+            })
+            .collect();
+        locked_increment(&s.lock, &s.counter);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(!s.lock.is_locked());
+        assert_eq!(s.counter.with(|c| unsafe { *c }), 3);
+    });
+}
+
+#[test]
 fn lock_released_by_another_thread_wakes_the_waiter() {
     // `_thread.lock` may be released by any thread: the main thread holds
     // it, a second thread waits, the main thread releases.
@@ -72,12 +106,14 @@ fn lock_released_by_another_thread_wakes_the_waiter() {
 
 #[test]
 fn semaphore_two_waiters_two_single_releases() {
-    loom::model(|| {
+    model3(|| {
         let sem = Arc::new(Semaphore::new(0));
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let sem = Arc::clone(&sem);
-                thread::spawn(move || assert_eq!(sem.acquire(&WaitCtx::forever()), Outcome::Notified))
+                thread::spawn(move || {
+                    assert_eq!(sem.acquire(&WaitCtx::forever()), Outcome::Notified)
+                })
             })
             .collect();
         sem.release(1).unwrap();
@@ -91,14 +127,16 @@ fn semaphore_two_waiters_two_single_releases() {
 
 #[test]
 fn semaphore_one_release_of_two_wakes_both_waiters() {
-    loom::model(|| {
+    model3(|| {
         let sem = Arc::new(Semaphore::bounded(2));
         assert!(sem.try_acquire());
         assert!(sem.try_acquire());
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let sem = Arc::clone(&sem);
-                thread::spawn(move || assert_eq!(sem.acquire(&WaitCtx::forever()), Outcome::Notified))
+                thread::spawn(move || {
+                    assert_eq!(sem.acquire(&WaitCtx::forever()), Outcome::Notified)
+                })
             })
             .collect();
         sem.release(2).unwrap();
@@ -114,7 +152,7 @@ fn semaphore_release_vs_acquire_and_barger() {
     // One release(1) races a parked waiter and a non-blocking barger:
     // exactly one of them gets the permit, and if the barger wins, the
     // barger's own release reaches the waiter.
-    loom::model(|| {
+    model3(|| {
         let sem = Arc::new(Semaphore::new(0));
         let s1 = Arc::clone(&sem);
         let waiter = thread::spawn(move || {
@@ -147,7 +185,7 @@ fn event_set_wakes_waiter() {
 
 #[test]
 fn event_set_wakes_every_waiter() {
-    loom::model(|| {
+    model3(|| {
         let ev = Arc::new(Event::new());
         let waiters: Vec<_> = (0..2)
             .map(|_| {
@@ -165,18 +203,15 @@ fn event_set_wakes_every_waiter() {
 #[test]
 fn event_woken_waiter_returns_true_even_if_cleared() {
     // gh-57711: a waiter woken by set() reports success even if clear()
-    // ran before it resumed. The waiter must not block forever here: if
-    // it looked before set(), set() wakes it; if after, it sees SET
-    // (clear comes only after set), or set() already chose it.
+    // ran before it resumed. Whatever the interleaving of set, clear, set
+    // with the waiter's check and park, it must return Notified.
     loom::model(|| {
         let ev = Arc::new(Event::new());
         let e2 = Arc::clone(&ev);
         let t = thread::spawn(move || e2.wait(&WaitCtx::forever()));
         ev.set();
-        // Only clear once the waiter is certainly parked or done, or a
-        // waiter that has not looked yet would (rightly) wait forever.
         ev.clear();
-        // Set again so a waiter that looked after clear() still finishes.
+        // A waiter that first looks after clear() needs this second set.
         ev.set();
         assert_eq!(t.join().unwrap(), Outcome::Notified);
     });

@@ -137,11 +137,16 @@ impl Barrier {
         } else {
             let mut res = Ok(index);
             while st.phase == Phase::Filling {
-                if matches!(deadline, Some(t) if Instant::now() >= t) {
+                // While the last thread runs the action, a waiter cannot time
+                // out: in CPython it would be blocked on the condition's lock,
+                // and would then find the barrier draining.
+                let expired = matches!(deadline, Some(t) if Instant::now() >= t);
+                if expired && !st.action_running {
                     self.break_locked(&mut st);
                     break;
                 }
-                let (g, out) = self.cond_wait(d, st, ctx, deadline);
+                let limit = if st.action_running { None } else { deadline };
+                let (g, out) = self.cond_wait(d, st, ctx, limit);
                 st = g;
                 if out == Outcome::Interrupted {
                     res = Err(BarrierError::Interrupted);
