@@ -17,6 +17,7 @@ mod loom;
 
 pub mod detach;
 pub mod fork;
+pub mod future;
 pub mod park;
 pub mod queue;
 pub mod spin;

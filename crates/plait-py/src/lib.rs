@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 
 mod errors;
 mod fastcall;
+mod futures;
 mod queue;
 mod sync {
     pub mod barrier;
@@ -37,6 +38,7 @@ fn _plait(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync::barrier::Barrier>()?;
     m.add_class::<queue::Queue>()?;
     m.add_class::<queue::SimpleQueue>()?;
+    futures::register(m)?;
     fastcall::install_all(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -130,6 +130,13 @@ impl Condition {
     }
 }
 
+impl Condition {
+    /// A Condition over a new plait RLock (what `Condition()` makes).
+    pub fn create(py: Python<'_>) -> PyResult<Self> {
+        Condition::new(py, None)
+    }
+}
+
 fn timeout_arg(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
     match timeout {
         Some(t) if !t.is_none() => Ok(Some(seconds(t)?)),

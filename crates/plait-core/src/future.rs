@@ -1,0 +1,291 @@
+//! A one-shot future: the state machine of `concurrent.futures.Future`.
+//!
+//! ```text
+//! PENDING ──set_running_or_notify_cancel──▶ RUNNING ──set_result/exception──▶ FINISHED
+//!    │                                                                          ▲
+//!    ├──────────────────────────── set_result/exception (never ran) ────────────┘
+//!    └─cancel─▶ CANCELLED ──set_running_or_notify_cancel──▶ CANCELLED_AND_NOTIFIED
+//! ```
+//!
+//! Generic over the outcome payload `R` and the done-callback `C`; the
+//! binding stores Python objects. Transitions happen under a short mutex
+//! that never runs user code: each transition hands back the callbacks to
+//! run, and the caller runs them after the mutex is released. Threads
+//! waiting for completion park on an owned [`WaitList`].
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::park::{remove_node, Node, Outcome, WaitCtx, WaitList};
+
+/// The five states of `concurrent.futures`, in its spelling order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    Pending = 0,
+    Running = 1,
+    Cancelled = 2,
+    CancelledAndNotified = 3,
+    Finished = 4,
+}
+
+impl State {
+    fn from_u8(v: u8) -> State {
+        match v {
+            0 => State::Pending,
+            1 => State::Running,
+            2 => State::Cancelled,
+            3 => State::CancelledAndNotified,
+            _ => State::Finished,
+        }
+    }
+
+    /// Cancelled, notified or not.
+    pub fn is_cancelled(self) -> bool {
+        matches!(self, State::Cancelled | State::CancelledAndNotified)
+    }
+
+    /// Finished or cancelled: nothing will change any more.
+    pub fn is_done(self) -> bool {
+        matches!(self, State::Cancelled | State::CancelledAndNotified | State::Finished)
+    }
+
+    /// The name `concurrent.futures` uses for this state.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Pending => "PENDING",
+            State::Running => "RUNNING",
+            State::Cancelled => "CANCELLED",
+            State::CancelledAndNotified => "CANCELLED_AND_NOTIFIED",
+            State::Finished => "FINISHED",
+        }
+    }
+}
+
+/// How a future finished.
+#[derive(Debug)]
+pub enum Resolution<R> {
+    Value(R),
+    Error(R),
+}
+
+#[derive(Debug)]
+struct Inner<R, C> {
+    resolution: Option<Resolution<R>>,
+    callbacks: Vec<C>,
+}
+
+/// A transition that is not allowed in the current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidState(pub State);
+
+#[derive(Debug)]
+pub struct Future<R, C> {
+    state: AtomicU8,
+    inner: Mutex<Inner<R, C>>,
+    waiters: WaitList,
+}
+
+impl<R, C> Default for Future<R, C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<R, C> Future<R, C> {
+    pub fn new() -> Self {
+        Future {
+            state: AtomicU8::new(State::Pending as u8),
+            inner: Mutex::new(Inner { resolution: None, callbacks: Vec::new() }),
+            waiters: WaitList::new(),
+        }
+    }
+
+    #[inline]
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    fn set_state(&self, s: State) {
+        self.state.store(s as u8, Ordering::Release);
+    }
+
+    /// Force a state without notifying anyone (tests and tools that build
+    /// futures in a given state, as CPython's test utilities do).
+    pub fn force_state(&self, s: State) {
+        let _g = self.inner.lock();
+        self.set_state(s);
+    }
+
+    /// PENDING → RUNNING (`true`); CANCELLED → CANCELLED_AND_NOTIFIED
+    /// (`false`); any other state is an error.
+    pub fn set_running_or_notify_cancel(&self) -> Result<bool, InvalidState> {
+        let _g = self.inner.lock();
+        match self.state() {
+            State::Pending => {
+                self.set_state(State::Running);
+                Ok(true)
+            }
+            State::Cancelled => {
+                self.set_state(State::CancelledAndNotified);
+                Ok(false)
+            }
+            other => Err(InvalidState(other)),
+        }
+    }
+
+    /// Cancel if not yet running. Returns whether the future is cancelled
+    /// and, when this call cancelled it, the callbacks to run.
+    pub fn cancel(&self) -> (bool, Vec<C>) {
+        let mut g = self.inner.lock();
+        match self.state() {
+            State::Running | State::Finished => (false, Vec::new()),
+            State::Cancelled | State::CancelledAndNotified => (true, Vec::new()),
+            State::Pending => {
+                self.set_state(State::Cancelled);
+                let cbs = std::mem::take(&mut g.callbacks);
+                drop(g);
+                self.waiters.notify_all();
+                (true, cbs)
+            }
+        }
+    }
+
+    /// Finish with `r`; returns the callbacks to run, or the payload back
+    /// when the future is already done.
+    pub fn resolve(&self, r: Resolution<R>) -> Result<Vec<C>, (Resolution<R>, InvalidState)> {
+        let mut g = self.inner.lock();
+        let s = self.state();
+        if s.is_done() {
+            return Err((r, InvalidState(s)));
+        }
+        g.resolution = Some(r);
+        self.set_state(State::Finished);
+        let cbs = std::mem::take(&mut g.callbacks);
+        drop(g);
+        self.waiters.notify_all();
+        Ok(cbs)
+    }
+
+    /// Add a callback; if the future is already done it is handed back for
+    /// the caller to run at once.
+    pub fn add_done_callback(&self, c: C) -> Option<C> {
+        let mut g = self.inner.lock();
+        if self.state().is_done() {
+            return Some(c);
+        }
+        g.callbacks.push(c);
+        None
+    }
+
+    /// Look at the resolution (under the mutex: `f` must not block or run
+    /// user code).
+    pub fn with_resolution<T>(&self, f: impl FnOnce(Option<&Resolution<R>>) -> T) -> T {
+        f(self.inner.lock().resolution.as_ref())
+    }
+
+    /// Replace the resolution without changing the state or notifying (the
+    /// `_result` / `_exception` attributes CPython's tests assign).
+    pub fn set_resolution_raw(&self, r: Option<Resolution<R>>) -> Option<Resolution<R>> {
+        std::mem::replace(&mut self.inner.lock().resolution, r)
+    }
+
+    /// Take the pending callbacks (for inspection / `_done_callbacks`).
+    pub fn with_callbacks<T>(&self, f: impl FnOnce(&[C]) -> T) -> T {
+        f(&self.inner.lock().callbacks)
+    }
+
+    /// Park until done (call detached). `Notified` means done.
+    pub fn wait(&self, ctx: &WaitCtx<'_>) -> Outcome {
+        if self.state().is_done() {
+            return Outcome::Notified;
+        }
+        let node = Node::new();
+        {
+            let mut q = self.waiters.lock();
+            // Transitions store the state before notifying under the list
+            // lock, so checking again here cannot miss one.
+            if self.state().is_done() {
+                return Outcome::Notified;
+            }
+            q.push_back(Arc::clone(&node));
+        }
+        match node.park(ctx) {
+            Outcome::Notified => Outcome::Notified,
+            give_up => {
+                let mut q = self.waiters.lock();
+                remove_node(&mut q, &node);
+                if self.state().is_done() {
+                    Outcome::Notified
+                } else {
+                    give_up
+                }
+            }
+        }
+    }
+
+    /// Idents of the threads waiting for this future.
+    pub fn waiters(&self) -> Vec<u64> {
+        self.waiters.idents()
+    }
+
+    /// # Safety
+    /// Only from the atfork child handler.
+    pub unsafe fn after_fork(&self) {
+        // SAFETY: forwarded from the caller's guarantee.
+        unsafe { self.waiters.reset_after_fork() };
+        if self.inner.is_locked() {
+            // SAFETY: single-threaded child; the holder vanished.
+            unsafe { self.inner.force_unlock() };
+        }
+    }
+}
+
+impl<R: Send + Sync, C: Send + Sync> crate::fork::AfterFork for Future<R, C> {
+    unsafe fn after_fork_child(&self, _survivor: u64) {
+        // SAFETY: forwarded: called from the child handler only.
+        unsafe { self.after_fork() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+    use std::time::Duration;
+
+    #[test]
+    fn lifecycle_and_callbacks() {
+        let f: Future<i32, &str> = Future::new();
+        assert_eq!(f.add_done_callback("a"), None);
+        assert_eq!(f.set_running_or_notify_cancel(), Ok(true));
+        assert!(!f.cancel().0);
+        let cbs = f.resolve(Resolution::Value(7)).unwrap();
+        assert_eq!(cbs, vec!["a"]);
+        assert_eq!(f.add_done_callback("b"), Some("b"));
+        assert!(f.resolve(Resolution::Value(8)).is_err());
+        f.with_resolution(|r| assert!(matches!(r, Some(Resolution::Value(7)))));
+    }
+
+    #[test]
+    fn cancel_then_notify() {
+        let f: Future<i32, ()> = Future::new();
+        assert!(f.cancel().0);
+        assert_eq!(f.set_running_or_notify_cancel(), Ok(false));
+        assert_eq!(f.state(), State::CancelledAndNotified);
+        assert_eq!(f.set_running_or_notify_cancel(), Err(InvalidState(State::CancelledAndNotified)));
+    }
+
+    #[test]
+    fn wait_wakes_on_resolve() {
+        let f: Arc<Future<i32, ()>> = Arc::new(Future::new());
+        let f2 = Arc::clone(&f);
+        let t = thread::spawn(move || f2.wait(&WaitCtx::timeout(Some(Duration::from_secs(20)))));
+        thread::sleep(Duration::from_millis(20));
+        f.resolve(Resolution::Value(1)).unwrap();
+        assert_eq!(t.join().unwrap(), Outcome::Notified);
+        assert_eq!(f.wait(&WaitCtx::timeout(Some(Duration::ZERO))), Outcome::Notified);
+    }
+}

@@ -1,0 +1,715 @@
+//! `plait.futures`: the core of `Future` and of `ThreadPoolExecutor`.
+//!
+//! `python/plait/futures.py` derives the public classes from these and from
+//! the standard library's (`isinstance(f, concurrent.futures.Future)` holds,
+//! and asyncio accepts the executor).
+//!
+//! **Future.** State, outcome and result-waiters live in
+//! `plait_core::future`. The standard library's `wait` / `as_completed` (and
+//! plait's) reach into three private attributes: `_condition` (a lock they
+//! hold while they look at `_state` and register in `_waiters`), `_state`
+//! and `_waiters`. Most futures never meet them, so `_condition` and
+//! `_waiters` are created on first use; completing a future takes
+//! `_condition` only if it exists, and the check happens under the same
+//! mutex that creates it, so a waiter can never slip in between.
+//!
+//! **Pool.** Work items go through a `plait_core::queue::Queue`. Workers are
+//! real Python threads (so `threading.enumerate()` lists them and
+//! `threading.local` works) running a Rust loop that takes items while
+//! attached as long as there are any, and waits detached otherwise.
+//! Shutting the pool down shuts the queue: puts fail from then on, workers
+//! drain what was queued and exit, so no submitted item is ever lost.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+use plait_core::fork::{register_arc, Registration};
+use plait_core::future::{Future as CoreFuture, InvalidState, Resolution, State};
+use plait_core::park::Outcome;
+use plait_core::queue::{GetError, Order, PutError, Queue as CoreQueue};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+
+use crate::wait::{deadline_in, detached, seconds, Gil};
+
+type Obj = Py<PyAny>;
+
+static CF: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+/// `concurrent.futures._base` (exceptions and LOGGER live there).
+fn cf_base(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    CF.get_or_try_init(py, || Ok::<_, PyErr>(py.import("concurrent.futures._base")?.unbind()))
+        .map(|m| m.bind(py))
+}
+
+fn cf_error<'py>(py: Python<'py>, name: &str, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
+    match cf_base(py).and_then(|m| m.getattr(name)).and_then(|c| c.call1(args)) {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}
+
+fn invalid_state(py: Python<'_>, state: State, fut: &Bound<'_, PyAny>) -> PyErr {
+    let repr = fut.repr().map(|r| r.to_string()).unwrap_or_default();
+    cf_error(py, "InvalidStateError", (format!("{}: {}", state.name(), repr),))
+}
+
+/// Lazily created interop attributes.
+#[derive(Default)]
+struct Interop {
+    condition: Option<Obj>,
+    waiters: Option<Py<PyList>>,
+}
+
+/// The Rust part of `plait.futures.Future`.
+#[pyclass(module = "plait.futures", name = "_FutureCore", subclass, frozen)]
+pub struct FutureCore {
+    core: Arc<CoreFuture<Obj, Obj>>,
+    interop: Mutex<Interop>,
+    _fork: Registration,
+}
+
+impl FutureCore {
+    fn create() -> Self {
+        let core = Arc::new(CoreFuture::new());
+        let reg = register_arc(&core);
+        FutureCore { core, interop: Mutex::new(Interop::default()), _fork: reg }
+    }
+
+    /// Finish the future (result or exception). The `_condition` protocol
+    /// and the stdlib waiters are served, then callbacks run.
+    fn finish(slf: &Bound<'_, Self>, r: Resolution<Obj>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let is_error = matches!(r, Resolution::Error(_));
+        let interop = this.interop.lock();
+        let callbacks = match interop.condition.as_ref().map(|c| c.clone_ref(py)) {
+            None => {
+                // Nobody can be registered in `_waiters` without holding
+                // `_condition`, which does not exist: finish under our mutex.
+                let r = this.core.resolve(r);
+                drop(interop);
+                match r {
+                    Ok(cbs) => cbs,
+                    Err((_, InvalidState(s))) => return Err(invalid_state(py, s, slf.as_any())),
+                }
+            }
+            Some(cond) => {
+                drop(interop);
+                let cond = cond.into_bound(py);
+                cond.call_method0("acquire")?;
+                let res = (|| -> PyResult<Vec<Obj>> {
+                    let cbs = match this.core.resolve(r) {
+                        Ok(cbs) => cbs,
+                        Err((_, InvalidState(s))) => return Err(invalid_state(py, s, slf.as_any())),
+                    };
+                    let method = if is_error { "add_exception" } else { "add_result" };
+                    notify_stdlib_waiters(slf, method)?;
+                    cond.call_method0("notify_all")?;
+                    Ok(cbs)
+                })();
+                cond.call_method0("release")?;
+                res?
+            }
+        };
+        run_callbacks(slf, callbacks)
+    }
+}
+
+/// Call `method(future)` on every stdlib-style waiter registered in
+/// `_waiters` (the caller holds `_condition`).
+fn notify_stdlib_waiters(slf: &Bound<'_, FutureCore>, method: &str) -> PyResult<()> {
+    let py = slf.py();
+    let list = slf.get().interop.lock().waiters.as_ref().map(|l| l.clone_ref(py));
+    if let Some(list) = list {
+        let list = list.into_bound(py);
+        for w in list.iter().collect::<Vec<_>>() {
+            w.call_method1(method, (slf,))?;
+        }
+    }
+    Ok(())
+}
+
+/// Run done-callbacks as `concurrent.futures` does: an `Exception` is
+/// logged through its logger and does not stop the others; a
+/// `BaseException` (e.g. KeyboardInterrupt) propagates.
+fn run_callbacks(slf: &Bound<'_, FutureCore>, callbacks: Vec<Obj>) -> PyResult<()> {
+    let py = slf.py();
+    for cb in callbacks {
+        call_callback(py, slf.as_any(), cb.bind(py))?;
+    }
+    Ok(())
+}
+
+fn call_callback(py: Python<'_>, fut: &Bound<'_, PyAny>, cb: &Bound<'_, PyAny>) -> PyResult<()> {
+    if let Err(e) = cb.call1((fut,)) {
+        if !e.is_instance_of::<pyo3::exceptions::PyException>(py) {
+            return Err(e);
+        }
+        let logger = cf_base(py)?.getattr("LOGGER")?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("exc_info", e.value(py))?;
+        logger.call_method("exception", ("exception calling callback for %r", fut), Some(&kwargs))?;
+    }
+    Ok(())
+}
+
+fn timeout_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<std::time::Instant>> {
+    match timeout {
+        Some(t) if !t.is_none() => Ok(Some(deadline_in(seconds(t)?))),
+        _ => Ok(None),
+    }
+}
+
+impl FutureCore {
+    /// Wait (detached, Ctrl-C aware) until done or the deadline.
+    fn wait_done(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        if self.core.state().is_done() {
+            return Ok(true);
+        }
+        let deadline = timeout_deadline(timeout)?;
+        let core = &self.core;
+        let (out, err) = detached(py, deadline, |ctx| core.wait(ctx));
+        match out {
+            Outcome::Notified => Ok(true),
+            Outcome::TimedOut => Ok(false),
+            Outcome::Interrupted => Err(err.expect("interrupted waits carry the exception")),
+        }
+    }
+
+    fn outcome(&self, py: Python<'_>) -> Option<Result<Obj, Obj>> {
+        self.core.with_resolution(|r| match r {
+            Some(Resolution::Value(v)) => Some(Ok(v.clone_ref(py))),
+            Some(Resolution::Error(e)) => Some(Err(e.clone_ref(py))),
+            None => None,
+        })
+    }
+}
+
+#[pymethods]
+impl FutureCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        FutureCore::create()
+    }
+
+    /// Cancel the future if it has not started running; returns whether it
+    /// is cancelled.
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        let cond = this.interop.lock().condition.as_ref().map(|c| c.clone_ref(py));
+        let (cancelled, cbs) = match cond {
+            None => {
+                let g = this.interop.lock();
+                let r = this.core.cancel();
+                drop(g);
+                r
+            }
+            Some(cond) => {
+                let cond = cond.into_bound(py);
+                cond.call_method0("acquire")?;
+                let r = this.core.cancel();
+                let n = cond.call_method0("notify_all");
+                cond.call_method0("release")?;
+                n?;
+                r
+            }
+        };
+        run_callbacks(slf, cbs)?;
+        Ok(cancelled)
+    }
+
+    fn cancelled(&self) -> bool {
+        self.core.state().is_cancelled()
+    }
+
+    fn running(&self) -> bool {
+        self.core.state() == State::Running
+    }
+
+    fn done(&self) -> bool {
+        self.core.state().is_done()
+    }
+
+    /// The call's result, waiting up to `timeout` seconds.
+    #[pyo3(signature = (timeout = None))]
+    fn result(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Obj> {
+        let done = self.wait_done(py, timeout)?;
+        let state = self.core.state();
+        if state.is_cancelled() {
+            return Err(cf_error(py, "CancelledError", ()));
+        }
+        if !done || state != State::Finished {
+            return Err(cf_error(py, "TimeoutError", ()));
+        }
+        match self.outcome(py) {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(PyErr::from_value(e.into_bound(py))),
+            None => Ok(py.None()),
+        }
+    }
+
+    /// The exception the call raised (None if it returned), waiting up to
+    /// `timeout` seconds.
+    #[pyo3(signature = (timeout = None))]
+    fn exception(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Obj> {
+        let done = self.wait_done(py, timeout)?;
+        let state = self.core.state();
+        if state.is_cancelled() {
+            return Err(cf_error(py, "CancelledError", ()));
+        }
+        if !done || state != State::Finished {
+            return Err(cf_error(py, "TimeoutError", ()));
+        }
+        match self.outcome(py) {
+            Some(Err(e)) => Ok(e),
+            _ => Ok(py.None()),
+        }
+    }
+
+    /// Call `fn(future)` when the future finishes or is cancelled (now, if
+    /// it already has).
+    fn add_done_callback(slf: &Bound<'_, Self>, func: Obj) -> PyResult<()> {
+        if let Some(cb) = slf.get().core.add_done_callback(func) {
+            call_callback(slf.py(), slf.as_any(), cb.bind(slf.py()))?;
+        }
+        Ok(())
+    }
+
+    fn set_result(slf: &Bound<'_, Self>, result: Obj) -> PyResult<()> {
+        FutureCore::finish(slf, Resolution::Value(result))
+    }
+
+    fn set_exception(slf: &Bound<'_, Self>, exception: Obj) -> PyResult<()> {
+        FutureCore::finish(slf, Resolution::Error(exception))
+    }
+
+    /// Mark running (True), or, if cancelled, tell the waiters and return
+    /// False. Executors call this before running the work.
+    fn set_running_or_notify_cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        let cond = this.interop.lock().condition.as_ref().map(|c| c.clone_ref(py));
+        let r = match cond {
+            None => {
+                let g = this.interop.lock();
+                let r = this.core.set_running_or_notify_cancel();
+                drop(g);
+                r
+            }
+            Some(cond) => {
+                let cond = cond.into_bound(py);
+                cond.call_method0("acquire")?;
+                let r = this.core.set_running_or_notify_cancel();
+                let n = if r == Ok(false) { notify_stdlib_waiters(slf, "add_cancelled") } else { Ok(()) };
+                cond.call_method0("release")?;
+                n?;
+                r
+            }
+        };
+        match r {
+            Ok(b) => Ok(b),
+            Err(InvalidState(s)) => {
+                let logger = cf_base(py)?.getattr("LOGGER")?;
+                logger.call_method1("critical", ("Future %s in unexpected state: %s", slf.as_ptr() as usize, s.name()))?;
+                Err(PyRuntimeError::new_err("Future in unexpected state"))
+            }
+        }
+    }
+
+    /// The state name, as `concurrent.futures` spells it.
+    #[getter]
+    fn _state(&self) -> &'static str {
+        self.core.state().name()
+    }
+
+    #[setter(_state)]
+    fn set_state_attr(&self, value: &str) -> PyResult<()> {
+        let s = match value {
+            "PENDING" => State::Pending,
+            "RUNNING" => State::Running,
+            "CANCELLED" => State::Cancelled,
+            "CANCELLED_AND_NOTIFIED" => State::CancelledAndNotified,
+            "FINISHED" => State::Finished,
+            other => return Err(PyTypeError::new_err(format!("unknown future state {other:?}"))),
+        };
+        self.core.force_state(s);
+        Ok(())
+    }
+
+    #[getter]
+    fn _result(&self, py: Python<'_>) -> Obj {
+        match self.outcome(py) {
+            Some(Ok(v)) => v,
+            _ => py.None(),
+        }
+    }
+
+    #[setter(_result)]
+    fn set_result_attr(&self, value: Obj) {
+        let old = self.core.set_resolution_raw(Some(Resolution::Value(value)));
+        drop(old);
+    }
+
+    #[getter]
+    fn _exception(&self, py: Python<'_>) -> Obj {
+        match self.outcome(py) {
+            Some(Err(e)) => e,
+            _ => py.None(),
+        }
+    }
+
+    #[setter(_exception)]
+    fn set_exception_attr(&self, py: Python<'_>, value: Obj) {
+        let old = if value.is_none(py) {
+            // Keep a result assigned earlier (CPython's attributes are
+            // independent; a None exception means "returned").
+            match self.core.set_resolution_raw(None) {
+                Some(Resolution::Value(v)) => self.core.set_resolution_raw(Some(Resolution::Value(v))),
+                other => other,
+            }
+        } else {
+            self.core.set_resolution_raw(Some(Resolution::Error(value)))
+        };
+        drop(old);
+    }
+
+    /// The lock `concurrent.futures.wait` / `as_completed` hold while they
+    /// inspect `_state` and register in `_waiters` (created on first use).
+    #[getter]
+    fn _condition(&self, py: Python<'_>) -> PyResult<Obj> {
+        let mut interop = self.interop.lock();
+        if let Some(c) = &interop.condition {
+            return Ok(c.clone_ref(py));
+        }
+        let cond = Bound::new(py, crate::sync::condition::Condition::create(py)?)?.into_any().unbind();
+        interop.condition = Some(cond.clone_ref(py));
+        Ok(cond)
+    }
+
+    /// The stdlib-style waiters registered by `wait` / `as_completed`.
+    #[getter]
+    fn _waiters(&self, py: Python<'_>) -> Py<PyList> {
+        let mut interop = self.interop.lock();
+        interop.waiters.get_or_insert_with(|| PyList::empty(py).unbind()).clone_ref(py)
+    }
+
+    #[getter]
+    fn _done_callbacks(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        let cbs: Vec<Obj> = self.core.with_callbacks(|c| c.iter().map(|o| o.clone_ref(py)).collect());
+        Ok(PyList::new(py, cbs)?.unbind())
+    }
+
+    /// Idents of threads blocked in result()/exception() (for plait.debug).
+    #[getter]
+    fn _waiter_idents(&self) -> Vec<u64> {
+        self.core.waiters()
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let py = slf.py();
+        let this = slf.get();
+        let head = format!(
+            "<{} at {:#x} state={}",
+            slf.get_type().qualname()?,
+            slf.as_ptr() as usize,
+            this.core.state().name().to_lowercase()
+        );
+        if this.core.state() == State::Finished {
+            return Ok(match this.outcome(py) {
+                Some(Err(e)) => format!("{head} raised {}>", e.bind(py).get_type().qualname()?),
+                Some(Ok(v)) => format!("{head} returned {}>", v.bind(py).get_type().qualname()?),
+                None => format!("{head} returned NoneType>"),
+            });
+        }
+        Ok(format!("{head}>"))
+    }
+}
+
+// ---- ThreadPoolExecutor ---------------------------------------------------
+
+struct WorkItem {
+    future: Py<FutureCore>,
+    func: Obj,
+    args: Py<PyTuple>,
+    kwargs: Option<Py<PyDict>>,
+}
+
+/// What the pool's workers share; owned by the executor and by each
+/// worker, so workers never keep the executor object alive.
+struct PoolShared {
+    jobs: CoreQueue<WorkItem>,
+    idle: AtomicUsize,
+    threads: AtomicUsize,
+    max_workers: AtomicUsize,
+    broken: Mutex<Option<String>>,
+    future_type: OnceLock<Py<PyType>>,
+    initializer: OnceLock<(Obj, Py<PyTuple>)>,
+}
+
+fn no_compare(_: &WorkItem, _: &WorkItem) -> Result<bool, std::convert::Infallible> {
+    Ok(false)
+}
+
+/// Set once the interpreter starts exiting (`threading._register_atexit`).
+static INTERPRETER_EXITING: AtomicBool = AtomicBool::new(false);
+
+/// The Rust part of `plait.futures.ThreadPoolExecutor`.
+#[pyclass(module = "plait.futures", name = "_ThreadPoolCore", subclass, frozen)]
+pub struct ThreadPoolCore {
+    shared: Arc<PoolShared>,
+    _fork: Registration,
+}
+
+impl Drop for ThreadPoolCore {
+    fn drop(&mut self) {
+        // The executor was collected without shutdown(): let the workers
+        // finish what is queued and exit (CPython's weakref callback).
+        let drained = self.shared.jobs.shutdown(&plait_core::detach::Inline, false);
+        debug_assert!(drained.is_empty());
+    }
+}
+
+impl PoolShared {
+    /// Fail every queued item with BrokenThreadPool (initializer failure).
+    fn fail_queued(&self, py: Python<'_>, message: &str) -> PyResult<()> {
+        loop {
+            match self.jobs.try_get(&Gil(py), &mut no_compare) {
+                Ok(item) => {
+                    let exc = cf_broken(py, message)?;
+                    let fut = item.future.bind(py);
+                    if !fut.get().core.state().is_done() {
+                        FutureCore::finish(fut, Resolution::Error(exc))?;
+                    }
+                }
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+}
+
+fn cf_broken(py: Python<'_>, message: &str) -> PyResult<Obj> {
+    let cls = py.import("concurrent.futures.thread")?.getattr("BrokenThreadPool")?;
+    Ok(cls.call1((message,))?.unbind())
+}
+
+#[pymethods]
+impl ThreadPoolCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        let shared = Arc::new(PoolShared {
+            jobs: CoreQueue::new(Order::Fifo, 0),
+            idle: AtomicUsize::new(0),
+            threads: AtomicUsize::new(0),
+            max_workers: AtomicUsize::new(1),
+            broken: Mutex::new(None),
+            future_type: OnceLock::new(),
+            initializer: OnceLock::new(),
+        });
+        let reg = register_arc(&ThreadPoolForkHook::new(&shared));
+        ThreadPoolCore { shared, _fork: reg }
+    }
+
+    /// Configure (called once from `ThreadPoolExecutor.__init__`).
+    #[pyo3(signature = (max_workers, future_type, initializer, initargs))]
+    fn _plait_setup(
+        &self,
+        max_workers: usize,
+        future_type: Py<PyType>,
+        initializer: Obj,
+        initargs: Py<PyTuple>,
+    ) {
+        self.shared.max_workers.store(max_workers, Ordering::Relaxed);
+        let _ = self.shared.future_type.set(future_type);
+        let _ = self.shared.initializer.set((initializer, initargs));
+    }
+
+    /// Schedule `fn(*args, **kwargs)`; returns its Future.
+    #[pyo3(signature = (func, /, *args, **kwargs))]
+    fn submit(
+        slf: &Bound<'_, Self>,
+        func: Obj,
+        args: Py<PyTuple>,
+        kwargs: Option<Py<PyDict>>,
+    ) -> PyResult<Obj> {
+        let py = slf.py();
+        let shared = &slf.get().shared;
+        if let Some(msg) = shared.broken.lock().clone() {
+            return Err(PyErr::from_value(cf_broken(py, &msg)?.into_bound(py)));
+        }
+        if INTERPRETER_EXITING.load(Ordering::Acquire) {
+            return Err(PyRuntimeError::new_err("cannot schedule new futures after interpreter shutdown"));
+        }
+        let ftype = shared
+            .future_type
+            .get()
+            .ok_or_else(|| PyRuntimeError::new_err("ThreadPoolExecutor.__init__ was not called"))?;
+        let future = ftype.bind(py).call0()?;
+        let fut: Py<FutureCore> = future.cast::<FutureCore>()?.clone().unbind();
+        let kwargs = kwargs.filter(|k| !k.bind(py).is_empty());
+        let item = WorkItem { future: fut, func, args, kwargs };
+        match shared.jobs.try_put(&Gil(py), item, &mut no_compare) {
+            Ok(()) => {}
+            Err(PutError::ShutDown(_)) => {
+                return Err(PyRuntimeError::new_err("cannot schedule new futures after shutdown"));
+            }
+            Err(PutError::Full(_)) => unreachable!("the work queue is unbounded"),
+            Err(PutError::Compare(_, never)) => match never {},
+        }
+        // CPython's policy: reuse an idle worker if there is one, else
+        // start a thread while under max_workers.
+        if shared.idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_err() {
+            let max = shared.max_workers.load(Ordering::Relaxed);
+            if shared
+                .threads
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+                .is_ok()
+            {
+                let worker = Py::new(py, Worker { shared: Arc::clone(shared) })?;
+                slf.call_method1("_plait_start_worker", (worker,))?;
+            }
+        }
+        Ok(future.unbind())
+    }
+
+    /// Stop accepting work; with `cancel_futures`, cancel what is queued.
+    /// Returns nothing; waiting for the threads is done by the caller.
+    #[pyo3(signature = (cancel_futures = false))]
+    fn _plait_shutdown(&self, py: Python<'_>, cancel_futures: bool) -> PyResult<()> {
+        let drained = self.shared.jobs.shutdown(&Gil(py), cancel_futures);
+        for item in drained {
+            FutureCore::cancel(item.future.bind(py))?;
+        }
+        Ok(())
+    }
+
+    #[getter]
+    fn _shutdown(&self, py: Python<'_>) -> bool {
+        self.shared.jobs.is_shutdown(&Gil(py))
+    }
+
+    #[getter]
+    fn _broken(&self, py: Python<'_>) -> Obj {
+        match self.shared.broken.lock().clone() {
+            Some(m) => PyString::new(py, &m).into_any().unbind(),
+            None => false.into_pyobject(py).unwrap().to_owned().into_any().unbind(),
+        }
+    }
+
+    /// Items queued and not yet taken by a worker.
+    #[getter]
+    fn _queued(&self, py: Python<'_>) -> usize {
+        self.shared.jobs.len(&Gil(py))
+    }
+}
+
+/// Repairs a pool's queue in a forked child (the workers do not exist
+/// there; new ones start on the next submit).
+struct ThreadPoolForkHook {
+    shared: std::sync::Weak<PoolShared>,
+}
+
+impl ThreadPoolForkHook {
+    fn new(shared: &Arc<PoolShared>) -> Arc<ThreadPoolForkHook> {
+        Arc::new(ThreadPoolForkHook { shared: Arc::downgrade(shared) })
+    }
+}
+
+impl plait_core::fork::AfterFork for ThreadPoolForkHook {
+    unsafe fn after_fork_child(&self, _survivor: u64) {
+        if let Some(s) = self.shared.upgrade() {
+            // SAFETY: forwarded: called from the child handler only.
+            unsafe { s.jobs.after_fork() };
+            s.threads.store(0, Ordering::Relaxed);
+            s.idle.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A worker thread's target: runs queued items until the pool shuts down.
+#[pyclass(module = "plait.futures", name = "_Worker", frozen)]
+pub struct Worker {
+    shared: Arc<PoolShared>,
+}
+
+#[pymethods]
+impl Worker {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let shared = &self.shared;
+        if let Some((init, initargs)) = shared.initializer.get() {
+            if !init.is_none(py) {
+                if let Err(e) = init.bind(py).call1(initargs.bind(py)) {
+                    let logger = cf_base(py)?.getattr("LOGGER")?;
+                    let kwargs = PyDict::new(py);
+                    kwargs.set_item("exc_info", e.value(py))?;
+                    logger.call_method("critical", ("Exception in initializer:",), Some(&kwargs))?;
+                    let msg = "A thread initializer failed, the thread pool is not usable anymore";
+                    *shared.broken.lock() = Some(msg.to_string());
+                    shared.fail_queued(py, msg)?;
+                    return Ok(());
+                }
+            }
+        }
+        loop {
+            let item = match shared.jobs.try_get(&Gil(py), &mut no_compare) {
+                Ok(item) => item,
+                Err(GetError::ShutDown) => return Ok(()),
+                Err(GetError::Compare(never)) => match never {},
+                Err(GetError::Empty) => {
+                    let jobs = &shared.jobs;
+                    detached(py, None, |ctx| jobs.wait_not_empty(ctx));
+                    continue;
+                }
+            };
+            if shared.broken.lock().is_some() {
+                let msg = shared.broken.lock().clone().unwrap_or_default();
+                FutureCore::finish(item.future.bind(py), Resolution::Error(cf_broken(py, &msg)?))?;
+                continue;
+            }
+            run_item(py, item)?;
+            shared.idle.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn run_item(py: Python<'_>, item: WorkItem) -> PyResult<()> {
+    let fut = item.future.bind(py);
+    if !FutureCore::set_running_or_notify_cancel(fut)? {
+        return Ok(());
+    }
+    let r = item.func.bind(py).call(item.args.bind(py), item.kwargs.as_ref().map(|k| k.bind(py)));
+    let res = match r {
+        Ok(v) => Resolution::Value(v.unbind()),
+        Err(e) => Resolution::Error(e.into_value(py).into_any()),
+    };
+    // The future may be finished already if user code set it; CPython
+    // would raise InvalidStateError inside the worker and log it.
+    if let Err(e) = FutureCore::finish(fut, res) {
+        let logger = cf_base(py)?.getattr("LOGGER")?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("exc_info", e.value(py))?;
+        logger.call_method("critical", ("Exception in worker",), Some(&kwargs))?;
+    }
+    Ok(())
+}
+
+/// Called by `plait.futures`' atexit hook: refuse new work from now on.
+#[pyfunction]
+pub fn _interpreter_exiting() {
+    INTERPRETER_EXITING.store(true, Ordering::Release);
+}
+
+/// Register everything with the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<FutureCore>()?;
+    m.add_class::<ThreadPoolCore>()?;
+    m.add_class::<Worker>()?;
+    m.add_function(wrap_pyfunction!(_interpreter_exiting, m)?)?;
+    Ok(())
+}
