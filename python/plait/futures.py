@@ -162,6 +162,22 @@ def wait(fs, timeout=None, return_when=ALL_COMPLETED):
     return _base.DoneAndNotDoneFutures(done, fs - done)
 
 
+def _hand_out(ready, pending, collector):
+    """Yield the futures in ``ready`` without keeping any reference to one
+    once it is yielded (the caller may want it collected): it leaves every
+    container here, and our waiter leaves it, before it is handed over."""
+    while ready:
+        f = ready[-1]
+        pending.discard(f)
+        with f._condition:
+            try:
+                f._waiters.remove(collector)
+            except ValueError:
+                pass
+        del f
+        yield ready.pop()
+
+
 def as_completed(fs, timeout=None):
     """Yield the futures in ``fs`` (plait or standard ones) as they complete,
     as ``concurrent.futures.as_completed``; raises TimeoutError if some are
@@ -170,29 +186,28 @@ def as_completed(fs, timeout=None):
     fs = set(fs)
     total = len(fs)
     with _Holding(fs):
-        finished = [f for f in fs if f._state in _DONE]
-        pending = fs.difference(finished)
+        ready = [f for f in fs if f._state in _DONE]
+        pending = fs.difference(ready)
         collector = _Collector(_AS_COMPLETED, len(pending))
         for f in pending:
             f._waiters.append(collector)
+    del fs
+    f = None
     try:
-        for f in finished:
-            yield f
+        ready.reverse()  # hand out in the order found
+        yield from _hand_out(ready, pending, collector)
         while pending:
             left = None if end is None else end - time.monotonic()
-            if left is not None and left < 0:
-                raise TimeoutError("%d (of %d) futures unfinished" % (len(pending), total))
-            if not collector.event.wait(left):
+            if (left is not None and left < 0) or not collector.event.wait(left):
                 raise TimeoutError("%d (of %d) futures unfinished" % (len(pending), total))
             with collector.lock:
-                arrived = collector.finished
+                ready = collector.finished
                 collector.finished = []
                 collector.event.clear()
-            for f in arrived:
-                pending.discard(f)
-                yield f
+            ready.reverse()
+            yield from _hand_out(ready, pending, collector)
     finally:
-        _unregister(fs, collector)
+        _unregister(pending, collector)
 
 
 # ---- ThreadPoolExecutor ----------------------------------------------------

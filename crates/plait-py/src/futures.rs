@@ -383,20 +383,29 @@ impl FutureCore {
     /// inspect `_state` and register in `_waiters` (created on first use).
     #[getter]
     fn _condition(&self, py: Python<'_>) -> PyResult<Obj> {
-        let mut interop = self.interop.lock();
-        if let Some(c) = &interop.condition {
+        if let Some(c) = &self.interop.lock().condition {
             return Ok(c.clone_ref(py));
         }
-        let cond = Bound::new(py, crate::sync::condition::Condition::create(py)?)?.into_any().unbind();
-        interop.condition = Some(cond.clone_ref(py));
+        // Allocate outside the mutex: allocation may run the GC, and a
+        // __del__ could come back to this very future.
+        let fresh = Bound::new(py, crate::sync::condition::Condition::create(py)?)?.into_any().unbind();
+        let mut interop = self.interop.lock();
+        let cond = interop.condition.get_or_insert(fresh).clone_ref(py);
+        drop(interop);
         Ok(cond)
     }
 
     /// The stdlib-style waiters registered by `wait` / `as_completed`.
     #[getter]
     fn _waiters(&self, py: Python<'_>) -> Py<PyList> {
+        if let Some(w) = &self.interop.lock().waiters {
+            return w.clone_ref(py);
+        }
+        let fresh = PyList::empty(py).unbind();
         let mut interop = self.interop.lock();
-        interop.waiters.get_or_insert_with(|| PyList::empty(py).unbind()).clone_ref(py)
+        let list = interop.waiters.get_or_insert(fresh).clone_ref(py);
+        drop(interop);
+        list
     }
 
     #[getter]
@@ -418,7 +427,8 @@ impl FutureCore {
             "<{} at {:#x} state={}",
             slf.get_type().qualname()?,
             slf.as_ptr() as usize,
-            this.core.state().name().to_lowercase()
+            // concurrent.futures describes both cancelled states alike.
+            if this.core.state().is_cancelled() { "cancelled".to_string() } else { this.core.state().name().to_lowercase() }
         );
         if this.core.state() == State::Finished {
             return Ok(match this.outcome(py) {
