@@ -19,7 +19,6 @@ Differences from CPython:
   Python 3.14 on every version.
 """
 
-import collections
 import itertools
 import os
 import threading
@@ -221,16 +220,6 @@ def _cpu_count():
     return (count() if count else os.cpu_count()) or 1
 
 
-def _result_or_cancel(future, timeout=None):
-    try:
-        try:
-            return future.result(timeout)
-        finally:
-            future.cancel()
-    finally:
-        del future
-
-
 class ThreadPoolExecutor(_ThreadPoolCore, _cf_thread.ThreadPoolExecutor):
     """A pool of worker threads, like ``concurrent.futures.ThreadPoolExecutor``
     (and an instance of it), with the queue, the futures and the worker loop
@@ -273,32 +262,7 @@ class ThreadPoolExecutor(_ThreadPoolCore, _cf_thread.ThreadPoolExecutor):
             raise TypeError("buffersize must be an integer or None")
         if buffersize is not None and buffersize < 1:
             raise ValueError("buffersize must be None or > 0")
-        end = None if timeout is None else timeout + time.monotonic()
-        args_iter = zip(*iterables)
-        if buffersize:
-            fs = collections.deque(self.submit(fn, *a) for a in itertools.islice(args_iter, buffersize))
-        else:
-            fs = collections.deque(self.submit(fn, *a) for a in args_iter)
-        executor_ref = weakref.ref(self)
-
-        def results():
-            try:
-                while fs:
-                    if buffersize:
-                        executor = executor_ref()
-                        nxt = next(args_iter, None) if executor is not None else None
-                        if nxt is not None:
-                            fs.append(executor.submit(fn, *nxt))
-                        del executor
-                    if end is None:
-                        yield _result_or_cancel(fs.popleft())
-                    else:
-                        yield _result_or_cancel(fs.popleft(), end - time.monotonic())
-            finally:
-                for f in fs:
-                    f.cancel()
-
-        return results()
+        return self._plait_map(fn, zip(*iterables), timeout, buffersize, weakref.ref(self))
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         """Refuse new work; with ``cancel_futures``, cancel what has not

@@ -180,6 +180,34 @@ impl FutureCore {
         }
     }
 
+    /// `result()` with a deadline: `None` waits forever, `Some(None)` too,
+    /// `Some(Some(t))` until `t`.
+    fn result_until(&self, py: Python<'_>, deadline: Option<Option<std::time::Instant>>) -> PyResult<Obj> {
+        let deadline = deadline.flatten();
+        let mut done = self.core.state().is_done();
+        if !done {
+            let core = &self.core;
+            let (out, err) = detached(py, deadline, |ctx| core.wait(ctx));
+            match out {
+                Outcome::Notified => done = true,
+                Outcome::TimedOut => {}
+                Outcome::Interrupted => return Err(err.expect("interrupted waits carry the exception")),
+            }
+        }
+        let state = self.core.state();
+        if state.is_cancelled() {
+            return Err(cf_error(py, "CancelledError", ()));
+        }
+        if !done || state != State::Finished {
+            return Err(cf_error(py, "TimeoutError", ()));
+        }
+        match self.outcome(py) {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(PyErr::from_value(e.into_bound(py))),
+            None => Ok(py.None()),
+        }
+    }
+
     fn outcome(&self, py: Python<'_>) -> Option<Result<Obj, Obj>> {
         self.core.with_resolution(|r| match r {
             Some(Resolution::Value(v)) => Some(Ok(v.clone_ref(py))),
@@ -548,45 +576,49 @@ impl ThreadPoolCore {
         args: Py<PyTuple>,
         kwargs: Option<Py<PyDict>>,
     ) -> PyResult<Obj> {
-        let py = slf.py();
-        let shared = &slf.get().shared;
-        if let Some(msg) = shared.broken.lock().clone() {
-            return Err(PyErr::from_value(cf_broken(py, &msg)?.into_bound(py)));
-        }
-        if INTERPRETER_EXITING.load(Ordering::Acquire) {
-            return Err(PyRuntimeError::new_err("cannot schedule new futures after interpreter shutdown"));
-        }
-        let ftype = shared
-            .future_type
-            .get()
-            .ok_or_else(|| PyRuntimeError::new_err("ThreadPoolExecutor.__init__ was not called"))?;
-        let future = ftype.bind(py).call0()?;
-        let fut: Py<FutureCore> = future.cast::<FutureCore>()?.clone().unbind();
-        let kwargs = kwargs.filter(|k| !k.bind(py).is_empty());
-        let item = WorkItem { future: fut, func, args, kwargs };
-        match shared.jobs.try_put(&Gil(py), item, &mut no_compare) {
-            Ok(()) => {}
-            Err(PutError::ShutDown(_)) => {
-                return Err(PyRuntimeError::new_err("cannot schedule new futures after shutdown"));
-            }
-            Err(PutError::Full(_)) => unreachable!("the work queue is unbounded"),
-            Err(PutError::Compare(_, never)) => match never {},
-        }
-        // CPython's policy: reuse an idle worker if there is one, else
-        // start a thread while under max_workers.
-        if shared.idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_err() {
-            let max = shared.max_workers.load(Ordering::Relaxed);
-            if shared
-                .threads
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-                .is_ok()
-            {
-                let worker = Py::new(py, Worker { shared: Arc::clone(shared) })?;
-                slf.call_method1("_plait_start_worker", (worker,))?;
-            }
-        }
-        Ok(future.unbind())
+        Ok(ThreadPoolCore::submit_impl(slf, func, args, kwargs)?.into_any().unbind())
     }
+
+    /// `Executor.map` in Rust: submit from `args_iter` (tuples, from
+    /// `zip(*iterables)`) — everything now, or `buffersize` ahead — and
+    /// return the iterator of results. `executor_ref` is a weakref to the
+    /// executor, so a pending map does not keep the pool alive.
+    #[pyo3(signature = (func, args_iter, timeout, buffersize, executor_ref))]
+    fn _plait_map(
+        slf: &Bound<'_, Self>,
+        func: Obj,
+        args_iter: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        buffersize: Option<usize>,
+        executor_ref: Obj,
+    ) -> PyResult<MapIterator> {
+        let end = timeout.map(deadline_in);
+        let mut pending = std::collections::VecDeque::new();
+        let it = args_iter.try_iter()?;
+        let limit = buffersize.unwrap_or(usize::MAX);
+        let mut reader = it.clone();
+        while pending.len() < limit {
+            match reader.next() {
+                Some(args) => {
+                    let args = args?.cast_into::<PyTuple>()?.unbind();
+                    let f = ThreadPoolCore::submit_impl(slf, func.clone_ref(slf.py()), args, None)?;
+                    pending.push_back(f.unbind());
+                }
+                None => break,
+            }
+        }
+        Ok(MapIterator {
+            state: Mutex::new(MapState {
+                func,
+                args: buffersize.map(|_| it.into_any().unbind()),
+                executor_ref,
+                pending,
+                end,
+                started: false,
+            }),
+        })
+    }
+
 
     /// Stop accepting work; with `cancel_futures`, cancel what is queued.
     /// Returns nothing; waiting for the threads is done by the caller.
@@ -616,6 +648,57 @@ impl ThreadPoolCore {
     #[getter]
     fn _queued(&self, py: Python<'_>) -> usize {
         self.shared.jobs.len(&Gil(py))
+    }
+}
+
+
+impl ThreadPoolCore {
+    fn submit_impl<'py>(
+        slf: &Bound<'py, Self>,
+        func: Obj,
+        args: Py<PyTuple>,
+        kwargs: Option<Py<PyDict>>,
+    ) -> PyResult<Bound<'py, FutureCore>> {
+        let py = slf.py();
+        let shared = &slf.get().shared;
+        if let Some(msg) = shared.broken.lock().clone() {
+            return Err(PyErr::from_value(cf_broken(py, &msg)?.into_bound(py)));
+        }
+        if INTERPRETER_EXITING.load(Ordering::Acquire) {
+            return Err(PyRuntimeError::new_err("cannot schedule new futures after interpreter shutdown"));
+        }
+        let ftype = shared
+            .future_type
+            .get()
+            .ok_or_else(|| PyRuntimeError::new_err("ThreadPoolExecutor.__init__ was not called"))?;
+        let future = ftype.bind(py).call0()?;
+        let fut: Py<FutureCore> = future.cast::<FutureCore>()?.clone().unbind();
+        let ret = fut.clone_ref(py);
+        let kwargs = kwargs.filter(|k| !k.bind(py).is_empty());
+        let item = WorkItem { future: fut, func, args, kwargs };
+        let fut = ret;
+        match shared.jobs.try_put(&Gil(py), item, &mut no_compare) {
+            Ok(()) => {}
+            Err(PutError::ShutDown(_)) => {
+                return Err(PyRuntimeError::new_err("cannot schedule new futures after shutdown"));
+            }
+            Err(PutError::Full(_)) => unreachable!("the work queue is unbounded"),
+            Err(PutError::Compare(_, never)) => match never {},
+        }
+        // CPython's policy: reuse an idle worker if there is one, else
+        // start a thread while under max_workers.
+        if shared.idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_err() {
+            let max = shared.max_workers.load(Ordering::Relaxed);
+            if shared
+                .threads
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+                .is_ok()
+            {
+                let worker = Py::new(py, Worker { shared: Arc::clone(shared) })?;
+                slf.call_method1("_plait_start_worker", (worker,))?;
+            }
+        }
+        Ok(fut.into_bound(py))
     }
 }
 
@@ -709,6 +792,113 @@ fn run_item(py: Python<'_>, item: WorkItem) -> PyResult<()> {
     Ok(())
 }
 
+struct MapState {
+    func: Obj,
+    /// The remaining input when buffered (None: everything was submitted).
+    args: Option<Obj>,
+    executor_ref: Obj,
+    pending: std::collections::VecDeque<Py<FutureCore>>,
+    end: Option<std::time::Instant>,
+    /// Like a generator's `finally`, cancelling on drop happens only once
+    /// iteration has begun (an unstarted map still runs every call).
+    started: bool,
+}
+
+/// The iterator `ThreadPoolExecutor.map` returns: results in input order.
+/// If it is dropped or fails, the calls not yet started are cancelled, as
+/// CPython's generator does in its `finally`.
+#[pyclass(module = "plait.futures", name = "_MapIterator", frozen)]
+pub struct MapIterator {
+    state: Mutex<MapState>,
+}
+
+impl MapIterator {
+    fn cancel_rest(&self, py: Python<'_>) {
+        let rest = std::mem::take(&mut self.state.lock().pending);
+        for f in rest {
+            let _ = FutureCore::cancel(f.bind(py));
+        }
+    }
+}
+
+impl Drop for MapIterator {
+    fn drop(&mut self) {
+        let st = self.state.get_mut();
+        if !st.started {
+            return;
+        }
+        let rest = std::mem::take(&mut st.pending);
+        if !rest.is_empty() {
+            Python::attach(|py| {
+                for f in rest {
+                    let _ = FutureCore::cancel(f.bind(py));
+                }
+            });
+        }
+    }
+}
+
+#[pymethods]
+impl MapIterator {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// Stop early: calls not started yet are cancelled (generator.close()).
+    fn close(&self, py: Python<'_>) {
+        let started = std::mem::replace(&mut self.state.lock().started, true);
+        if started {
+            self.cancel_rest(py);
+        } else {
+            // An unstarted generator's close() runs no finally.
+            self.state.lock().pending.clear();
+        }
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Obj>> {
+        // Keep `buffersize` calls in flight: submit the next one first (no
+        // lock held while user code — the input iterator — runs).
+        let (args, exec_ref, func, end) = {
+            let mut st = self.state.lock();
+            st.started = true;
+            if st.pending.is_empty() {
+                return Ok(None);
+            }
+            (
+                st.args.as_ref().map(|a| a.clone_ref(py)),
+                st.executor_ref.clone_ref(py),
+                st.func.clone_ref(py),
+                st.end,
+            )
+        };
+        if let Some(args) = args {
+            let executor = exec_ref.bind(py).call0()?;
+            if !executor.is_none() {
+                if let Some(next) = args.bind(py).cast::<pyo3::types::PyIterator>()?.clone().next() {
+                    let next = next?.cast_into::<PyTuple>()?.unbind();
+                    let pool = executor.cast::<ThreadPoolCore>()?;
+                    let f = ThreadPoolCore::submit_impl(pool, func, next, None)?;
+                    self.state.lock().pending.push_back(f.unbind());
+                }
+            }
+        }
+        let Some(fut) = self.state.lock().pending.pop_front() else {
+            return Ok(None);
+        };
+        let f = fut.bind(py);
+        let r = f.get().result_until(py, end.map(Some));
+        // As CPython's _result_or_cancel: a future we gave up on is cancelled.
+        FutureCore::cancel(f)?;
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => {
+                self.cancel_rest(py);
+                Err(e)
+            }
+        }
+    }
+}
+
 /// Called by `plait.futures`' atexit hook: refuse new work from now on.
 #[pyfunction]
 pub fn _interpreter_exiting() {
@@ -720,6 +910,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FutureCore>()?;
     m.add_class::<ThreadPoolCore>()?;
     m.add_class::<Worker>()?;
+    m.add_class::<MapIterator>()?;
     m.add_function(wrap_pyfunction!(_interpreter_exiting, m)?)?;
     Ok(())
 }
