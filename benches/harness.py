@@ -41,7 +41,7 @@ from typing import Callable, Iterator
 
 #: Workload groups, in the order the table prints them.  Later issues append
 #: e.g. "bench_futures", "bench_process", "bench_loop".
-GROUP_MODULES: tuple[str, ...] = ("bench_queue", "bench_sync")
+GROUP_MODULES: tuple[str, ...] = ("bench_queue", "bench_sync", "bench_timer")
 
 #: The standard-library module that each plait area replaces.  An
 #: :class:`Impl` resolves ``impl.sync``/``impl.queue``/... through this table.
@@ -160,6 +160,9 @@ class Workload:
     stdlib_is_ref: bool = False
     pinned: bool = False  # run with the calling thread pinned to one CPU
     start_n: int = 2000  # first calibration size; small for slow workloads
+    #: Extra lines printed under the row after it is measured (e.g. memory,
+    #: which the rate columns cannot show).  A note that raises is reported.
+    notes: Callable[[], list[str]] | None = None
 
     @property
     def full_name(self) -> str:
@@ -398,6 +401,11 @@ def format_workload(w: Workload, m: Measurement) -> tuple[list[str], Verdict]:
             lines.append(f"      {v.role}: {fmt_rate(rate)} {w.unit}/s ({peer_ratio} ref)")
     for role, message in m.errors.items():
         lines.append(f"      ! {role} failed: {message}")
+    if w.notes is not None:
+        try:
+            lines.extend(f"      {note}" for note in w.notes())
+        except Exception as exc:  # report, never abort the table
+            lines.append(f"      ! notes failed: {type(exc).__name__}: {exc}")
     return lines, Verdict(w, vs_ref, passed)
 
 
