@@ -14,8 +14,8 @@
 //!   plus a `done` [`Event`] that `join` waits on. It knows its key while
 //!   scheduled, so cancelling finds the entry without searching.
 //! * [`TimerThread`] owns the queue under a mutex and the thread. The thread
-//!   sleeps on a condition variable until the earliest deadline (or until a
-//!   timer with an earlier deadline is scheduled), pops the due entry and
+//!   parks until the earliest deadline (or until a timer with an earlier
+//!   deadline is scheduled and unparks it), pops the due entry and
 //!   runs the `fire` function on it **with the mutex released**, one entry
 //!   at a time: a slow callback delays every later timer. That is the price
 //!   of not having a thread per timer.
@@ -44,11 +44,14 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::thread::Thread;
+
+use lock_api::MutexGuard;
 
 use crate::fork::{self, ForkPrepare};
 use crate::park::{Outcome, WaitCtx};
-use crate::sync::Event;
+use crate::spin::{RawSpin, SpinMutex};
+use crate::sync::{CondVar, Event};
 use crate::thread::ident;
 
 /// Where an entry sits in a [`TimerQueue`]: its deadline, then its start order.
@@ -143,7 +146,7 @@ pub struct TimerCell {
     state: AtomicU8,
     /// The queue key while `Scheduled`; read and written only under the
     /// owning [`TimerThread`]'s mutex.
-    key: Mutex<Option<Key>>,
+    key: SpinMutex<Option<Key>>,
     done: Event,
 }
 
@@ -155,7 +158,7 @@ impl Default for TimerCell {
 
 impl TimerCell {
     pub const fn new() -> Self {
-        TimerCell { state: AtomicU8::new(NEW), key: Mutex::new(None), done: Event::new() }
+        TimerCell { state: AtomicU8::new(NEW), key: SpinMutex::const_new(<RawSpin as lock_api::RawMutex>::INIT, None), done: Event::new() }
     }
 
     pub fn state(&self) -> TimerState {
@@ -216,6 +219,8 @@ struct State<T> {
     queue: TimerQueue<Entry<T>>,
     /// Fork generation in which the thread was started; `None`: no thread.
     thread: Option<u64>,
+    /// The timer thread, to unpark when an earlier deadline arrives.
+    sleeper: Option<Thread>,
     /// The entry whose callback is running, and whether it keeps us alive.
     in_flight: Option<(Arc<TimerCell>, bool)>,
     /// Queued plus running entries with `keep_alive`.
@@ -235,12 +240,16 @@ pub enum ScheduleError<T> {
 }
 
 /// Runs due payloads on one shared thread. See the module docs.
+///
+/// Nothing here parks in `parking_lot`'s global table, which a forked child
+/// inherits with entries for threads that no longer exist: the state lock
+/// is a [`SpinMutex`] held for a few map operations at a time, the timer
+/// thread sleeps in `std::thread::park_timeout`, and waiters for idleness
+/// queue on a [`CondVar`] (std park/unpark), which the child resets.
 pub struct TimerThread<T: Send + 'static> {
-    state: Mutex<State<T>>,
-    /// The timer thread sleeps here.
-    wake: Condvar,
+    state: SpinMutex<State<T>>,
     /// `wait_keep_alive`/`wait_idle` callers sleep here.
-    idle: Condvar,
+    idle: CondVar,
     fire: Box<dyn Fn(T) + Send + Sync>,
     name: String,
     /// `thread::ident()` of the current timer thread (0: none yet).
@@ -253,15 +262,15 @@ impl<T: Send + 'static> TimerThread<T> {
     /// the timer thread; it owns the payload.
     pub fn new_static(name: &str, fire: impl Fn(T) + Send + Sync + 'static) -> &'static Self {
         let svc: &'static Self = Box::leak(Box::new(TimerThread {
-            state: Mutex::new(State {
+            state: SpinMutex::new(State {
                 queue: TimerQueue::new(),
                 thread: None,
+                sleeper: None,
                 in_flight: None,
                 keep_alive: 0,
                 closed: false,
             }),
-            wake: Condvar::new(),
-            idle: Condvar::new(),
+            idle: CondVar::new(),
             fire: Box::new(fire),
             name: name.to_owned(),
             thread_ident: AtomicU64::new(0),
@@ -298,9 +307,10 @@ impl<T: Send + 'static> TimerThread<T> {
         if keep_alive {
             st.keep_alive += 1;
         }
+        let sleeper = if earliest { st.sleeper.clone() } else { None };
         drop(st);
-        if earliest {
-            self.wake.notify_one();
+        if let Some(t) = sleeper {
+            t.unpark();
         }
         Ok(())
     }
@@ -315,14 +325,15 @@ impl<T: Send + 'static> TimerThread<T> {
         let mut st = self.state.lock();
         let key = cell.key.lock().take()?;
         let entry = st.queue.remove(&key)?;
-        if entry.keep_alive {
+        let idle = entry.keep_alive && {
             st.keep_alive -= 1;
-            if st.keep_alive == 0 {
-                self.idle.notify_all();
-            }
-        }
+            st.keep_alive == 0
+        };
         cell.finish();
         drop(st);
+        if idle {
+            self.idle.notify_all();
+        }
         let Entry { cell: queued, payload, .. } = entry;
         drop(queued);
         Some(payload)
@@ -377,8 +388,11 @@ impl<T: Send + 'static> TimerThread<T> {
             entry.cell.finish();
             payloads.push(entry.payload);
         }
+        let sleeper = st.sleeper.clone();
         drop(st);
-        self.wake.notify_all();
+        if let Some(t) = sleeper {
+            t.unpark();
+        }
         self.idle.notify_all();
         payloads
     }
@@ -387,34 +401,25 @@ impl<T: Send + 'static> TimerThread<T> {
         self.state.lock().closed
     }
 
+    /// Wait until `done(state)`. Waiters enqueue under the state lock and
+    /// every change that can make `done` true notifies after it, so no
+    /// wakeup is lost. The interrupt check (which may run Python code, e.g.
+    /// a signal handler that cancels a timer) runs with no lock held.
     fn wait_for(&self, ctx: &WaitCtx<'_>, done: impl Fn(&State<T>) -> bool) -> Outcome {
-        let mut st = self.state.lock();
         loop {
-            if done(&st) {
-                return Outcome::Notified;
-            }
-            let now = Instant::now();
-            if matches!(ctx.deadline, Some(d) if now >= d) {
-                return Outcome::TimedOut;
-            }
-            let mut until = ctx.deadline;
-            if ctx.interrupt.is_some() {
-                let slice_end = now + ctx.slice;
-                until = Some(until.map_or(slice_end, |d| d.min(slice_end)));
-            }
-            match until {
-                Some(t) => {
-                    self.idle.wait_until(&mut st, t);
+            let node = {
+                let st = self.state.lock();
+                if done(&st) {
+                    return Outcome::Notified;
                 }
-                None => self.idle.wait(&mut st),
-            }
-            if done(&st) {
-                return Outcome::Notified;
-            }
-            // The check may run Python code (a signal handler that cancels a
-            // timer): never with the mutex held.
-            if MutexGuard::unlocked(&mut st, || ctx.interrupted()) {
-                return Outcome::Interrupted;
+                self.idle.enqueue()
+            };
+            match self.idle.wait(&node, ctx) {
+                Outcome::Notified => continue,
+                Outcome::TimedOut => {
+                    return if done(&self.state.lock()) { Outcome::Notified } else { Outcome::TimedOut };
+                }
+                Outcome::Interrupted => return Outcome::Interrupted,
             }
         }
     }
@@ -433,6 +438,7 @@ impl<T: Send + 'static> TimerThread<T> {
     fn run(&'static self, generation: u64) {
         self.thread_ident.store(ident(), Ordering::Release);
         let mut st = self.state.lock();
+        st.sleeper = Some(std::thread::current());
         loop {
             if st.closed || st.thread != Some(generation) {
                 return;
@@ -455,15 +461,17 @@ impl<T: Send + 'static> TimerThread<T> {
                     st.keep_alive = st.keep_alive.saturating_sub(1);
                 }
                 cell.finish();
-                self.idle.notify_all();
+                MutexGuard::unlocked(&mut st, || self.idle.notify_all());
                 continue;
             }
-            match st.queue.next_deadline() {
-                Some(d) => {
-                    self.wake.wait_until(&mut st, d);
-                }
-                None => self.wake.wait(&mut st),
-            }
+            // Sleep unlocked until the earliest deadline; `schedule` unparks
+            // us for an earlier one, `close` to exit. Spurious wakeups just
+            // go round the loop.
+            let next = st.queue.next_deadline();
+            MutexGuard::unlocked(&mut st, || match next {
+                Some(d) => std::thread::park_timeout(d.saturating_duration_since(Instant::now())),
+                None => std::thread::park(),
+            });
         }
     }
 }
@@ -484,9 +492,13 @@ impl<T: Send + 'static> ForkPrepare for TimerThread<T> {
         // SAFETY: as in `parent`: the forking thread, the child's only one,
         // locked it in `prepare`.
         unsafe { self.state.force_unlock() };
+        // SAFETY: the child is single-threaded (our caller's guarantee);
+        // the waiters queued here belonged to threads that are gone.
+        unsafe { self.idle.after_fork() };
         let mut st = self.state.lock();
         // The thread is gone; the next schedule/resume starts a new one.
         st.thread = None;
+        st.sleeper = None;
         self.thread_ident.store(0, Ordering::Release);
         if let Some((cell, keep_alive)) = st.in_flight.take() {
             // Its callback ran on a thread that does not exist here.

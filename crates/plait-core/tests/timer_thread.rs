@@ -231,6 +231,9 @@ fn after_fork_the_child_restarts_the_thread_and_keeps_pending_timers() {
     let fired_before = Arc::new(TimerCell::new());
     svc.schedule(&fired_before, after(0), false, 0).unwrap();
     assert_eq!(rx.recv_timeout(BOUND), Ok(0));
+    // Fork only once the callback has left the channel: std's mpsc (and the
+    // test's sender mutex) are not fork-safe, plait is the thing under test.
+    assert_eq!(fired_before.wait_done(&bounded()), Outcome::Notified);
     let code = in_child(|| {
         if svc.pending() != 1 {
             return 2;
@@ -263,6 +266,8 @@ fn after_fork_a_new_schedule_restarts_the_thread_lazily() {
     let warm = Arc::new(TimerCell::new());
     svc.schedule(&warm, after(0), false, 0).unwrap();
     assert_eq!(rx.recv_timeout(BOUND), Ok(0));
+    // As above: fork once the callback is out of the (fork-unsafe) channel.
+    assert_eq!(warm.wait_done(&bounded()), Outcome::Notified);
     let code = in_child(|| {
         let cell = Arc::new(TimerCell::new());
         if svc.schedule(&cell, after(0), false, 3).is_err() {
