@@ -327,6 +327,22 @@ def test_a_cancelled_timer_is_freed_at_cancel():
     assert ref() is None, "cancel() drops the timer thread's reference at once"
 
 
+def test_reference_cycles_through_a_timer_are_collected():
+    class Box:
+        pass
+
+    box = Box()
+    t = Timer(0, lambda *a: box)  # timer -> function -> box -> timer
+    box.timer = t
+    t.args = (t,)
+    t.start()
+    t.join(SOON)
+    ref = weakref.ref(t)
+    del t, box
+    gc.collect()
+    assert ref() is None
+
+
 def test_setting_finished_stops_the_call():
     got = []
     t = Timer(0.05, got.append, (1,))

@@ -33,6 +33,7 @@ use plait_core::timer::{ScheduleError, TimerCell, TimerState, TimerThread};
 use pyo3::exceptions::{PyDeprecationWarning, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::{PyTraverseError, PyVisit};
 use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::PyTypeInfo;
 
@@ -516,6 +517,37 @@ impl Timer {
     fn set_daemon_alias(&self, py: Python<'_>, daemonic: &Bound<'_, PyAny>) -> PyResult<()> {
         deprecated(py, c"setDaemon() is deprecated, set the daemon attribute instead")?;
         self.set_daemon(daemonic)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // The locks are only ever held briefly by an attached thread, so
+        // while the collector runs nobody else holds them; if one somehow
+        // is, skipping it only delays collecting a cycle.
+        if let Some(g) = self.call.try_lock() {
+            if let Some(c) = g.as_ref() {
+                visit.call(&c.interval)?;
+                visit.call(&c.function)?;
+                visit.call(&c.args)?;
+                visit.call(&c.kwargs)?;
+            }
+        }
+        if let Some(m) = self.meta.try_lock() {
+            if let Some(t) = &m.thread {
+                visit.call(t)?;
+            }
+        }
+        // Not `finished`: an Event holds no references, so no cycle runs
+        // through it. (And the collector can reach this object while its
+        // instance dict is being created, before `finished` is written; the
+        // fields above are `Option`s whose all-zero state is `None`.)
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        // Dropped after the locks are released: a decref can run Python.
+        let call = self.call.lock().take();
+        let thread = self.meta.lock().thread.take();
+        drop((call, thread));
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
