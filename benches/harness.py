@@ -41,7 +41,7 @@ from typing import Callable, Iterator
 
 #: Workload groups, in the order the table prints them.  Later issues append
 #: e.g. "bench_futures", "bench_process", "bench_loop".
-GROUP_MODULES: tuple[str, ...] = ("bench_queue", "bench_sync", "bench_futures")
+GROUP_MODULES: tuple[str, ...] = ("bench_queue", "bench_sync", "bench_futures", "bench_timer")
 
 #: The standard-library module that each plait area replaces.  An
 #: :class:`Impl` resolves ``impl.sync``/``impl.queue``/... through this table.
@@ -166,6 +166,9 @@ class Workload:
     #: If set (e.g. "task"), a line under the row gives each column's time
     #: per operation in microseconds ("us/task").
     per_op: str | None = None
+    #: Extra lines printed under the row after it is measured (e.g. memory,
+    #: which the rate columns cannot show).  A note that raises is reported.
+    notes: Callable[[], list[str]] | None = None
 
     @property
     def full_name(self) -> str:
@@ -411,6 +414,11 @@ def format_workload(w: Workload, m: Measurement) -> tuple[list[str], Verdict]:
             lines.append(f"      {v.role}: {fmt_rate(rate)} {w.unit}/s ({peer_ratio} ref)")
     for role, message in m.errors.items():
         lines.append(f"      ! {role} failed: {message}")
+    if w.notes is not None:
+        try:
+            lines.extend(f"      {note}" for note in w.notes())
+        except Exception as exc:  # report, never abort the table
+            lines.append(f"      ! notes failed: {type(exc).__name__}: {exc}")
     return lines, Verdict(w, judged, passed)
 
 

@@ -3,7 +3,7 @@
 Same APIs as the standard library, implemented in a Rust core:
 
 * ``plait.sync``  — Lock, RLock, Condition, Semaphore, BoundedSemaphore,
-  Event, Barrier (the ``threading`` primitives)
+  Event, Barrier, Timer (the ``threading`` primitives)
 * ``plait.queue`` — Queue, LifoQueue, PriorityQueue, SimpleQueue, Empty,
   Full (the ``queue`` module)
 
@@ -30,6 +30,7 @@ from plait._plait import (
     Lock,
     RLock,
     Semaphore,
+    Timer,
 )
 
 __all__ = [
@@ -41,4 +42,5 @@ __all__ = [
     "Lock",
     "RLock",
     "Semaphore",
+    "Timer",
 ]

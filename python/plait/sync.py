@@ -13,6 +13,11 @@ Differences from CPython, all deliberate:
   so the lock could never be released).
 * ``Event`` has no private ``_cond`` attribute; ``Semaphore`` exposes
   ``_value`` read-only.
+* ``Timer`` runs every timer's function on one shared Rust timer thread,
+  one at a time (a slow function delays later timers); 100,000 pending
+  timers cost a map entry each, not a thread each, and ``cancel()`` frees
+  the entry at once. ``ident``/``native_id`` are None, and timers are not
+  listed by ``threading.enumerate()``. See ``help(plait.sync.Timer)``.
 * Every primitive exposes who holds it / who waits on it through private
   attributes (``_owner``, ``_waiters``) for ``plait.debug``.
 """
@@ -27,6 +32,7 @@ from plait._plait import (
     Lock,
     RLock,
     Semaphore,
+    Timer,
 )
 
 __all__ = [
@@ -38,4 +44,5 @@ __all__ = [
     "Lock",
     "RLock",
     "Semaphore",
+    "Timer",
 ]

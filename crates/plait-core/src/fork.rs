@@ -10,6 +10,12 @@
 //!
 //! The prepare handler takes the registry mutex so the child never sees it
 //! mid-update; registration never blocks on anything else while holding it.
+//!
+//! A few long-lived services (the timer thread) keep state that must survive
+//! the fork intact, not merely be reset: they register a [`ForkPrepare`],
+//! whose `prepare` takes their own mutex before the fork and whose
+//! `parent`/`child` release it after. Those run after the registry's own
+//! repairs in the child, so the primitives they touch are already usable.
 
 use std::sync::{Arc, Once, Weak};
 
@@ -26,6 +32,35 @@ pub trait AfterFork: Send + Sync {
     /// Called only from the `pthread_atfork` child handler, while the child
     /// is single-threaded.
     unsafe fn after_fork_child(&self, survivor: u64);
+}
+
+/// A process-lifetime object that holds its own lock across `fork()`.
+pub trait ForkPrepare: Sync {
+    /// Take the object's lock and keep it (leak the guard). Called in the
+    /// forking thread just before `fork()`.
+    fn prepare(&self);
+
+    /// Release the lock `prepare` took, in the parent.
+    ///
+    /// # Safety
+    /// Only from the atfork parent handler, after `prepare` in this thread.
+    unsafe fn parent(&self);
+
+    /// Release the lock `prepare` took and repair what the vanished
+    /// threads left, in the child.
+    ///
+    /// # Safety
+    /// Only from the atfork child handler, after `prepare` in the forking
+    /// thread, while the child is single-threaded.
+    unsafe fn child(&self);
+}
+
+static PREPARED: Mutex<Vec<&'static dyn ForkPrepare>> = Mutex::new(Vec::new());
+
+/// Register `obj` for the life of the process (see [`ForkPrepare`]).
+pub fn register_prepared(obj: &'static dyn ForkPrepare) {
+    install();
+    PREPARED.lock().push(obj);
 }
 
 struct Registry {
@@ -94,9 +129,22 @@ pub fn install() {
 extern "C" fn prepare() {
     // Hold the registry across fork() so the child's copy is consistent.
     std::mem::forget(REGISTRY.lock());
+    let prepared = PREPARED.lock();
+    for obj in prepared.iter() {
+        obj.prepare();
+    }
+    std::mem::forget(prepared);
 }
 
 extern "C" fn parent() {
+    // SAFETY: `prepare` locked PREPARED in this same thread and leaked the
+    // guard; the objects' own locks likewise.
+    unsafe {
+        for obj in (*PREPARED.data_ptr()).iter() {
+            obj.parent();
+        }
+        PREPARED.force_unlock();
+    }
     // SAFETY: `prepare` locked the registry in this same thread and leaked
     // the guard; this releases exactly that lock.
     unsafe { REGISTRY.force_unlock() };
@@ -116,6 +164,14 @@ extern "C" fn child() {
     for obj in &live {
         // SAFETY: we are in the atfork child handler; the child has one thread.
         unsafe { obj.after_fork_child(survivor) };
+    }
+    // SAFETY: the forking thread locked PREPARED (and each object's lock)
+    // in `prepare`; the child has one thread, which runs this.
+    unsafe {
+        for obj in (*PREPARED.data_ptr()).iter() {
+            obj.child();
+        }
+        PREPARED.force_unlock();
     }
     // Dropping `live` may drop the last strong reference of an object
     // whose owner vanished; its Registration then takes the registry lock,
@@ -173,6 +229,14 @@ impl AfterFork for crate::sync::CondVar {
 }
 
 impl AfterFork for crate::sync::Barrier {
+    unsafe fn after_fork_child(&self, _survivor: u64) {
+        // SAFETY: forwarded: called from the child handler only.
+        unsafe { self.after_fork() }
+    }
+}
+
+#[cfg(not(loom))]
+impl AfterFork for crate::timer::TimerCell {
     unsafe fn after_fork_child(&self, _survivor: u64) {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork() }

@@ -7,6 +7,10 @@
 //! them; everything that does not touch the interpreter lives here so it
 //! can be tested with `cargo test` (and loom, under `--cfg loom`).
 //!
+//! Timers (`timer.rs`) share one lazily started thread and a
+//! deadline-ordered map, so a hundred thousand pending timers cost a map
+//! entry each rather than a thread each.
+//!
 //! Waiting is described by [`park::WaitCtx`]: a deadline plus an optional
 //! interrupt check polled in slices, which the binding uses to run Python
 //! signal handlers while the main thread is blocked.
@@ -22,6 +26,8 @@ pub mod park;
 pub mod queue;
 pub mod spin;
 pub mod thread;
+#[cfg(not(loom))]
+pub mod timer;
 
 pub mod sync {
     //! Threading primitives.

@@ -9,6 +9,7 @@ use plait_core::fork::Registration;
 use plait_core::park::{Node, Outcome, WaitCtx, WaitList};
 use plait_core::queue::{GetError, Order, PutError, Queue, TooManyTaskDone};
 use plait_core::spin::{SpinGuard, SpinMutex};
+use plait_core::timer::{Key, ScheduleError, TimerCell, TimerQueue, TimerState, TimerThread};
 use plait_core::sync::{
     Barrier, BarrierError, CondVar, Event, Lock, Phase, RLock, RLockError, ReleaseError, Semaphore,
 };
@@ -52,6 +53,12 @@ assert_send_sync!(
     Inline,
     Registration,
     SpinMutex<Vec<u8>>,
+    Key,
+    TimerQueue<i64>,
+    TimerCell,
+    TimerState,
+    TimerThread<i64>,
+    ScheduleError<i64>,
 );
 
 fn require_guard_send() {

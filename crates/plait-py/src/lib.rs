@@ -18,6 +18,7 @@ mod sync {
     pub mod event;
     pub mod lock;
     pub mod semaphore;
+    pub mod timer;
 }
 mod wait;
 
@@ -36,6 +37,11 @@ fn _plait(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync::semaphore::BoundedSemaphore>()?;
     m.add_class::<sync::event::Event>()?;
     m.add_class::<sync::barrier::Barrier>()?;
+    m.add_class::<sync::timer::Timer>()?;
+    m.add_function(wrap_pyfunction!(sync::timer::_timer_atexit, m)?)?;
+    m.add_function(wrap_pyfunction!(sync::timer::_timer_after_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(sync::timer::_timer_pending, m)?)?;
+    sync::timer::install_hooks(m)?;
     m.add_class::<queue::Queue>()?;
     m.add_class::<queue::SimpleQueue>()?;
     futures::register(m)?;

@@ -20,16 +20,23 @@ pub struct Event {
     _fork: Registration,
 }
 
-#[pymethods]
 impl Event {
-    #[new]
-    fn new() -> Self {
+    /// A new, unset event (for Rust callers, e.g. `Timer.finished`).
+    pub(crate) fn create() -> Self {
         let core = Arc::new(CoreEvent::new());
         let reg = register_arc(&core);
         Event { core, _fork: reg }
     }
+}
 
-    fn is_set(&self) -> bool {
+#[pymethods]
+impl Event {
+    #[new]
+    fn new() -> Self {
+        Event::create()
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
         self.core.is_set()
     }
 
@@ -45,7 +52,7 @@ impl Event {
         Ok(self.core.is_set())
     }
 
-    fn set(&self) {
+    pub(crate) fn set(&self) {
         self.core.set();
     }
 
