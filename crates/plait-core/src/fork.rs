@@ -19,7 +19,9 @@
 
 use std::sync::{Arc, Once, Weak};
 
-use parking_lot::Mutex;
+// The spin mutex, not parking_lot's: contenders never enter parking_lot's global
+// table, which a forked child would inherit with vanished threads in it.
+use crate::spin::SpinMutex as Mutex;
 
 use crate::thread::ident;
 

@@ -16,7 +16,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use crate::spin::SpinMutex as Mutex;
 
 use crate::park::{remove_node, Node, Outcome, WaitCtx, WaitList};
 

@@ -1,8 +1,8 @@
 //! The concurrency primitives the lock-free parts are built on, routed
 //! through loom under `--cfg loom` (tokio's `src/loom` shim, in one file).
 //!
-//! In normal builds every name here is a plain re-export of `std` or
-//! `parking_lot`, so the code compiles exactly as if it named them directly.
+//! In normal builds every name here is a plain re-export of `std` or of
+//! plait's spin mutex, so the code compiles exactly as if it named them directly.
 //! Under `cfg(loom)` they are loom's checked versions, and the model tests in
 //! `tests/loom_*.rs` explore every interleaving of the state-word protocols
 //! (`sync/acquire.rs`, `lock.rs`, `semaphore.rs`, `event.rs`) and of
@@ -42,8 +42,11 @@ pub(crate) mod thread {
 /// unbounded number of atomic loads, which the model cannot explore.
 pub(crate) const SPIN_BEFORE_PARK: bool = cfg!(not(loom));
 
+/// Wait lists use the spin mutex, which never parks: a `parking_lot` mutex
+/// parks contenders in parking_lot's global table, and a forked child
+/// inherits that table with entries (and bucket locks) of vanished threads.
 #[cfg(not(loom))]
-pub(crate) use parking_lot::{Mutex, MutexGuard};
+pub(crate) use crate::spin::{SpinGuard as MutexGuard, SpinMutex as Mutex};
 
 #[cfg(loom)]
 pub(crate) use self::mutex::{Mutex, MutexGuard};

@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, MutexGuard};
+use crate::spin::{SpinGuard as MutexGuard, SpinMutex as Mutex};
 
 use crate::detach::Detach;
 use crate::park::{deadline_after, remove_node, Node, Outcome, WaitCtx, WaitList};
