@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from _helpers import run_in_child
+
 import plait.queue as pq
 import plait.sync as ps
 
@@ -15,33 +17,6 @@ pytestmark = [
     # Forking with threads running is the point of these tests.
     pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
 ]
-
-
-def run_in_child(fn):
-    """Fork, run fn() in the child, exit 0 on success, 1 on failure; the
-    child is killed if it does not finish in time (a hang is a failure)."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            fn()
-            code = 0
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            assert os.waitstatus_to_exitcode(status) == 0, "child failed"
-            return
-        time.sleep(0.01)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    pytest.fail("child hung")
 
 
 def hold_in_thread(acquire, release):

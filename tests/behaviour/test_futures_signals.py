@@ -15,13 +15,12 @@ With ``PLAIT_FUTURES_STANDIN=1`` (inherited by the child) the child uses
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
+from _helpers import assert_sigint_interrupts
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -108,21 +107,7 @@ CASES = ["result_bare", "result_executor", "exception", "result_long_timeout", "
 
 @pytest.mark.parametrize("case", CASES)
 def test_sigint_interrupts_blocked_main_thread(case):
-    p = subprocess.Popen([sys.executable, "-c", CHILD, case], stdout=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "ready"
-        time.sleep(0.2)  # let it park
-        sent = time.monotonic()
-        os.kill(p.pid, signal.SIGINT)
-        report = json.loads(p.stdout.readline())
-        assert report["raised"] == "KeyboardInterrupt"
-        # CLOCK_MONOTONIC is system-wide, so the two processes' clocks agree.
-        assert report["at"] - sent < 0.1, f"took {report['at'] - sent:.3f}s"
-        assert p.wait(timeout=10) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    assert_sigint_interrupts(CHILD, case)
 
 
 TIMEOUT_CHILD = textwrap.dedent(

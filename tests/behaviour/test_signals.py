@@ -6,15 +6,12 @@ runner): the child blocks forever in the wait under test, the parent sends
 it a real SIGINT, and the child reports how long the wait took to raise.
 """
 
-import json
-import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 
 import pytest
+from _helpers import assert_sigint_interrupts
 
 CHILD = textwrap.dedent(
     """
@@ -51,22 +48,7 @@ CASES = ["lock", "rlock", "condition", "event", "semaphore", "barrier", "queue_g
 
 @pytest.mark.parametrize("case", CASES)
 def test_sigint_interrupts_blocked_main_thread(case):
-    p = subprocess.Popen([sys.executable, "-c", CHILD, case], stdout=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "ready"
-        time.sleep(0.2)  # let it park
-        sent = time.monotonic()
-        os.kill(p.pid, signal.SIGINT)
-        line = p.stdout.readline()
-        report = json.loads(line)
-        assert report["raised"] == "KeyboardInterrupt"
-        # CLOCK_MONOTONIC is system-wide, so the two processes' clocks agree.
-        assert report["at"] - sent < 0.1, f"took {report['at'] - sent:.3f}s"
-        assert p.wait(timeout=10) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    assert_sigint_interrupts(CHILD, case)
 
 
 def test_sigint_with_pthread_kill_in_process():

@@ -6,7 +6,6 @@ hang; every test is bounded by pytest-timeout. Process-level behaviour
 """
 
 import gc
-import json
 import os
 import re
 import signal
@@ -19,6 +18,7 @@ import tracemalloc
 import weakref
 
 import pytest
+from _helpers import assert_sigint_interrupts, run_in_child
 
 import plait
 import plait._plait as ext
@@ -633,21 +633,7 @@ except KeyboardInterrupt:
 
 
 def test_sigint_interrupts_join_in_the_main_thread():
-    p = subprocess.Popen([sys.executable, "-c", JOIN_CHILD], stdout=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "ready"
-        time.sleep(0.2)  # let it park
-        sent = time.monotonic()
-        os.kill(p.pid, signal.SIGINT)
-        report = json.loads(p.stdout.readline())
-        assert report["raised"] == "KeyboardInterrupt"
-        # CLOCK_MONOTONIC is system-wide, so the two processes' clocks agree.
-        assert report["at"] - sent < 0.1, f"took {report['at'] - sent:.3f}s"
-        assert p.wait(timeout=SOON) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    assert_sigint_interrupts(JOIN_CHILD, bound=SOON)
 
 
 def test_sigint_ends_the_exit_wait_for_a_pending_timer():
@@ -672,33 +658,6 @@ def test_sigint_ends_the_exit_wait_for_a_pending_timer():
 
 
 # --- fork ---------------------------------------------------------------------------------------------------------
-
-
-def run_in_child(fn):
-    """Fork, run fn() in the child; the child exits 0 on success. A hang is
-    a failure: the child is killed after the bound."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            fn()
-            code = 0
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + SOON
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            assert os.waitstatus_to_exitcode(status) == 0, "child failed"
-            return
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    pytest.fail("child hung")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -4,36 +4,24 @@
 //! interruption. Every wait has an upper bound; nothing asserts timings.
 #![cfg(not(loom))]
 
+mod common;
+use common::*;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plait_core::detach::Inline;
 use plait_core::park::{Outcome, WaitCtx};
 use plait_core::queue::{GetError, Order, PutError, Queue};
 
-const BOUND: Duration = Duration::from_secs(20);
 
-fn scaled(n: usize) -> usize {
-    if cfg!(miri) {
-        (n / 100).max(4)
-    } else {
-        n
-    }
-}
 
 fn lt(a: &u64, b: &u64) -> Result<bool, ()> {
     Ok(a < b)
 }
 
-fn wait_until(cond: impl Fn() -> bool) {
-    let end = Instant::now() + BOUND;
-    while !cond() {
-        assert!(Instant::now() < end, "condition not reached within the bound");
-        thread::sleep(Duration::from_millis(1));
-    }
-}
 
 /// `Queue.put(item, timeout=BOUND)` as the binding builds it.
 fn put(q: &Queue<u64>, mut item: u64) -> Result<(), PutError<u64, ()>> {

@@ -3,16 +3,18 @@
 //! breaks it. Every wait has an upper bound; nothing asserts timings.
 #![cfg(not(loom))]
 
+mod common;
+use common::*;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plait_core::detach::Inline;
 use plait_core::park::WaitCtx;
 use plait_core::sync::{Barrier, BarrierError, Phase};
 
-const BOUND: Duration = Duration::from_secs(20);
 
 fn scaled(n: usize) -> usize {
     if cfg!(miri) {
@@ -22,13 +24,6 @@ fn scaled(n: usize) -> usize {
     }
 }
 
-fn wait_until(cond: impl Fn() -> bool) {
-    let end = Instant::now() + BOUND;
-    while !cond() {
-        assert!(Instant::now() < end, "condition not reached within the bound");
-        thread::sleep(Duration::from_millis(1));
-    }
-}
 
 type R = Result<usize, BarrierError<&'static str>>;
 

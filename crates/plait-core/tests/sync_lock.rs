@@ -3,6 +3,9 @@
 //! wakeup fails the test instead of hanging it; nothing asserts timings.
 #![cfg(not(loom))]
 
+mod common;
+use common::*;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -12,21 +15,8 @@ use plait_core::park::{Outcome, WaitCtx};
 use plait_core::sync::{Lock, RLock, RLockError};
 use plait_core::thread::ident;
 
-/// Upper bound for a wait that must succeed.
-const BOUND: Duration = Duration::from_secs(20);
 
-/// Stress counts shrink under miri (crossbeam `tests/array.rs`).
-fn scaled(n: usize) -> usize {
-    if cfg!(miri) {
-        (n / 100).max(4)
-    } else {
-        n
-    }
-}
 
-fn bounded() -> WaitCtx<'static> {
-    WaitCtx::timeout(Some(BOUND))
-}
 
 fn wait_until(cond: impl Fn() -> bool) {
     let end = std::time::Instant::now() + BOUND;

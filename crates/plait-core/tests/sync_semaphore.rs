@@ -2,36 +2,21 @@
 //! upper bound; nothing asserts timings.
 #![cfg(not(loom))]
 
+mod common;
+use common::*;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plait_core::park::{Outcome, WaitCtx};
 use plait_core::sync::semaphore::MAX_VALUE;
 use plait_core::sync::{ReleaseError, Semaphore};
 
-const BOUND: Duration = Duration::from_secs(20);
 
-fn scaled(n: usize) -> usize {
-    if cfg!(miri) {
-        (n / 100).max(4)
-    } else {
-        n
-    }
-}
 
-fn bounded() -> WaitCtx<'static> {
-    WaitCtx::timeout(Some(BOUND))
-}
 
-fn wait_until(cond: impl Fn() -> bool) {
-    let end = Instant::now() + BOUND;
-    while !cond() {
-        assert!(Instant::now() < end, "condition not reached within the bound");
-        thread::sleep(Duration::from_millis(1));
-    }
-}
 
 #[test]
 fn counts_permits() {

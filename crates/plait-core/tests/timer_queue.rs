@@ -2,18 +2,14 @@
 //! frees the entry at once, and many entries.
 #![cfg(not(loom))]
 
+mod common;
+use common::*;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plait_core::timer::TimerQueue;
 
-fn scaled(n: usize) -> usize {
-    if cfg!(miri) {
-        (n / 100).max(4)
-    } else {
-        n
-    }
-}
 
 #[test]
 fn pops_in_deadline_order_ties_in_insertion_order() {

@@ -5,6 +5,9 @@
 //! except as an upper bound against hangs.
 #![cfg(all(not(loom), not(miri)))]
 
+mod common;
+use common::*;
+
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -13,11 +16,7 @@ use std::time::{Duration, Instant};
 use plait_core::park::{Outcome, WaitCtx};
 use plait_core::timer::{ScheduleError, TimerCell, TimerState, TimerThread};
 
-const BOUND: Duration = Duration::from_secs(20);
 
-fn bounded() -> WaitCtx<'static> {
-    WaitCtx::timeout(Some(BOUND))
-}
 
 /// A service whose payloads are sent down a channel when they fire.
 fn service<T: Send + 'static>() -> (&'static TimerThread<T>, mpsc::Receiver<T>) {

@@ -165,25 +165,21 @@ fn timeout_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<std::
 }
 
 impl FutureCore {
-    /// Wait (detached, Ctrl-C aware) until done or the deadline.
-    fn wait_done(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
-        if self.core.state().is_done() {
-            return Ok(true);
-        }
-        let deadline = timeout_deadline(timeout)?;
-        let core = &self.core;
-        let (out, err) = detached(py, deadline, |ctx| core.wait(ctx));
-        match out {
-            Outcome::Notified => Ok(true),
-            Outcome::TimedOut => Ok(false),
-            Outcome::Interrupted => Err(err.expect("interrupted waits carry the exception")),
+    /// `result()` with a deadline (`None` or `Some(None)`: wait forever).
+    fn result_until(&self, py: Python<'_>, deadline: Option<Option<std::time::Instant>>) -> PyResult<Obj> {
+        match self.finished_outcome(py, deadline.flatten())? {
+            Ok(v) => Ok(v),
+            Err(e) => Err(PyErr::from_value(e.into_bound(py))),
         }
     }
 
-    /// `result()` with a deadline: `None` waits forever, `Some(None)` too,
-    /// `Some(Some(t))` until `t`.
-    fn result_until(&self, py: Python<'_>, deadline: Option<Option<std::time::Instant>>) -> PyResult<Obj> {
-        let deadline = deadline.flatten();
+    /// Wait until done or `deadline`, then the outcome: `Ok(value)` or
+    /// `Err(exception)`; CancelledError / TimeoutError as the error.
+    fn finished_outcome(
+        &self,
+        py: Python<'_>,
+        deadline: Option<std::time::Instant>,
+    ) -> PyResult<Result<Obj, Obj>> {
         let mut done = self.core.state().is_done();
         if !done {
             let core = &self.core;
@@ -201,11 +197,7 @@ impl FutureCore {
         if !done || state != State::Finished {
             return Err(cf_error(py, "TimeoutError", ()));
         }
-        match self.outcome(py) {
-            Some(Ok(v)) => Ok(v),
-            Some(Err(e)) => Err(PyErr::from_value(e.into_bound(py))),
-            None => Ok(py.None()),
-        }
+        Ok(self.outcome(py).unwrap_or_else(|| Ok(py.None())))
     }
 
     fn outcome(&self, py: Python<'_>) -> Option<Result<Obj, Obj>> {
@@ -267,36 +259,16 @@ impl FutureCore {
     /// The call's result, waiting up to `timeout` seconds.
     #[pyo3(signature = (timeout = None))]
     fn result(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Obj> {
-        let done = self.wait_done(py, timeout)?;
-        let state = self.core.state();
-        if state.is_cancelled() {
-            return Err(cf_error(py, "CancelledError", ()));
-        }
-        if !done || state != State::Finished {
-            return Err(cf_error(py, "TimeoutError", ()));
-        }
-        match self.outcome(py) {
-            Some(Ok(v)) => Ok(v),
-            Some(Err(e)) => Err(PyErr::from_value(e.into_bound(py))),
-            None => Ok(py.None()),
-        }
+        self.result_until(py, Some(timeout_deadline(timeout)?))
     }
 
     /// The exception the call raised (None if it returned), waiting up to
     /// `timeout` seconds.
     #[pyo3(signature = (timeout = None))]
     fn exception(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Obj> {
-        let done = self.wait_done(py, timeout)?;
-        let state = self.core.state();
-        if state.is_cancelled() {
-            return Err(cf_error(py, "CancelledError", ()));
-        }
-        if !done || state != State::Finished {
-            return Err(cf_error(py, "TimeoutError", ()));
-        }
-        match self.outcome(py) {
-            Some(Err(e)) => Ok(e),
-            _ => Ok(py.None()),
+        match self.finished_outcome(py, timeout_deadline(timeout)?)? {
+            Err(e) => Ok(e),
+            Ok(_) => Ok(py.None()),
         }
     }
 
