@@ -166,25 +166,7 @@ impl Queue {
     #[inline]
     fn get_impl(&self, py: Python<'_>, block: bool, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Item> {
         let deadline = if block { blocking_deadline(timeout)? } else { None };
-        if let Some(item) = self.try_get(py)? {
-            return Ok(item);
-        }
-        if !block {
-            return Err(errors::empty(py));
-        }
-        loop {
-            let core = &self.core;
-            let (out, err) = detached(py, deadline, |ctx| core.wait_not_empty(ctx));
-            if out == Outcome::Interrupted {
-                return Err(interrupted(err));
-            }
-            if let Some(item) = self.try_get(py)? {
-                return Ok(item);
-            }
-            if out == Outcome::TimedOut || deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(errors::empty(py));
-            }
-        }
+        blocking_get(py, &self.core, block, deadline, || self.try_get(py))
     }
 
     fn dict_get<'py>(slf: &Bound<'py, Self>, name: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -403,6 +385,35 @@ pub struct SimpleQueue {
     _fork: Registration,
 }
 
+/// `get` for both queue classes: try, then (if `block`) wait for an item
+/// until `deadline`, retrying after each wakeup; `queue.Empty` at the end.
+fn blocking_get(
+    py: Python<'_>,
+    core: &CoreQueue<Item>,
+    block: bool,
+    deadline: Option<Instant>,
+    mut try_get: impl FnMut() -> PyResult<Option<Item>>,
+) -> PyResult<Item> {
+    if let Some(item) = try_get()? {
+        return Ok(item);
+    }
+    if !block {
+        return Err(errors::empty(py));
+    }
+    loop {
+        let (out, err) = detached(py, deadline, |ctx| core.wait_not_empty(ctx));
+        if out == Outcome::Interrupted {
+            return Err(interrupted(err));
+        }
+        if let Some(item) = try_get()? {
+            return Ok(item);
+        }
+        if out == Outcome::TimedOut || deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(errors::empty(py));
+        }
+    }
+}
+
 /// The comparison of queues that never compare (FIFO, LIFO): its error
 /// type is uninhabited, so results carry no `PyErr`.
 pub(crate) fn no_compare(_: &Item, _: &Item) -> Result<bool, std::convert::Infallible> {
@@ -447,25 +458,9 @@ impl SimpleQueue {
             Some(b) => b.is_truthy()?,
         };
         let deadline = if block { blocking_deadline(timeout)? } else { None };
-        if let Ok(item) = self.core.try_get(&Gil(py), &mut no_compare) {
-            return Ok(item);
-        }
-        if !block {
-            return Err(errors::empty(py));
-        }
-        loop {
-            let core = &self.core;
-            let (out, err) = detached(py, deadline, |ctx| core.wait_not_empty(ctx));
-            if out == Outcome::Interrupted {
-                return Err(interrupted(err));
-            }
-            if let Ok(item) = self.core.try_get(&Gil(py), &mut no_compare) {
-                return Ok(item);
-            }
-            if out == Outcome::TimedOut || deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(errors::empty(py));
-            }
-        }
+        blocking_get(py, &self.core, block, deadline, || {
+            Ok(self.core.try_get(&Gil(py), &mut no_compare).ok())
+        })
     }
 
     fn get_nowait(&self, py: Python<'_>) -> PyResult<Item> {
