@@ -19,6 +19,8 @@ Differences from CPython:
   Python 3.14 on every version.
 """
 
+import collections
+import functools
 import itertools
 import os
 import threading
@@ -26,9 +28,10 @@ import time
 import weakref
 from concurrent import futures as _cf
 from concurrent.futures import _base
+from concurrent.futures import process as _cf_process
 from concurrent.futures import thread as _cf_thread
 
-from plait._plait import _FutureCore, _interpreter_exiting, _ThreadPoolCore
+from plait._plait import _FutureCore, _interpreter_exiting, _ProcessPoolCore, _ThreadPoolCore
 from plait.sync import Event as _Event
 from plait.sync import Lock as _Lock
 
@@ -40,6 +43,7 @@ TimeoutError = _cf.TimeoutError
 BrokenExecutor = _cf.BrokenExecutor
 InvalidStateError = _cf.InvalidStateError
 BrokenThreadPool = _cf_thread.BrokenThreadPool
+BrokenProcessPool = _cf_process.BrokenProcessPool
 Executor = _cf.Executor
 
 __all__ = [
@@ -47,12 +51,15 @@ __all__ = [
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
     "BrokenExecutor",
+    "BrokenProcessPool",
     "BrokenThreadPool",
     "CancelledError",
     "Executor",
     "Future",
     "InvalidStateError",
+    "ProcessPoolExecutor",
     "ThreadPoolExecutor",
+    "WorkerDied",
     "TimeoutError",
     "as_completed",
     "wait",
@@ -287,3 +294,209 @@ def _python_exit():
 
 
 threading._register_atexit(_python_exit)
+
+
+# ---- ProcessPoolExecutor ---------------------------------------------------
+
+import pickle as _pickle  # noqa: E402
+import sys as _sys  # noqa: E402
+
+
+class WorkerDied(BrokenProcessPool):
+    """The worker process running this task died (a signal, ``os._exit``,
+    running out of memory); the message names the exit code or signal and
+    carries the worker's last traceback when faulthandler could write one.
+    Only this task fails: the pool replaces the worker. A subclass of
+    ``BrokenProcessPool``, so existing ``except`` clauses still catch it."""
+
+
+def _process_chunk(fn, chunk):
+    return [fn(*args) for args in chunk]
+
+
+def _dumps_call(fn, args, kwargs):
+    try:
+        return _pickle.dumps((fn, args, kwargs), protocol=_pickle.HIGHEST_PROTOCOL)
+    except (_pickle.PicklingError, AttributeError, TypeError) as exc:
+        try:
+            import cloudpickle
+        except ImportError:
+            raise _pickle.PicklingError(
+                f"cannot send {fn!r} and its arguments to a worker process ({exc}); "
+                "define the function at module level, or install cloudpickle "
+                "(pip install cloudpickle), which plait uses for lambdas and closures"
+            ) from exc
+        return cloudpickle.dumps((fn, args, kwargs), protocol=_pickle.HIGHEST_PROTOCOL)
+
+
+def _main_path():
+    main = _sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path and not getattr(_sys.flags, "interactive", 0) and path.endswith(".py"):
+        return os.path.abspath(path)
+    return None
+
+
+class _ProcessFuture(Future):
+    """A process pool's future: ``cancel()`` also works while the task runs,
+    by killing (and replacing) the worker that runs it."""
+
+    def cancel(self):
+        if self.running():
+            pool = self._plait_pool()
+            if self._plait_force_cancel():
+                if pool is not None:
+                    pool._plait_kill_task(self._plait_task)
+                return True
+        return super().cancel()
+
+
+_live_process_pools = weakref.WeakSet()
+
+
+class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
+    """A pool of worker processes, like
+    ``concurrent.futures.ProcessPoolExecutor`` (and an instance of it), run
+    by a Rust supervisor thread.
+
+    * Workers are fresh interpreters (``python -m plait._worker``); the
+      parent is never forked. ``mp_context`` is accepted for compatibility.
+    * A worker that dies fails only its task (``WorkerDied``) and is
+      replaced. ``task_timeout`` (keyword-only, seconds) is a default time
+      limit per task; ``schedule(fn, args, kwargs, timeout=...)`` sets one
+      per call. A task past its limit gets ``TimeoutError`` and its worker
+      is killed and replaced; ``cancel()`` on a running task does the same
+      with ``CancelledError``.
+    * ``shutdown(kill_workers=True)`` kills the workers at once.
+    * Lambdas and closures need ``cloudpickle`` installed."""
+
+    def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(),
+                 *, max_tasks_per_child=None, task_timeout=None):
+        if max_workers is None:
+            max_workers = _cpu_count()
+        elif max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if max_tasks_per_child is not None:
+            if not isinstance(max_tasks_per_child, int):
+                raise TypeError("max_tasks_per_child must be an integer")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+        self._max_workers = max_workers
+        self._mp_context = mp_context
+        self._initializer = initializer
+        self._initargs = initargs
+        self._plait_closed = False
+        setup = _pickle.dumps({
+            "sys_path": list(_sys.path),
+            "main_path": _main_path(),
+            "initializer": initializer,
+            "initargs": tuple(initargs),
+        })
+        self._plait_start(_sys.executable, max_workers, max_tasks_per_child, setup, task_timeout)
+        _live_process_pools.add(self)
+
+    def submit(self, fn, /, *args, **kwargs):
+        return self.schedule(fn, args, kwargs)
+
+    def schedule(self, fn, args=(), kwargs=None, *, timeout=None):
+        """Like ``submit(fn, *args, **kwargs)``, with a per-call time limit
+        in seconds (None: the pool's ``task_timeout``)."""
+        if self._broken:
+            raise BrokenProcessPool(self._broken)
+        if self._plait_closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        payload = _dumps_call(fn, tuple(args), dict(kwargs or {}))
+        f = _ProcessFuture()
+        f._plait_pool = weakref.ref(self)
+        f._plait_task = self._plait_submit(f, payload, timeout)
+        return f
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
+        """``map`` in the pool; ``chunksize`` items travel per message."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if chunksize == 1:
+            return self._map_simple(fn, iterables, timeout, buffersize)
+        it = zip(*iterables)
+        chunks = iter(lambda: list(itertools.islice(it, chunksize)), [])
+        results = self._map_simple(functools.partial(_process_chunk, fn), (chunks,), timeout, buffersize)
+        return itertools.chain.from_iterable(results)
+
+    def _map_simple(self, fn, iterables, timeout, buffersize):
+        if buffersize is not None and not isinstance(buffersize, int):
+            raise TypeError("buffersize must be an integer or None")
+        if buffersize is not None and buffersize < 1:
+            raise ValueError("buffersize must be None or > 0")
+        end = None if timeout is None else timeout + time.monotonic()
+        args_iter = zip(*iterables)
+        pending = collections.deque(
+            self.submit(fn, *a) for a in (itertools.islice(args_iter, buffersize) if buffersize else args_iter)
+        )
+        ref = weakref.ref(self)
+
+        def results():
+            try:
+                while pending:
+                    if buffersize:
+                        ex = ref()
+                        nxt = next(args_iter, None) if ex is not None else None
+                        if nxt is not None:
+                            pending.append(ex.submit(fn, *nxt))
+                        del ex
+                    f = pending.popleft()
+                    try:
+                        yield f.result(None if end is None else end - time.monotonic())
+                    finally:
+                        f.cancel()
+                        del f
+            finally:
+                for f in pending:
+                    f.cancel()
+
+        return results()
+
+    def shutdown(self, wait=True, *, cancel_futures=False, kill_workers=False):
+        """Refuse new work; ``cancel_futures`` cancels what has not started;
+        ``kill_workers`` kills the workers now (running tasks fail); with
+        ``wait``, return once every worker has exited (running tasks end or
+        reach their time limit first)."""
+        self._plait_closed = True
+        self._plait_shutdown(cancel_futures, kill_workers)
+        if wait:
+            self._plait_wait_stopped()
+
+
+_interrupted = False
+_previous_excepthook = _sys.excepthook
+
+
+def _note_interrupt(exc_type, exc, tb):
+    # The interpreter is about to exit on an unhandled Ctrl-C: at exit the
+    # pools kill their workers instead of waiting for them.
+    global _interrupted
+    if issubclass(exc_type, KeyboardInterrupt):
+        _interrupted = True
+    _previous_excepthook(exc_type, exc, tb)
+
+
+if _sys.excepthook is _sys.__excepthook__:
+    _sys.excepthook = _note_interrupt
+
+
+def _process_pools_exit():
+    # At exit: let pools finish their work, as CPython does; after an
+    # unhandled Ctrl-C (or a Ctrl-C while waiting here), kill the workers
+    # instead, so no child outlives the program.
+    for p in list(_live_process_pools):
+        try:
+            if _interrupted:
+                raise KeyboardInterrupt
+            p.shutdown(wait=True)
+        except BaseException:
+            p.shutdown(wait=False, kill_workers=True)
+            p._plait_wait_stopped(5)
+
+
+threading._register_atexit(_process_pools_exit)

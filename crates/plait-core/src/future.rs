@@ -153,6 +153,21 @@ impl<R, C> Future<R, C> {
         }
     }
 
+    /// Cancel even a running future (its worker is being killed): the
+    /// state goes straight to CANCELLED_AND_NOTIFIED. Returns whether this
+    /// call did it, and the callbacks to run.
+    pub fn force_cancel(&self) -> (bool, Vec<C>) {
+        let mut g = self.inner.lock();
+        if self.state().is_done() {
+            return (false, Vec::new());
+        }
+        self.set_state(State::CancelledAndNotified);
+        let cbs = std::mem::take(&mut g.callbacks);
+        drop(g);
+        self.waiters.notify_all();
+        (true, cbs)
+    }
+
     /// Finish with `r`; returns the callbacks to run, or the payload back
     /// when the future is already done.
     pub fn resolve(&self, r: Resolution<R>) -> Result<Vec<C>, (Resolution<R>, InvalidState)> {

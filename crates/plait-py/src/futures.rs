@@ -40,12 +40,12 @@ type Obj = Py<PyAny>;
 static CF: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
 /// `concurrent.futures._base` (exceptions and LOGGER live there).
-fn cf_base(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+pub(crate) fn cf_base(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     CF.get_or_try_init(py, || Ok::<_, PyErr>(py.import("concurrent.futures._base")?.unbind()))
         .map(|m| m.bind(py))
 }
 
-fn cf_error<'py>(py: Python<'py>, name: &str, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
+pub(crate) fn cf_error<'py>(py: Python<'py>, name: &str, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
     match cf_base(py).and_then(|m| m.getattr(name)).and_then(|c| c.call1(args)) {
         Ok(exc) => PyErr::from_value(exc),
         Err(e) => e,
@@ -81,7 +81,12 @@ impl FutureCore {
 
     /// Finish the future (result or exception). The `_condition` protocol
     /// and the stdlib waiters are served, then callbacks run.
-    fn finish(slf: &Bound<'_, Self>, r: Resolution<Obj>) -> PyResult<()> {
+    /// Whether the future is done (finished or cancelled).
+    pub(crate) fn is_done(&self) -> bool {
+        self.core.state().is_done()
+    }
+
+    pub(crate) fn finish(slf: &Bound<'_, Self>, r: Resolution<Obj>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let is_error = matches!(r, Resolution::Error(_));
@@ -219,7 +224,7 @@ impl FutureCore {
 
     /// Cancel the future if it has not started running; returns whether it
     /// is cancelled.
-    fn cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
+    pub(crate) fn cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
         let py = slf.py();
         let this = slf.get();
         let cond = this.interop.lock().condition.as_ref().map(|c| c.clone_ref(py));
@@ -237,6 +242,36 @@ impl FutureCore {
                 let n = cond.call_method0("notify_all");
                 cond.call_method0("release")?;
                 n?;
+                r
+            }
+        };
+        run_callbacks(slf, cbs)?;
+        Ok(cancelled)
+    }
+
+    /// Cancel even if running (a process pool kills the worker running
+    /// it): the future becomes CANCELLED_AND_NOTIFIED. Returns whether this
+    /// call cancelled it.
+    fn _plait_force_cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        let cond = this.interop.lock().condition.as_ref().map(|c| c.clone_ref(py));
+        let (cancelled, cbs) = match cond {
+            None => {
+                let g = this.interop.lock();
+                let r = this.core.force_cancel();
+                drop(g);
+                r
+            }
+            Some(cond) => {
+                let cond = cond.into_bound(py);
+                cond.call_method0("acquire")?;
+                let r = this.core.force_cancel();
+                let n = if r.0 { notify_stdlib_waiters(slf, "add_cancelled") } else { Ok(()) };
+                let n2 = cond.call_method0("notify_all");
+                cond.call_method0("release")?;
+                n?;
+                n2?;
                 r
             }
         };
@@ -291,7 +326,7 @@ impl FutureCore {
 
     /// Mark running (True), or, if cancelled, tell the waiters and return
     /// False. Executors call this before running the work.
-    fn set_running_or_notify_cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
+    pub(crate) fn set_running_or_notify_cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
         let py = slf.py();
         let this = slf.get();
         let cond = this.interop.lock().condition.as_ref().map(|c| c.clone_ref(py));

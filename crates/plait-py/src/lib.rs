@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 mod errors;
 mod fastcall;
 mod futures;
+mod process_pool;
 mod queue;
 mod sync {
     pub mod barrier;
@@ -45,6 +46,7 @@ fn _plait(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<queue::Queue>()?;
     m.add_class::<queue::SimpleQueue>()?;
     futures::register(m)?;
+    process_pool::register(m)?;
     fastcall::install_all(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

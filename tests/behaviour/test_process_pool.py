@@ -1,0 +1,240 @@
+"""plait.futures.ProcessPoolExecutor: the concurrent.futures contract plus
+what the standard library's pool lacks — a dead worker fails only its task,
+per-task time limits, cancel while running, shutdown that never hangs, and
+no child process left behind. Every wait is bounded."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import concurrent.futures as cf
+import plait.futures as pf
+
+pytestmark = pytest.mark.timeout(120)
+BOUND = 60
+
+
+def square(x):
+    return x * x
+
+
+def boom(msg):
+    raise ValueError(msg)
+
+
+def kill_self(sig):
+    os.kill(os.getpid(), sig)
+
+
+def exit_now(code):
+    os._exit(code)
+
+
+def sleep_return(t):
+    time.sleep(t)
+    return t
+
+
+def spin_forever():
+    while True:
+        pass
+
+
+def pid():
+    return os.getpid()
+
+
+def children():
+    out = subprocess.run(["ps", "--ppid", str(os.getpid()), "-o", "pid=,comm="],
+                         capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "python" in line]
+
+
+@pytest.fixture
+def pool():
+    ex = pf.ProcessPoolExecutor(2)
+    yield ex
+    ex.shutdown(wait=True, kill_workers=True)
+
+
+def test_is_a_stdlib_process_pool_and_returns_plait_futures(pool):
+    assert isinstance(pool, cf.ProcessPoolExecutor)
+    f = pool.submit(square, 7)
+    assert isinstance(f, cf.Future)
+    assert f.result(BOUND) == 49
+
+
+def test_map_with_and_without_chunks(pool):
+    assert list(pool.map(square, range(20))) == [x * x for x in range(20)]
+    assert list(pool.map(square, range(20), chunksize=6)) == [x * x for x in range(20)]
+    assert list(pool.map(pow, [2, 3], [5, 6])) == [32, 729]
+
+
+def test_exception_carries_the_remote_traceback(pool):
+    exc = pool.submit(boom, "remote").exception(BOUND)
+    assert isinstance(exc, ValueError) and str(exc) == "remote"
+    assert "boom" in str(exc.__cause__)
+
+
+@pytest.mark.parametrize("how, expect", [
+    ((kill_self, signal.SIGKILL), "SIGKILL"),
+    ((kill_self, signal.SIGSEGV), "SIGSEGV"),
+    ((exit_now, 7), "exited with code 7"),
+])
+def test_a_dead_worker_fails_only_its_task(pool, how, expect):
+    others = [pool.submit(sleep_return, 0.2) for _ in range(3)]
+    dead = pool.submit(*how)
+    with pytest.raises(pf.WorkerDied, match=expect):
+        dead.result(BOUND)
+    assert isinstance(dead.exception(), cf.process.BrokenProcessPool)
+    assert [f.result(BOUND) for f in others] == [0.2] * 3
+    assert pool.submit(square, 3).result(BOUND) == 9
+
+
+def test_segfault_reports_the_workers_traceback(pool):
+    f = pool.submit(kill_self, signal.SIGSEGV)
+    with pytest.raises(pf.WorkerDied) as info:
+        f.result(BOUND)
+    assert "kill_self" in str(info.value)
+
+
+def test_per_task_timeout_kills_and_replaces_the_worker(pool):
+    f = pool.schedule(spin_forever, timeout=0.3)
+    with pytest.raises(cf.TimeoutError):
+        f.result(BOUND)
+    assert pool.submit(square, 4).result(BOUND) == 16
+
+
+def test_pool_wide_default_timeout():
+    with pf.ProcessPoolExecutor(1, task_timeout=0.3) as ex:
+        with pytest.raises(cf.TimeoutError):
+            ex.submit(spin_forever).result(BOUND)
+        assert ex.submit(square, 2).result(BOUND) == 4
+
+
+def test_cancel_running_task(pool):
+    f = pool.submit(sleep_return, 30)
+    deadline = time.monotonic() + BOUND
+    while not f.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert f.cancel() and f.cancelled()
+    with pytest.raises(cf.CancelledError):
+        f.result(BOUND)
+    assert pool.submit(square, 5).result(BOUND) == 25
+
+
+def test_shutdown_with_a_stuck_worker_does_not_hang():
+    ex = pf.ProcessPoolExecutor(1)
+    f = ex.schedule(spin_forever, timeout=1.0)
+    deadline = time.monotonic() + BOUND
+    while not f.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    queued = ex.submit(square, 3)
+    t0 = time.monotonic()
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert time.monotonic() - t0 < BOUND
+    assert isinstance(f.exception(0), cf.TimeoutError)
+    assert queued.cancelled() or queued.result(0) == 9
+    assert children() == []
+
+
+def test_shutdown_kill_workers():
+    ex = pf.ProcessPoolExecutor(2)
+    f = ex.submit(spin_forever)
+    deadline = time.monotonic() + BOUND
+    while not f.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ex.shutdown(wait=True, kill_workers=True)
+    assert isinstance(f.exception(0), pf.WorkerDied)
+    assert children() == []
+
+
+def test_submit_after_shutdown(pool):
+    pool.shutdown()
+    with pytest.raises(RuntimeError):
+        pool.submit(square, 1)
+
+
+def test_failing_initializer_breaks_the_pool():
+    ex = pf.ProcessPoolExecutor(1, initializer=boom, initargs=("init failed",))
+    try:
+        f = ex.submit(square, 2)
+        with pytest.raises(cf.process.BrokenProcessPool):
+            f.result(BOUND)
+        with pytest.raises(cf.process.BrokenProcessPool):
+            ex.submit(square, 3).result(BOUND)
+    finally:
+        ex.shutdown(kill_workers=True)
+
+
+def test_max_tasks_per_child_replaces_workers():
+    with pf.ProcessPoolExecutor(1, max_tasks_per_child=2) as ex:
+        pids = [ex.submit(pid).result(BOUND) for _ in range(6)]
+    assert len(set(pids)) == 3
+
+
+def test_lambda_needs_cloudpickle_or_says_how(pool):
+    try:
+        import cloudpickle  # noqa: F401
+    except ImportError:
+        with pytest.raises(Exception, match="cloudpickle"):
+            pool.submit(lambda: 1)
+    else:
+        assert pool.submit(lambda: 1).result(BOUND) == 1
+
+
+def test_functions_from_main_work_and_no_child_survives(tmp_path):
+    script = tmp_path / "prog.py"
+    script.write_text(textwrap.dedent("""
+        import os, plait.futures as pf
+        def triple(x):
+            return 3 * x
+        if __name__ == "__main__":
+            ex = pf.ProcessPoolExecutor(2)
+            print(sum(ex.map(triple, range(10))))
+            # exit without shutdown: the pool finishes and reaps its workers
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=BOUND)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "135"
+
+
+def test_ctrl_c_in_parent_leaves_no_worker(tmp_path):
+    script = tmp_path / "prog.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys, time, plait.futures as pf
+        def forever():
+            while True:
+                time.sleep(1)
+        if __name__ == "__main__":
+            ex = pf.ProcessPoolExecutor(2)
+            fs = [ex.submit(forever) for _ in range(2)]
+            while not all(f.running() for f in fs):
+                time.sleep(0.01)
+            print("ready", flush=True)
+            fs[0].result()
+    """))
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        workers = subprocess.run(["ps", "--ppid", str(p.pid), "-o", "pid="], capture_output=True,
+                                 text=True).stdout.split()
+        assert len(workers) == 2
+        os.kill(p.pid, signal.SIGINT)
+        p.wait(timeout=BOUND)
+        deadline = time.monotonic() + 10
+        alive = workers
+        while alive and time.monotonic() < deadline:
+            alive = [w for w in workers if os.path.exists(f"/proc/{w}")
+                     and "Z" not in open(f"/proc/{w}/stat").read().split()[2]]
+            time.sleep(0.05)
+        assert alive == []
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
