@@ -32,19 +32,17 @@ HEADER = struct.Struct("<IB")
 TASK_ID = struct.Struct("<Q")
 
 
-def _recv_exact(sock, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return bytes(buf)
+def _read_exact(rfile, n):
+    data = rfile.read(n)
+    if len(data) < n:
+        raise EOFError
+    return data
 
 
-def _recv(sock):
-    length, kind = HEADER.unpack(_recv_exact(sock, HEADER.size))
-    return chr(kind), _recv_exact(sock, length - 1)
+def _recv(rfile):
+    # A buffered reader: one system call brings in every frame waiting.
+    length, kind = HEADER.unpack(_read_exact(rfile, HEADER.size))
+    return chr(kind), _read_exact(rfile, length - 1)
 
 
 def _send(sock, kind, payload):
@@ -89,11 +87,12 @@ def _setup(setup):
 def main(fd):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
+    rfile = sock.makefile("rb", buffering=1 << 16)
     crash_log = os.environ.get("PLAIT_WORKER_CRASH_LOG")
     if crash_log:
         faulthandler.enable(file=open(crash_log, "w"), all_threads=True)  # noqa: SIM115
     try:
-        kind, payload = _recv(sock)
+        kind, payload = _recv(rfile)
         if kind != "I":
             return 2
         try:
@@ -105,7 +104,7 @@ def main(fd):
         _send(sock, "S", b"")
         while True:
             fn = args = kwargs = result = None
-            kind, payload = _recv(sock)
+            kind, payload = _recv(rfile)
             if kind != "T":
                 continue
             (task_id,) = TASK_ID.unpack_from(payload)

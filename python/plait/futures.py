@@ -337,20 +337,6 @@ def _main_path():
     return None
 
 
-class _ProcessFuture(Future):
-    """A process pool's future: ``cancel()`` also works while the task runs,
-    by killing (and replacing) the worker that runs it."""
-
-    def cancel(self):
-        if self.running():
-            pool = self._plait_pool()
-            if self._plait_force_cancel():
-                if pool is not None:
-                    pool._plait_kill_task(self._plait_task)
-                return True
-        return super().cancel()
-
-
 _live_process_pools = weakref.WeakSet()
 
 
@@ -398,20 +384,12 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
         _live_process_pools.add(self)
 
     def submit(self, fn, /, *args, **kwargs):
-        return self.schedule(fn, args, kwargs)
+        return self._plait_submit_call(fn, args, kwargs, None)
 
     def schedule(self, fn, args=(), kwargs=None, *, timeout=None):
         """Like ``submit(fn, *args, **kwargs)``, with a per-call time limit
         in seconds (None: the pool's ``task_timeout``)."""
-        if self._broken:
-            raise BrokenProcessPool(self._broken)
-        if self._plait_closed:
-            raise RuntimeError("cannot schedule new futures after shutdown")
-        payload = _dumps_call(fn, tuple(args), dict(kwargs or {}))
-        f = _ProcessFuture()
-        f._plait_pool = weakref.ref(self)
-        f._plait_task = self._plait_submit(f, payload, timeout)
-        return f
+        return self._plait_submit_call(fn, tuple(args), dict(kwargs) if kwargs else {}, timeout)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         """``map`` in the pool; ``chunksize`` items travel per message."""

@@ -168,6 +168,22 @@ impl<R, C> Future<R, C> {
         (true, cbs)
     }
 
+    /// Finish without storing a resolution: the caller keeps the outcome
+    /// elsewhere (e.g. still-pickled bytes, decoded on first use). Returns
+    /// the callbacks to run.
+    pub fn finish_unresolved(&self) -> Result<Vec<C>, InvalidState> {
+        let mut g = self.inner.lock();
+        let s = self.state();
+        if s.is_done() {
+            return Err(InvalidState(s));
+        }
+        self.set_state(State::Finished);
+        let cbs = std::mem::take(&mut g.callbacks);
+        drop(g);
+        self.waiters.notify_all();
+        Ok(cbs)
+    }
+
     /// Finish with `r`; returns the callbacks to run, or the payload back
     /// when the future is already done.
     pub fn resolve(&self, r: Resolution<R>) -> Result<Vec<C>, (Resolution<R>, InvalidState)> {
@@ -205,6 +221,17 @@ impl<R, C> Future<R, C> {
     /// `_result` / `_exception` attributes CPython's tests assign).
     pub fn set_resolution_raw(&self, r: Option<Resolution<R>>) -> Option<Resolution<R>> {
         std::mem::replace(&mut self.inner.lock().resolution, r)
+    }
+
+    /// Store `r` unless a resolution is already there; gives `r` back if so
+    /// (the caller drops it outside the mutex).
+    pub fn set_resolution_if_absent(&self, r: Resolution<R>) -> Option<Resolution<R>> {
+        let mut g = self.inner.lock();
+        if g.resolution.is_some() {
+            return Some(r);
+        }
+        g.resolution = Some(r);
+        None
     }
 
     /// Take the pending callbacks (for inspection / `_done_callbacks`).

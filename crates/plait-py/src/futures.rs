@@ -67,16 +67,72 @@ struct Interop {
 /// The Rust part of `plait.futures.Future`.
 #[pyclass(module = "plait.futures", name = "_FutureCore", subclass, frozen)]
 pub struct FutureCore {
-    core: Arc<CoreFuture<Obj, Obj>>,
+    pub(crate) core: Arc<CoreFuture<Obj, Obj>>,
     interop: Mutex<Interop>,
+    /// Set by a process pool: how to stop the work if the future is
+    /// cancelled while running (kill the worker running it).
+    on_cancel_running: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// A finished outcome still in pickled form (set by a process pool
+    /// without the interpreter), decoded by the first reader.
+    pickled: Mutex<Option<Pickled>>,
     _fork: Registration,
+}
+
+/// An outcome as a worker process sent it.
+#[derive(Clone)]
+pub(crate) struct Pickled {
+    pub(crate) is_error: bool,
+    pub(crate) bytes: Arc<Vec<u8>>,
 }
 
 impl FutureCore {
     fn create() -> Self {
         let core = Arc::new(CoreFuture::new());
         let reg = register_arc(&core);
-        FutureCore { core, interop: Mutex::new(Interop::default()), _fork: reg }
+        FutureCore {
+            core,
+            interop: Mutex::new(Interop::default()),
+            on_cancel_running: std::sync::OnceLock::new(),
+            pickled: Mutex::new(None),
+            _fork: reg,
+        }
+    }
+
+    /// Finish with a pickled outcome without the interpreter, if nothing
+    /// in Python watches (no `_condition`). Returns the callbacks that must
+    /// then run attached; gives the outcome back if it must be delivered
+    /// attached (through `finish`) instead.
+    pub(crate) fn finish_pickled_detached(&self, p: Pickled) -> Result<Vec<Obj>, Pickled> {
+        let g = self.interop.lock();
+        if g.condition.is_some() || self.core.state().is_done() {
+            return Err(p);
+        }
+        *self.pickled.lock() = Some(p);
+        let r = self.core.finish_unresolved();
+        drop(g);
+        match r {
+            Ok(cbs) => Ok(cbs),
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Make `cancel()` work on a running future: `stop` tries to end the
+    /// work and says whether it will; if so the future is cancelled at once.
+    pub(crate) fn set_cancel_running(&self, stop: Box<dyn Fn() -> bool + Send + Sync>) {
+        let _ = self.on_cancel_running.set(stop);
+    }
+
+    /// Mark running without the interpreter when nothing in Python can be
+    /// watching (no `_condition` was ever made). `None` means "do it
+    /// attached" (set_running_or_notify_cancel).
+    pub(crate) fn try_set_running_detached(&self) -> Option<Result<bool, InvalidState>> {
+        let g = self.interop.lock();
+        if g.condition.is_some() {
+            return None;
+        }
+        let r = self.core.set_running_or_notify_cancel();
+        drop(g);
+        Some(r)
     }
 
     /// Finish the future (result or exception). The `_condition` protocol
@@ -122,6 +178,46 @@ impl FutureCore {
         };
         run_callbacks(slf, callbacks)
     }
+}
+
+static PICKLE_LOADS: PyOnceLock<Obj> = PyOnceLock::new();
+
+/// `pickle.loads(bytes)`.
+pub(crate) fn loads<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let f = PICKLE_LOADS.get_or_try_init(py, || py.import("pickle")?.getattr("loads").map(Bound::unbind))?;
+    f.bind(py).call1((pyo3::types::PyBytes::new(py, bytes),))
+}
+
+/// A worker's outcome: `Ok(value)`, or `Err(exception)` — the remote
+/// exception with its traceback text as `__cause__` (as CPython's process
+/// pool does), or the error that decoding raised.
+pub(crate) fn decode_pickled(py: Python<'_>, p: &Pickled) -> Result<Obj, Obj> {
+    if !p.is_error {
+        return loads(py, &p.bytes).map(Bound::unbind).map_err(|e| e.into_value(py).into_any());
+    }
+    remote_exception(py, &p.bytes).map_err(|e| e.into_value(py).into_any()).and_then(Err)
+}
+
+fn remote_exception(py: Python<'_>, bytes: &[u8]) -> PyResult<Obj> {
+    let tup = loads(py, bytes)?;
+    let (exc, name, message, tb): (Bound<'_, PyAny>, String, String, String) = tup.extract()?;
+    let exc = if exc.is_none() {
+        PyRuntimeError::new_err(format!("{name}: {message} (the exception could not be pickled)"))
+            .into_value(py)
+            .into_any()
+            .into_bound(py)
+    } else {
+        exc
+    };
+    let remote = py.import("concurrent.futures.process")?.getattr("_RemoteTraceback")?;
+    let cause = remote.call1((format!("\n\"\"\"\n{}\"\"\"", tb),))?;
+    exc.setattr("__cause__", cause)?;
+    Ok(exc.unbind())
+}
+
+/// Run callbacks collected elsewhere (e.g. by a supervisor thread).
+pub(crate) fn run_callbacks_of(fut: &Bound<'_, FutureCore>, callbacks: Vec<Obj>) -> PyResult<()> {
+    run_callbacks(fut, callbacks)
 }
 
 /// Call `method(future)` on every stdlib-style waiter registered in
@@ -206,6 +302,21 @@ impl FutureCore {
     }
 
     fn outcome(&self, py: Python<'_>) -> Option<Result<Obj, Obj>> {
+        // Decode a pickled outcome on first use, in the reader's thread,
+        // with no lock held (unpickling runs Python code). Readers racing
+        // here each decode; the first to finish stores the outcome.
+        let pending = self.pickled.lock().clone();
+        if let Some(p) = pending {
+            let done = self.core.with_resolution(|r| r.is_some());
+            if !done {
+                let r = match decode_pickled(py, &p) {
+                    Ok(v) => Resolution::Value(v),
+                    Err(e) => Resolution::Error(e),
+                };
+                drop(self.core.set_resolution_if_absent(r));
+            }
+            *self.pickled.lock() = None;
+        }
         self.core.with_resolution(|r| match r {
             Some(Resolution::Value(v)) => Some(Ok(v.clone_ref(py))),
             Some(Resolution::Error(e)) => Some(Err(e.clone_ref(py))),
@@ -227,6 +338,14 @@ impl FutureCore {
     pub(crate) fn cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
         let py = slf.py();
         let this = slf.get();
+        if this.core.state() == State::Running {
+            if let Some(stop) = this.on_cancel_running.get() {
+                if !stop() {
+                    return Ok(false);
+                }
+                return FutureCore::_plait_force_cancel(slf);
+            }
+        }
         let cond = this.interop.lock().condition.as_ref().map(|c| c.clone_ref(py));
         let (cancelled, cbs) = match cond {
             None => {

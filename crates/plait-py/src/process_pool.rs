@@ -15,7 +15,7 @@
 //! sockets (workers exit on EOF) and reaps every child; workers also get
 //! `PR_SET_PDEATHSIG`, so none outlives a parent that is killed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -32,7 +32,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
-use crate::futures::{cf_error, FutureCore};
+use crate::futures::{cf_error, decode_pickled, run_callbacks_of, FutureCore, Pickled};
 use crate::wait::{deadline_in, detached};
 
 type Obj = Py<PyAny>;
@@ -56,7 +56,14 @@ struct Task {
     payload: Vec<u8>,
     future: Py<FutureCore>,
     timeout: Option<Duration>,
+    /// Already marked RUNNING (it was handed to a worker that died before
+    /// starting it, and is being handed out again).
+    marked_running: bool,
 }
+
+/// Tasks a worker holds beyond the one it runs: the next one is already in
+/// its socket when the current one ends, so it never waits for us.
+const PREFETCH: usize = 1;
 
 enum Cmd {
     Submit(Task),
@@ -68,14 +75,28 @@ enum Cmd {
 struct Shared {
     cmds: Mutex<VecDeque<Cmd>>,
     wake: OwnedFd,
+    /// The supervisor is (about to be) blocked in poll(): senders must
+    /// write the eventfd. Otherwise it will see the command anyway, and a
+    /// burst of submits costs no syscall each.
+    sleeping: AtomicBool,
     done: CoreEvent,
     broken: Mutex<Option<String>>,
+    closed: AtomicBool,
     shut: AtomicBool,
+    /// Ids of the tasks workers are executing right now (not prefetched):
+    /// only those can be cancelled while running, by killing the worker.
+    executing: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Shared {
     fn send(&self, cmd: Cmd) {
         self.cmds.lock().push_back(cmd);
+        if self.sleeping.load(Ordering::SeqCst) {
+            self.poke();
+        }
+    }
+
+    fn poke(&self) {
         let one: u64 = 1;
         // SAFETY: writing 8 bytes from a valid u64 to our own eventfd.
         unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
@@ -90,25 +111,35 @@ struct Config {
     setup: Vec<u8>,
 }
 
-enum WorkerState {
-    Starting,
-    Idle,
-    Busy { task: u64, deadline: Option<Instant> },
+/// A task handed to a worker: the first of a worker's `inflight` is the one
+/// it executes; the others wait in its socket.
+struct InFlight {
+    task: Task,
+    deadline: Option<Instant>,
 }
 
 struct Worker {
     child: Child,
     sock: UnixStream,
-    state: WorkerState,
+    ready: bool,
+    inflight: VecDeque<InFlight>,
     tasks_done: usize,
     rbuf: Vec<u8>,
     crash_log: std::path::PathBuf,
 }
 
+impl Worker {
+    fn executing(&self) -> Option<u64> {
+        self.inflight.front().map(|f| f.task.id)
+    }
+}
+
 /// Messages the supervisor turns into future completions while attached.
 enum Done {
-    Value(Py<FutureCore>, Vec<u8>),
-    Raised(Py<FutureCore>, Vec<u8>),
+    /// Finish attached (something in Python watches the future).
+    Attached(Py<FutureCore>, Pickled),
+    /// Finished detached; its done-callbacks still have to run.
+    Callbacks(Py<FutureCore>, Vec<Obj>),
     Failed(Py<FutureCore>, FailKind, String),
     Cancelled(Py<FutureCore>),
 }
@@ -172,16 +203,54 @@ fn spawn_worker(cfg: &Config, id: usize) -> std::io::Result<Worker> {
     let mut sock = parent;
     sock.write_all(&frame(b'I', &[&cfg.setup]))?;
     sock.set_nonblocking(true)?;
-    Ok(Worker { child, sock, state: WorkerState::Starting, tasks_done: 0, rbuf: Vec::new(), crash_log })
+    Ok(Worker { child, sock, ready: false, inflight: VecDeque::new(), tasks_done: 0, rbuf: Vec::new(), crash_log })
+}
+
+/// Remove a worker that is gone or being killed: its executing task fails
+/// with `why`; tasks it held but had not started go back to the queue front.
+fn retire(w: Worker, why: Option<(FailKind, String)>, shared: &Shared, queue: &mut VecDeque<Task>, done: &mut Vec<Done>) {
+    let mut w = w;
+    let mut inflight = std::mem::take(&mut w.inflight);
+    if let Some(first) = inflight.pop_front() {
+        shared.executing.lock().remove(&first.task.id);
+        match why {
+            Some((kind, msg)) => done.push(Done::Failed(first.task.future, kind, msg)),
+            // Nothing to report (a clean retirement never holds tasks).
+            None => queue.push_front(first.task),
+        }
+    }
+    for f in inflight.into_iter().rev() {
+        let mut t = f.task;
+        t.marked_running = true;
+        queue.push_front(t);
+    }
+}
+
+/// Why a worker that closed its socket is gone, with its last traceback.
+fn death_message(w: &mut Worker) -> String {
+    let status = w.child.wait().ok();
+    let how = match status {
+        Some(s) if s.signal().is_some() => format!("died with {}", signal_name(s.signal().unwrap_or(0))),
+        Some(s) => format!("exited with code {}", s.code().unwrap_or(-1)),
+        None => "died".to_string(),
+    };
+    let log = std::fs::read_to_string(&w.crash_log).unwrap_or_default();
+    let _ = std::fs::remove_file(&w.crash_log);
+    let mut msg = format!("worker process {} {} while running this task", w.child.id(), how);
+    if !log.trim().is_empty() {
+        msg.push_str("; its last traceback:\n");
+        msg.push_str(log.trim_end());
+    }
+    msg
 }
 
 /// The supervisor loop. Runs without the GIL except to complete futures.
 fn supervise(shared: Arc<Shared>, cfg: Config) {
     let mut workers: Vec<Worker> = Vec::new();
     let mut queue: VecDeque<Task> = VecDeque::new();
-    let mut running: HashMap<u64, Py<FutureCore>> = HashMap::new();
     let mut shutting = false;
     let mut next_worker_id = 0usize;
+    let capacity = 1 + PREFETCH;
     loop {
         let mut done: Vec<Done> = Vec::new();
         // 1. Commands.
@@ -190,30 +259,37 @@ fn supervise(shared: Arc<Shared>, cfg: Config) {
             match cmd {
                 Cmd::Submit(t) => queue.push_back(t),
                 Cmd::Cancel(id) => {
-                    if let Some(pos) = workers.iter().position(|w| matches!(w.state, WorkerState::Busy { task, .. } if task == id)) {
-                        let w = workers.remove(pos);
-                        kill_and_reap(w);
-                        running.remove(&id);
+                    // The future is already cancelled; stop its worker if it
+                    // is still executing that task.
+                    if let Some(pos) = workers.iter().position(|w| w.executing() == Some(id)) {
+                        let mut w = workers.remove(pos);
+                        let _ = w.child.kill();
+                        let _ = w.child.wait();
+                        let _ = std::fs::remove_file(&w.crash_log);
+                        retire(w, Some((FailKind::WorkerDied, "cancelled".into())), &shared, &mut queue, &mut done);
                     }
                 }
                 Cmd::Shutdown { cancel_futures, kill } => {
                     shutting = true;
-                    if cancel_futures {
+                    if cancel_futures || kill {
                         for t in queue.drain(..) {
-                            done.push(Done::Cancelled(t.future));
+                            if t.marked_running {
+                                done.push(Done::Failed(t.future, FailKind::WorkerDied, "the pool was shut down before this task could run again".into()));
+                            } else {
+                                done.push(Done::Cancelled(t.future));
+                            }
                         }
                     }
                     if kill {
-                        for w in workers.drain(..) {
-                            if let WorkerState::Busy { task, .. } = w.state {
-                                if let Some(f) = running.remove(&task) {
-                                    done.push(Done::Failed(f, FailKind::WorkerDied, "the worker was killed by shutdown(kill_workers=True)".into()));
-                                }
+                        for mut w in workers.drain(..) {
+                            let _ = w.child.kill();
+                            let _ = w.child.wait();
+                            let _ = std::fs::remove_file(&w.crash_log);
+                            let mut inflight = std::mem::take(&mut w.inflight);
+                            while let Some(f) = inflight.pop_front() {
+                                shared.executing.lock().remove(&f.task.id);
+                                done.push(Done::Failed(f.task.future, FailKind::WorkerDied, "the worker was killed by shutdown(kill_workers=True)".into()));
                             }
-                            kill_and_reap(w);
-                        }
-                        for t in queue.drain(..) {
-                            done.push(Done::Cancelled(t.future));
                         }
                     }
                 }
@@ -244,63 +320,48 @@ fn supervise(shared: Arc<Shared>, cfg: Config) {
                     }
                 }
             }
-            parse_frames(&mut workers[i], &mut running, &mut done, &shared);
+            parse_frames(&mut workers[i], &mut done, &shared);
             if dead {
                 let mut w = workers.remove(i);
-                let status = w.child.wait().ok();
-                if let WorkerState::Busy { task, .. } = w.state {
-                    if let Some(f) = running.remove(&task) {
-                        let how = match status {
-                            Some(s) if s.signal().is_some() => format!("died with {}", signal_name(s.signal().unwrap_or(0))),
-                            Some(s) => format!("exited with code {}", s.code().unwrap_or(-1)),
-                            None => "died".to_string(),
-                        };
-                        let log = std::fs::read_to_string(&w.crash_log).unwrap_or_default();
-                        let mut msg = format!("worker process {} {} while running this task", w.child.id(), how);
-                        if !log.trim().is_empty() {
-                            msg.push_str("; its last traceback:\n");
-                            msg.push_str(log.trim_end());
-                        }
-                        done.push(Done::Failed(f, FailKind::WorkerDied, msg));
-                    }
-                }
-                let _ = std::fs::remove_file(&w.crash_log);
+                let msg = death_message(&mut w);
+                retire(w, Some((FailKind::WorkerDied, msg)), &shared, &mut queue, &mut done);
                 continue;
             }
             i += 1;
         }
-        // 3. Time limits.
+        // 3. Time limits (of the task each worker executes).
         let now = Instant::now();
         let mut i = 0;
         while i < workers.len() {
-            if let WorkerState::Busy { task, deadline: Some(d) } = workers[i].state {
-                if now >= d {
-                    let w = workers.remove(i);
-                    kill_and_reap(w);
-                    if let Some(f) = running.remove(&task) {
-                        done.push(Done::Failed(f, FailKind::Timeout, "the task exceeded its time limit; its worker was killed".into()));
-                    }
-                    continue;
-                }
+            if matches!(workers[i].inflight.front(), Some(InFlight { deadline: Some(d), .. }) if now >= *d) {
+                let mut w = workers.remove(i);
+                let _ = w.child.kill();
+                let _ = w.child.wait();
+                let _ = std::fs::remove_file(&w.crash_log);
+                let msg = "the task exceeded its time limit; its worker was killed".to_string();
+                retire(w, Some((FailKind::Timeout, msg)), &shared, &mut queue, &mut done);
+                continue;
             }
             i += 1;
         }
         // 4. Retire workers that reached max_tasks_per_child.
         if let Some(max) = cfg.max_tasks_per_child {
             workers.retain_mut(|w| {
-                if matches!(w.state, WorkerState::Idle) && w.tasks_done >= max {
+                if w.ready && w.inflight.is_empty() && w.tasks_done >= max {
                     let _ = w.sock.shutdown(std::net::Shutdown::Both);
                     let _ = w.child.wait();
+                    let _ = std::fs::remove_file(&w.crash_log);
                     false
                 } else {
                     true
                 }
             });
         }
-        // 5. Start workers on demand.
-        let mut idle = workers.iter().filter(|w| matches!(w.state, WorkerState::Idle | WorkerState::Starting)).count();
+        // 5. Start workers on demand: one per queued task not covered by
+        // a worker that is starting or has nothing to do.
         let broken = shared.broken.lock().is_some();
-        while !broken && queue.len() > idle && workers.len() < cfg.max_workers {
+        let mut free = workers.iter().filter(|w| !w.ready || w.inflight.is_empty()).count();
+        while !broken && !shutting_and_empty(shutting, &queue) && queue.len() > free && workers.len() < cfg.max_workers {
             match spawn_worker(&cfg, next_worker_id) {
                 Ok(w) => workers.push(w),
                 Err(e) => {
@@ -309,64 +370,83 @@ fn supervise(shared: Arc<Shared>, cfg: Config) {
                 }
             }
             next_worker_id += 1;
-            idle += 1;
+            free += 1;
         }
-        // 6. Dispatch to idle workers (marking futures running needs the GIL).
+        // 6. Hand out tasks: idle workers first, then one prefetched each.
         let mut dispatch: Vec<(usize, Task)> = Vec::new();
-        for (wi, w) in workers.iter().enumerate() {
-            if matches!(w.state, WorkerState::Idle) {
-                match queue.pop_front() {
-                    Some(t) => dispatch.push((wi, t)),
-                    None => break,
+        let mut load: Vec<usize> = workers.iter().map(|w| w.inflight.len()).collect();
+        for round in 0..capacity {
+            for (wi, w) in workers.iter().enumerate() {
+                if queue.is_empty() {
+                    break;
+                }
+                let room = match cfg.max_tasks_per_child {
+                    Some(max) => max.saturating_sub(w.tasks_done + load[wi]),
+                    None => usize::MAX,
+                };
+                if w.ready && load[wi] == round && room > 0 {
+                    if let Some(t) = queue.pop_front() {
+                        dispatch.push((wi, t));
+                        load[wi] += 1;
+                    }
                 }
             }
         }
-        if !dispatch.is_empty() || !done.is_empty() {
-            let (started, leftovers) = Python::attach(|py| {
+        // Most futures can be marked running without the interpreter (no
+        // `_condition` was ever made); the rest wait for the attach below.
+        let mut started: Vec<(usize, Task)> = Vec::new();
+        let mut attached_dispatch: Vec<(usize, Task)> = Vec::new();
+        for (wi, t) in dispatch {
+            if t.marked_running {
+                started.push((wi, t));
+                continue;
+            }
+            match t.future.get().try_set_running_detached() {
+                Some(Ok(true)) => started.push((wi, t)),
+                Some(Ok(false)) | Some(Err(_)) => drop(t),
+                None => attached_dispatch.push((wi, t)),
+            }
+        }
+        if !attached_dispatch.is_empty() || !done.is_empty() {
+            Python::attach(|py| {
                 complete(py, std::mem::take(&mut done));
-                let mut started = Vec::new();
-                let mut leftovers = Vec::new();
-                for (wi, t) in dispatch {
-                    match FutureCore::set_running_or_notify_cancel(t.future.bind(py)) {
-                        Ok(true) => started.push((wi, t)),
-                        Ok(false) => {}
-                        Err(_) => leftovers.push(t),
+                for (wi, t) in attached_dispatch {
+                    if let Ok(true) = FutureCore::set_running_or_notify_cancel(t.future.bind(py)) {
+                        started.push((wi, t));
                     }
                 }
-                (started, leftovers)
             });
-            drop(leftovers);
-            for (wi, t) in started {
-                let w = &mut workers[wi];
-                let f = frame(b'T', &[&t.id.to_le_bytes(), &t.payload]);
-                // The socket is non-blocking; tasks are small next to the
-                // socket buffer, so write in a blocking loop over EAGAIN.
-                if write_all_nb(&mut w.sock, &f).is_err() {
-                    // Its death is noticed on the next read.
-                }
-                w.state = WorkerState::Busy { task: t.id, deadline: t.timeout.map(|d| Instant::now() + d) };
-                running.insert(t.id, t.future);
+        }
+        for (wi, mut t) in started {
+            t.marked_running = true;
+            let w = &mut workers[wi];
+            let f = frame(b'T', &[&t.id.to_le_bytes(), &t.payload]);
+            // Its death, if the write fails, is noticed on the next read.
+            let _ = write_all_nb(&mut w.sock, &f);
+            if w.inflight.is_empty() {
+                shared.executing.lock().insert(t.id);
+                let deadline = t.timeout.map(|d| Instant::now() + d);
+                w.inflight.push_back(InFlight { task: t, deadline });
+            } else {
+                w.inflight.push_back(InFlight { task: t, deadline: None });
             }
         }
         // 7. Finished shutting down?
-        if shutting && queue.is_empty() && running.is_empty() {
+        if shutting && queue.is_empty() && workers.iter().all(|w| w.inflight.is_empty()) {
             for mut w in workers.drain(..) {
                 let _ = w.sock.shutdown(std::net::Shutdown::Both);
                 let _ = w.child.wait();
                 let _ = std::fs::remove_file(&w.crash_log);
+            }
+            if !done.is_empty() {
+                Python::attach(|py| complete(py, std::mem::take(&mut done)));
             }
             shared.shut.store(true, Ordering::Release);
             shared.done.set();
             return;
         }
         // 8. Wait for input, a command or the next deadline.
-        let next_deadline = workers
-            .iter()
-            .filter_map(|w| match w.state {
-                WorkerState::Busy { deadline, .. } => deadline,
-                _ => None,
-            })
-            .min();
+        let next_deadline = workers.iter().filter_map(|w| w.inflight.front().and_then(|f| f.deadline)).min();
         let timeout_ms = match next_deadline {
             Some(d) => d.saturating_duration_since(Instant::now()).as_millis().min(1000) as i32 + 1,
             None => 1000,
@@ -376,14 +456,22 @@ fn supervise(shared: Arc<Shared>, cfg: Config) {
         for w in &workers {
             fds.push(libc::pollfd { fd: w.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 });
         }
-        // SAFETY: `fds` is a valid array of pollfd of the given length.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        shared.sleeping.store(true, Ordering::SeqCst);
+        if shared.cmds.lock().is_empty() {
+            // SAFETY: `fds` is a valid array of pollfd of the given length.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        }
+        shared.sleeping.store(false, Ordering::SeqCst);
         if fds[0].revents & libc::POLLIN != 0 {
             let mut buf = 0u64;
             // SAFETY: reading 8 bytes into a valid u64 from our eventfd.
             unsafe { libc::read(shared.wake.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
         }
     }
+}
+
+fn shutting_and_empty(shutting: bool, queue: &VecDeque<Task>) -> bool {
+    shutting && queue.is_empty()
 }
 
 fn write_all_nb(sock: &mut UnixStream, mut buf: &[u8]) -> std::io::Result<()> {
@@ -403,13 +491,7 @@ fn write_all_nb(sock: &mut UnixStream, mut buf: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn kill_and_reap(mut w: Worker) {
-    let _ = w.child.kill();
-    let _ = w.child.wait();
-    let _ = std::fs::remove_file(&w.crash_log);
-}
-
-fn parse_frames(w: &mut Worker, running: &mut HashMap<u64, Py<FutureCore>>, done: &mut Vec<Done>, shared: &Shared) {
+fn parse_frames(w: &mut Worker, done: &mut Vec<Done>, shared: &Shared) {
     loop {
         if w.rbuf.len() < HEADER {
             return;
@@ -422,7 +504,7 @@ fn parse_frames(w: &mut Worker, running: &mut HashMap<u64, Py<FutureCore>>, done
         let body: Vec<u8> = w.rbuf[5..4 + len].to_vec();
         w.rbuf.drain(..4 + len);
         match kind {
-            b'S' => w.state = WorkerState::Idle,
+            b'S' => w.ready = true,
             b'F' => {
                 *shared.broken.lock() = Some(format!(
                     "A process in the process pool was terminated abruptly while the future was running or pending: its initializer failed\n{}",
@@ -431,11 +513,25 @@ fn parse_frames(w: &mut Worker, running: &mut HashMap<u64, Py<FutureCore>>, done
             }
             b'R' | b'E' if body.len() >= 8 => {
                 let id = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
-                w.state = WorkerState::Idle;
-                w.tasks_done += 1;
-                if let Some(f) = running.remove(&id) {
-                    let payload = body[8..].to_vec();
-                    done.push(if kind == b'R' { Done::Value(f, payload) } else { Done::Raised(f, payload) });
+                // Workers run their tasks in order: this is the front one.
+                if w.executing() == Some(id) {
+                    let f = w.inflight.pop_front().expect("front exists");
+                    let mut exec = shared.executing.lock();
+                    exec.remove(&id);
+                    w.tasks_done += 1;
+                    if let Some(next) = w.inflight.front_mut() {
+                        exec.insert(next.task.id);
+                        next.deadline = next.task.timeout.map(|d| Instant::now() + d);
+                    }
+                    drop(exec);
+                    let p = Pickled { is_error: kind == b'E', bytes: Arc::new(body[8..].to_vec()) };
+                    // Usually no interpreter is needed: the bytes are kept
+                    // and decoded by whoever reads the result.
+                    match f.task.future.get().finish_pickled_detached(p) {
+                        Ok(cbs) if cbs.is_empty() => {}
+                        Ok(cbs) => done.push(Done::Callbacks(f.task.future, cbs)),
+                        Err(p) => done.push(Done::Attached(f.task.future, p)),
+                    }
                 }
             }
             _ => {}
@@ -443,25 +539,25 @@ fn parse_frames(w: &mut Worker, running: &mut HashMap<u64, Py<FutureCore>>, done
     }
 }
 
+static DUMPS_CALL: pyo3::sync::PyOnceLock<Obj> = pyo3::sync::PyOnceLock::new();
+static FUTURE_TYPE: pyo3::sync::PyOnceLock<Obj> = pyo3::sync::PyOnceLock::new();
+
 /// Turn completions into finished futures (attached).
 fn complete(py: Python<'_>, done: Vec<Done>) {
     for d in done {
         let r = (|| -> PyResult<()> {
             match d {
-                Done::Value(f, bytes) => {
-                    let res = match py.import("pickle")?.call_method1("loads", (PyBytes::new(py, &bytes),)) {
-                        Ok(v) => Resolution::Value(v.unbind()),
-                        Err(e) => Resolution::Error(e.into_value(py).into_any()),
+                Done::Attached(f, p) => {
+                    let res = match decode_pickled(py, &p) {
+                        Ok(v) => Resolution::Value(v),
+                        Err(e) => Resolution::Error(e),
                     };
                     if !f.get().is_done() {
                         FutureCore::finish(f.bind(py), res)?;
                     }
                 }
-                Done::Raised(f, bytes) => {
-                    let exc = remote_exception(py, &bytes)?;
-                    if !f.get().is_done() {
-                        FutureCore::finish(f.bind(py), Resolution::Error(exc))?;
-                    }
+                Done::Callbacks(f, cbs) => {
+                    run_callbacks_of(f.bind(py), cbs)?;
                 }
                 Done::Failed(f, kind, msg) => {
                     let exc = match kind {
@@ -490,26 +586,6 @@ fn complete(py: Python<'_>, done: Vec<Done>) {
     }
 }
 
-/// Rebuild a worker's exception, with the remote traceback as its cause
-/// (as CPython's process pool does).
-fn remote_exception(py: Python<'_>, bytes: &[u8]) -> PyResult<Obj> {
-    let tup = py.import("pickle")?.call_method1("loads", (PyBytes::new(py, bytes),))?;
-    let tup = tup.cast::<PyTuple>()?;
-    let (exc, name, message, tb): (Bound<'_, PyAny>, String, String, String) = tup.extract()?;
-    let exc = if exc.is_none() {
-        PyRuntimeError::new_err(format!("{name}: {message} (the exception could not be pickled)"))
-            .into_value(py)
-            .into_any()
-            .into_bound(py)
-    } else {
-        exc
-    };
-    let remote = py.import("concurrent.futures.process")?.getattr("_RemoteTraceback")?;
-    let cause = remote.call1((format!("\n\"\"\"\n{}\"\"\"", tb),))?;
-    exc.setattr("__cause__", cause)?;
-    Ok(exc.unbind())
-}
-
 /// The Rust part of `plait.futures.ProcessPoolExecutor`.
 #[pyclass(module = "plait.futures", name = "_ProcessPoolCore", subclass, frozen)]
 pub struct ProcessPoolCore {
@@ -535,9 +611,12 @@ impl ProcessPoolCore {
             shared: Arc::new(Shared {
                 cmds: Mutex::new(VecDeque::new()),
                 wake,
+                sleeping: AtomicBool::new(false),
                 done: CoreEvent::new(),
                 broken: Mutex::new(None),
+                closed: AtomicBool::new(false),
                 shut: AtomicBool::new(false),
+                executing: Mutex::new(std::collections::HashSet::new()),
             }),
             next_id: std::sync::atomic::AtomicU64::new(1),
             thread: Mutex::new(None),
@@ -574,8 +653,49 @@ impl ProcessPoolCore {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let timeout = timeout.or(*self.default_timeout.lock()).map(|t| Duration::from_secs_f64(t.max(0.0)));
-        self.shared.send(Cmd::Submit(Task { id, payload, future, timeout }));
+        self.shared.send(Cmd::Submit(Task { id, payload, future, timeout, marked_running: false }));
         Ok(id)
+    }
+
+    /// `submit` / `schedule`: pickle the call here (the submitting thread),
+    /// make the future, queue the task. `timeout` None: the pool default.
+    #[pyo3(signature = (func, args, kwargs, timeout))]
+    fn _plait_submit_call(
+        &self,
+        py: Python<'_>,
+        func: Obj,
+        args: Obj,
+        kwargs: Obj,
+        timeout: Option<f64>,
+    ) -> PyResult<Obj> {
+        if let Some(msg) = self.shared.broken.lock().clone() {
+            let cls = py.import("concurrent.futures.process")?.getattr("BrokenProcessPool")?;
+            return Err(PyErr::from_value(cls.call1((msg,))?));
+        }
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(PyRuntimeError::new_err("cannot schedule new futures after shutdown"));
+        }
+        let dumps = DUMPS_CALL.get_or_try_init(py, || py.import("plait.futures")?.getattr("_dumps_call").map(Bound::unbind))?;
+        let payload = dumps.bind(py).call1((func, args, kwargs))?;
+        let payload: Vec<u8> = payload.cast::<PyBytes>()?.as_bytes().to_vec();
+        let ftype = FUTURE_TYPE.get_or_try_init(py, || py.import("plait.futures")?.getattr("Future").map(Bound::unbind))?;
+        let fut_obj = ftype.bind(py).call0()?;
+        let fut = fut_obj.cast::<FutureCore>()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let weak = Arc::downgrade(&self.shared);
+        fut.get().set_cancel_running(Box::new(move || match weak.upgrade() {
+            // Only the task a worker is executing can be stopped (by killing
+            // it); one still waiting in a worker's socket runs, as a RUNNING
+            // future does in CPython, and cancel() says False.
+            Some(shared) if shared.executing.lock().contains(&id) => {
+                shared.send(Cmd::Cancel(id));
+                true
+            }
+            _ => false,
+        }));
+        let timeout = timeout.or(*self.default_timeout.lock()).map(|t| Duration::from_secs_f64(t.max(0.0)));
+        self.shared.send(Cmd::Submit(Task { id, payload, future: fut.clone().unbind(), timeout, marked_running: false }));
+        Ok(fut_obj.unbind())
     }
 
     /// Kill the worker running task `id` (its future was cancelled).
@@ -585,7 +705,9 @@ impl ProcessPoolCore {
 
     #[pyo3(signature = (cancel_futures, kill))]
     fn _plait_shutdown(&self, cancel_futures: bool, kill: bool) {
+        self.shared.closed.store(true, Ordering::Release);
         self.shared.send(Cmd::Shutdown { cancel_futures, kill });
+        self.shared.poke();
     }
 
     /// Wait (Ctrl-C aware) until the supervisor has stopped every worker.
