@@ -53,13 +53,19 @@ def _dumps(obj):
     return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+def _encode(obj):
+    from plait import _wire
+
+    return _wire.encode(obj)
+
+
 def _error_payload(exc):
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         exc.__traceback__ = None
-        body = _dumps((exc, type(exc).__qualname__, str(exc), tb))
+        body = _encode((exc, type(exc).__qualname__, str(exc), tb))
     except Exception:
-        body = _dumps((None, type(exc).__qualname__, str(exc), tb))
+        body = _encode((None, type(exc).__qualname__, str(exc), tb))
     return body
 
 
@@ -85,6 +91,8 @@ def _setup(setup):
 
 
 def main(fd):
+    from plait import _wire
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
     rfile = sock.makefile("rb", buffering=1 << 16)
@@ -110,9 +118,9 @@ def main(fd):
             (task_id,) = TASK_ID.unpack_from(payload)
             head = payload[: TASK_ID.size]
             try:
-                fn, args, kwargs = pickle.loads(payload[TASK_ID.size :])
+                fn, args, kwargs = _wire.decode(payload[TASK_ID.size :])
                 result = fn(*args, **kwargs)
-                body = _dumps(result)
+                body = _wire.encode(result)
                 kind = "R"
             except BaseException as exc:  # the task's failure, reported
                 body = _error_payload(exc)

@@ -299,6 +299,8 @@ threading._register_atexit(_python_exit)
 # ---- ProcessPoolExecutor ---------------------------------------------------
 
 import pickle as _pickle  # noqa: E402
+
+from plait import _wire  # noqa: E402
 import sys as _sys  # noqa: E402
 
 
@@ -315,8 +317,10 @@ def _process_chunk(fn, chunk):
 
 
 def _dumps_call(fn, args, kwargs):
+    """The call as the worker receives it (see ``plait._wire``: large
+    buffers travel through shared memory)."""
     try:
-        return _pickle.dumps((fn, args, kwargs), protocol=_pickle.HIGHEST_PROTOCOL)
+        return _wire.encode(_wire.mark_call(fn, args, kwargs))
     except (_pickle.PicklingError, AttributeError, TypeError) as exc:
         try:
             import cloudpickle
@@ -326,7 +330,7 @@ def _dumps_call(fn, args, kwargs):
                 "define the function at module level, or install cloudpickle "
                 "(pip install cloudpickle), which plait uses for lambdas and closures"
             ) from exc
-        return cloudpickle.dumps((fn, args, kwargs), protocol=_pickle.HIGHEST_PROTOCOL)
+        return _wire.encode(_wire.mark_call(fn, args, kwargs), dumps=cloudpickle.dumps)
 
 
 def _main_path():

@@ -238,3 +238,43 @@ def test_ctrl_c_in_parent_leaves_no_worker(tmp_path):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def echo(x):
+    return x
+
+
+def shm_segments():
+    return sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"plait-{os.getpid()}-"))
+
+
+def test_large_buffers_travel_through_shared_memory_and_leave_nothing(pool):
+    big = os.urandom(3 << 20)
+    assert pool.submit(echo, big).result(BOUND) == big
+    arr = bytearray(big)
+    out = pool.submit(echo, [arr, b"small", {"k": big}]).result(BOUND)
+    assert type(out[0]) is bytearray and out[0] == arr and out[1] == b"small" and out[2]["k"] == big
+    # A call that never runs (cancelled while queued) leaves no segment.
+    blocker = [pool.submit(sleep_return, 0.5) for _ in range(4)]
+    queued = pool.submit(echo, big)
+    queued.cancel()
+    for f in blocker:
+        f.result(BOUND)
+    del queued
+    import gc
+
+    gc.collect()
+    assert shm_segments() == []
+
+
+def test_an_unread_large_result_leaves_no_segment(pool):
+    f = pool.submit(echo, os.urandom(1 << 20))
+    cf.wait([f], timeout=BOUND)
+    del f
+    import gc
+
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while any(n.startswith("plait-") for n in os.listdir("/dev/shm")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [n for n in os.listdir("/dev/shm") if n.startswith("plait-")] == []

@@ -82,7 +82,39 @@ pub struct FutureCore {
 #[derive(Clone)]
 pub(crate) struct Pickled {
     pub(crate) is_error: bool,
+    /// `plait._wire`'s envelope.
     pub(crate) bytes: Arc<Vec<u8>>,
+    /// Unlinks the shared-memory segment if nobody decodes the outcome.
+    pub(crate) _shm: Option<Arc<ShmGuard>>,
+}
+
+/// A `/dev/shm` segment named by a `plait._wire` envelope: unlinked when
+/// dropped (a no-op once the receiver mapped and unlinked it), so a value
+/// nobody consumed — a cancelled call, a dead worker, an unread result —
+/// leaves nothing behind.
+pub(crate) struct ShmGuard(std::path::PathBuf);
+
+impl ShmGuard {
+    /// The guard for an envelope, if it names a segment.
+    pub(crate) fn of(envelope: &[u8]) -> Option<Arc<ShmGuard>> {
+        if envelope.first() != Some(&b'S') || envelope.len() < 3 {
+            return None;
+        }
+        let n = u16::from_le_bytes([envelope[1], envelope[2]]) as usize;
+        let name = envelope.get(3..3 + n)?;
+        let path = std::path::PathBuf::from(std::str::from_utf8(name).ok()?);
+        // Only our own segments.
+        if !path.starts_with("/dev/shm") || !path.file_name()?.to_str()?.starts_with("plait-") {
+            return None;
+        }
+        Some(Arc::new(ShmGuard(path)))
+    }
+}
+
+impl Drop for ShmGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 impl FutureCore {
@@ -180,11 +212,11 @@ impl FutureCore {
     }
 }
 
-static PICKLE_LOADS: PyOnceLock<Obj> = PyOnceLock::new();
+static WIRE_DECODE: PyOnceLock<Obj> = PyOnceLock::new();
 
-/// `pickle.loads(bytes)`.
+/// `plait._wire.decode(envelope)`.
 pub(crate) fn loads<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    let f = PICKLE_LOADS.get_or_try_init(py, || py.import("pickle")?.getattr("loads").map(Bound::unbind))?;
+    let f = WIRE_DECODE.get_or_try_init(py, || py.import("plait._wire")?.getattr("decode").map(Bound::unbind))?;
     f.bind(py).call1((pyo3::types::PyBytes::new(py, bytes),))
 }
 

@@ -32,7 +32,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
-use crate::futures::{cf_error, decode_pickled, run_callbacks_of, FutureCore, Pickled};
+use crate::futures::{cf_error, decode_pickled, run_callbacks_of, FutureCore, Pickled, ShmGuard};
 use crate::wait::{deadline_in, detached};
 
 type Obj = Py<PyAny>;
@@ -59,6 +59,8 @@ struct Task {
     /// Already marked RUNNING (it was handed to a worker that died before
     /// starting it, and is being handed out again).
     marked_running: bool,
+    /// The call's shared-memory segment, unlinked if no worker took it.
+    _shm: Option<Arc<ShmGuard>>,
 }
 
 /// Tasks a worker holds beyond the one it runs: the next one is already in
@@ -524,7 +526,8 @@ fn parse_frames(w: &mut Worker, done: &mut Vec<Done>, shared: &Shared) {
                         next.deadline = next.task.timeout.map(|d| Instant::now() + d);
                     }
                     drop(exec);
-                    let p = Pickled { is_error: kind == b'E', bytes: Arc::new(body[8..].to_vec()) };
+                    let bytes = body[8..].to_vec();
+                    let p = Pickled { is_error: kind == b'E', _shm: ShmGuard::of(&bytes), bytes: Arc::new(bytes) };
                     // Usually no interpreter is needed: the bytes are kept
                     // and decoded by whoever reads the result.
                     match f.task.future.get().finish_pickled_detached(p) {
@@ -653,7 +656,8 @@ impl ProcessPoolCore {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let timeout = timeout.or(*self.default_timeout.lock()).map(|t| Duration::from_secs_f64(t.max(0.0)));
-        self.shared.send(Cmd::Submit(Task { id, payload, future, timeout, marked_running: false }));
+        let shm = ShmGuard::of(&payload);
+        self.shared.send(Cmd::Submit(Task { id, payload, future, timeout, marked_running: false, _shm: shm }));
         Ok(id)
     }
 
@@ -694,7 +698,8 @@ impl ProcessPoolCore {
             _ => false,
         }));
         let timeout = timeout.or(*self.default_timeout.lock()).map(|t| Duration::from_secs_f64(t.max(0.0)));
-        self.shared.send(Cmd::Submit(Task { id, payload, future: fut.clone().unbind(), timeout, marked_running: false }));
+        let shm = ShmGuard::of(&payload);
+        self.shared.send(Cmd::Submit(Task { id, payload, future: fut.clone().unbind(), timeout, marked_running: false, _shm: shm }));
         Ok(fut_obj.unbind())
     }
 
