@@ -208,10 +208,24 @@ fn spawn_worker(cfg: &Config, id: usize) -> std::io::Result<Worker> {
     Ok(Worker { child, sock, ready: false, inflight: VecDeque::new(), tasks_done: 0, rbuf: Vec::new(), crash_log })
 }
 
+/// Remove the shared-memory segments a dead worker created and nobody will
+/// ever learn the name of (it died between writing one and reporting it).
+fn sweep_segments(pid: u32) {
+    let prefix = format!("plait-{pid}-");
+    if let Ok(dir) = std::fs::read_dir("/dev/shm") {
+        for e in dir.flatten() {
+            if e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 /// Remove a worker that is gone or being killed: its executing task fails
 /// with `why`; tasks it held but had not started go back to the queue front.
 fn retire(w: Worker, why: Option<(FailKind, String)>, shared: &Shared, queue: &mut VecDeque<Task>, done: &mut Vec<Done>) {
     let mut w = w;
+    sweep_segments(w.child.id());
     let mut inflight = std::mem::take(&mut w.inflight);
     if let Some(first) = inflight.pop_front() {
         shared.executing.lock().remove(&first.task.id);
