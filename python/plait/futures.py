@@ -333,6 +333,16 @@ def _dumps_call(fn, args, kwargs):
         return _wire.encode(_wire.mark_call(fn, args, kwargs), dumps=cloudpickle.dumps)
 
 
+def _result_or_cancel(future, timeout):
+    try:
+        try:
+            return future.result(timeout)
+        finally:
+            future.cancel()
+    finally:
+        del future
+
+
 def _main_path():
     main = _sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
@@ -427,12 +437,8 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
                         if nxt is not None:
                             pending.append(ex.submit(fn, *nxt))
                         del ex
-                    f = pending.popleft()
-                    try:
-                        yield f.result(None if end is None else end - time.monotonic())
-                    finally:
-                        f.cancel()
-                        del f
+                    # The paused generator must not keep the result alive.
+                    yield _result_or_cancel(pending.popleft(), None if end is None else end - time.monotonic())
             finally:
                 for f in pending:
                     f.cancel()

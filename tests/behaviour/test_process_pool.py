@@ -183,7 +183,7 @@ def test_lambda_needs_cloudpickle_or_says_how(pool):
         import cloudpickle  # noqa: F401
     except ImportError:
         with pytest.raises(Exception, match="cloudpickle"):
-            pool.submit(lambda: 1)
+            pool.submit(lambda: 1).result(BOUND)
     else:
         assert pool.submit(lambda: 1).result(BOUND) == 1
 

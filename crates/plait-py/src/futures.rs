@@ -111,6 +111,12 @@ impl ShmGuard {
     }
 }
 
+impl ShmGuard {
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
 impl Drop for ShmGuard {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);

@@ -125,6 +125,8 @@ struct Worker {
     sock: UnixStream,
     ready: bool,
     inflight: VecDeque<InFlight>,
+    /// Shared-memory segments this worker reported (in result frames).
+    reported: std::collections::HashSet<std::path::PathBuf>,
     tasks_done: usize,
     rbuf: Vec<u8>,
     crash_log: std::path::PathBuf,
@@ -205,17 +207,29 @@ fn spawn_worker(cfg: &Config, id: usize) -> std::io::Result<Worker> {
     let mut sock = parent;
     sock.write_all(&frame(b'I', &[&cfg.setup]))?;
     sock.set_nonblocking(true)?;
-    Ok(Worker { child, sock, ready: false, inflight: VecDeque::new(), tasks_done: 0, rbuf: Vec::new(), crash_log })
+    Ok(Worker {
+        child,
+        sock,
+        ready: false,
+        inflight: VecDeque::new(),
+        reported: std::collections::HashSet::new(),
+        tasks_done: 0,
+        rbuf: Vec::new(),
+        crash_log,
+    })
 }
 
 /// Remove the shared-memory segments a dead worker created and nobody will
 /// ever learn the name of (it died between writing one and reporting it).
-fn sweep_segments(pid: u32) {
+/// Segments it did report belong to results that may not have been read
+/// yet; their guards unlink them.
+fn sweep_segments(pid: u32, reported: &std::collections::HashSet<std::path::PathBuf>) {
     let prefix = format!("plait-{pid}-");
     if let Ok(dir) = std::fs::read_dir("/dev/shm") {
         for e in dir.flatten() {
-            if e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
-                let _ = std::fs::remove_file(e.path());
+            let path = e.path();
+            if e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) && !reported.contains(&path) {
+                let _ = std::fs::remove_file(path);
             }
         }
     }
@@ -225,7 +239,7 @@ fn sweep_segments(pid: u32) {
 /// with `why`; tasks it held but had not started go back to the queue front.
 fn retire(w: Worker, why: Option<(FailKind, String)>, shared: &Shared, queue: &mut VecDeque<Task>, done: &mut Vec<Done>) {
     let mut w = w;
-    sweep_segments(w.child.id());
+    sweep_segments(w.child.id(), &w.reported);
     let mut inflight = std::mem::take(&mut w.inflight);
     if let Some(first) = inflight.pop_front() {
         shared.executing.lock().remove(&first.task.id);
@@ -541,7 +555,11 @@ fn parse_frames(w: &mut Worker, done: &mut Vec<Done>, shared: &Shared) {
                     }
                     drop(exec);
                     let bytes = body[8..].to_vec();
-                    let p = Pickled { is_error: kind == b'E', _shm: ShmGuard::of(&bytes), bytes: Arc::new(bytes) };
+                    let shm = ShmGuard::of(&bytes);
+                    if let Some(g) = &shm {
+                        w.reported.insert(g.path().to_path_buf());
+                    }
+                    let p = Pickled { is_error: kind == b'E', _shm: shm, bytes: Arc::new(bytes) };
                     // Usually no interpreter is needed: the bytes are kept
                     // and decoded by whoever reads the result.
                     match f.task.future.get().finish_pickled_detached(p) {
@@ -694,11 +712,17 @@ impl ProcessPoolCore {
             return Err(PyRuntimeError::new_err("cannot schedule new futures after shutdown"));
         }
         let dumps = DUMPS_CALL.get_or_try_init(py, || py.import("plait.futures")?.getattr("_dumps_call").map(Bound::unbind))?;
-        let payload = dumps.bind(py).call1((func, args, kwargs))?;
-        let payload: Vec<u8> = payload.cast::<PyBytes>()?.as_bytes().to_vec();
         let ftype = FUTURE_TYPE.get_or_try_init(py, || py.import("plait.futures")?.getattr("Future").map(Bound::unbind))?;
         let fut_obj = ftype.bind(py).call0()?;
         let fut = fut_obj.cast::<FutureCore>()?;
+        let payload: Vec<u8> = match dumps.bind(py).call1((func, args, kwargs)) {
+            Ok(p) => p.cast::<PyBytes>()?.as_bytes().to_vec(),
+            Err(e) => {
+                // As CPython: a call that cannot be sent fails its future.
+                FutureCore::finish(fut, Resolution::Error(e.into_value(py).into_any()))?;
+                return Ok(fut_obj.unbind());
+            }
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let weak = Arc::downgrade(&self.shared);
         fut.get().set_cancel_running(Box::new(move || match weak.upgrade() {
