@@ -7,9 +7,11 @@ ends with a side-by-side table and a checksum that proves the run was not
 only fast but correct (nothing lost, nothing duplicated).
 
 The demo is a list of *sections* (:data:`SECTIONS`): the multi-stage
-pipeline, and a thread pool running many I/O-bound jobs (the same code on
-``concurrent.futures`` and ``plait.futures``); later areas (processes, a
-server) add a function decorated with :func:`section`.
+pipeline, a thread pool running many I/O-bound jobs (the same code on
+``concurrent.futures`` and ``plait.futures``), CPU-bound work on threads and
+on processes (the GIL made visible), and a process pool surviving a worker
+killed mid-job; later areas (a server) add a function decorated with
+:func:`section`.
 """
 
 from __future__ import annotations
@@ -608,6 +610,206 @@ def threadpool_section(ctx: DemoContext) -> list[RunResult]:
             results.append(RunResult(name, done, seconds, ok, note))
     finally:
         server.close()
+    return results
+
+
+# --------------------------------------------------------------------------
+# Section 3: CPU-bound work on threads and on processes (the GIL made visible).
+
+
+def cpu_job(n: int) -> int:
+    """Pure-Python CPU work: the sum of i*i for i < n, one bytecode loop
+    (holds the GIL throughout; the closed form checks the answer)."""
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def squares_below(n: int) -> int:
+    return (n - 1) * n * (2 * n - 1) // 6
+
+
+def process_futures(impls: Implementations) -> tuple[ModuleType | None, str, str | None]:
+    """(module with plait's ProcessPoolExecutor, its row label, problem)."""
+    mods, problem = futures_modules(impls)
+    if problem:
+        return None, "", problem
+    name = next((n for n in mods if n != STDLIB_NAME), None)
+    if name is None:
+        return None, "", "no plait implementation to compare"
+    if mods[name].__name__ != "concurrent.futures" and not hasattr(mods[name],
+                                                                   "ProcessPoolExecutor"):
+        return None, "", (f"{mods[name].__name__} has no ProcessPoolExecutor (rebuild plait); "
+                          "this section needs it and is skipped")
+    return mods[name], name, None
+
+
+def run_cpu_jobs(make_pool: Callable[[], object], as_completed: Callable, inputs: list[int],
+                 on_progress: Callable[[int, float], None]) -> tuple[int, float, bool, str]:
+    """``inputs`` CPU jobs on the pool ``make_pool()`` builds; (done, seconds, ok, note).
+    The time includes starting the pool and its workers."""
+    done, total, errors = 0, 0, []
+    t0 = time.perf_counter()
+    with make_pool() as pool:
+        fs = [pool.submit(cpu_job, n) for n in inputs]
+        for f in as_completed(fs, timeout=STALL_SECONDS * 8):
+            try:
+                total += f.result()
+                done += 1
+            except Exception as exc:  # noqa: BLE001 - reported in the table
+                errors.append(f"{type(exc).__name__}: {exc}")
+            on_progress(done, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    expected = sum(squares_below(n) for n in inputs)
+    note = f"{len(errors)} jobs failed, e.g. {errors[0]}" if errors else ""
+    ok = not errors and done == len(inputs) and total == expected
+    if not ok and not note:
+        note = f"{done} of {len(inputs)} jobs done, checksum differs"
+    return done, seconds, ok, note
+
+
+@section("cpu", "CPU-bound work: threads vs processes (the GIL made visible)", unit="jobs")
+def cpu_section(ctx: DemoContext) -> list[RunResult]:
+    import concurrent.futures as std_futures
+
+    term = ctx.term
+    futures, name, problem = process_futures(ctx.impls)
+    if problem:
+        term.write(f"  {problem}.")
+        return []
+    jobs = ctx.items or (8 if ctx.quick else 24)
+    size = 500_000 if ctx.quick else 2_000_000
+    workers = os.cpu_count() or 2
+    inputs = [size + job for job in range(jobs)]
+    term.write(f"  {jobs} jobs, each a pure-Python loop summing i*i for {size:,} values of i; "
+               f"{workers} workers")
+    term.write("  (os.cpu_count()).  Threads share one GIL, so they take turns; processes each "
+               "have their own")
+    term.write("  interpreter and run in parallel.  Times include starting the pool.")
+    term.write()
+    runs = [
+        (f"{name} threads", lambda: futures.ThreadPoolExecutor(max_workers=workers),
+         futures.as_completed),
+        (f"{name} processes", lambda: futures.ProcessPoolExecutor(max_workers=workers),
+         futures.as_completed),
+        (f"{STDLIB_NAME} processes", lambda: std_futures.ProcessPoolExecutor(max_workers=workers),
+         std_futures.as_completed),
+    ]
+    results = []
+    for label, make_pool, as_completed in runs:
+        bar = ProgressBar(term, f"{label:<16}", jobs, unit="jobs")
+        bar.update(0, 0.0)
+        try:
+            done, seconds, ok, note = run_cpu_jobs(make_pool, as_completed, inputs, bar.update)
+        except Exception as exc:  # noqa: BLE001 - reported in the table
+            done, seconds, ok, note = 0, 0.0, False, f"{type(exc).__name__}: {exc}"
+        bar.finish(done, seconds, ok, note if not ok else "")
+        results.append(RunResult(label, done, seconds, ok, note))
+    return results
+
+
+# --------------------------------------------------------------------------
+# Section 4: a worker killed mid-flight; only its job fails.
+
+CRASH_WORK = 150_000  # loop iterations per ordinary job (a few ms)
+
+
+def crash_job(job: int, kill: bool) -> int:
+    """An ordinary job, or (``kill``) one whose process SIGKILLs itself mid-job,
+    as the kernel's OOM killer or an operator would."""
+    if kill:
+        import signal
+
+        time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(60)  # never reached
+    return cpu_job(CRASH_WORK + job)
+
+
+def run_crash_batch(futures: ModuleType, jobs: int, victim: int, workers: int,
+                    on_progress: Callable[[int, float], None]) -> dict:
+    """Run the batch; return what happened to it."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    done, total, failures = 0, 0, {}
+    t0 = time.perf_counter()
+    pool = futures.ProcessPoolExecutor(max_workers=workers)
+    try:
+        fs = {}
+        for job in range(jobs):
+            try:
+                fs[pool.submit(crash_job, job, job == victim)] = job
+            except BrokenProcessPool as exc:  # the standard library's pool broke
+                failures[job] = exc
+        for f in futures.as_completed(fs, timeout=STALL_SECONDS * 4):
+            try:
+                total += f.result()
+                done += 1
+            except Exception as exc:  # noqa: BLE001 - reported below
+                failures[fs[f]] = exc
+            on_progress(done + len(failures), time.perf_counter() - t0)
+    finally:
+        pool.shutdown(wait=True)
+    expected = sum(squares_below(CRASH_WORK + job) for job in range(jobs) if job != victim)
+    return {"done": done, "seconds": time.perf_counter() - t0, "failures": failures,
+            "total_ok": total == expected}
+
+
+@section("crash", "crash and recover: a worker killed mid-flight", unit="jobs")
+def crash_section(ctx: DemoContext) -> list[RunResult]:
+    import concurrent.futures as std_futures
+
+    term = ctx.term
+    futures, name, problem = process_futures(ctx.impls)
+    if problem:
+        term.write(f"  {problem}.")
+        return []
+    jobs = ctx.items or (40 if ctx.quick else 200)
+    victim = jobs // 3
+    workers = max(2, min(4, os.cpu_count() or 2))
+    term.write(f"  {jobs} jobs on ProcessPoolExecutor({workers}); job {victim} SIGKILLs its own "
+               "worker process mid-job.")
+    term.write(f"  {name}: only that job fails (WorkerDied, naming the signal) and the pool "
+               "replaces the worker;")
+    term.write("  the standard library's pool breaks as a whole (BrokenProcessPool for "
+               "every job still pending).")
+    term.write()
+    results = []
+    died = getattr(futures, "WorkerDied", None)
+    for label, mod in ((name, futures), (STDLIB_NAME, std_futures)):
+        bar = ProgressBar(term, label, jobs, unit="jobs")
+        bar.update(0, 0.0)
+        try:
+            r = run_crash_batch(mod, jobs, victim, workers, bar.update)
+        except Exception as exc:  # noqa: BLE001 - reported in the table
+            bar.finish(0, 0.0, False, f"{type(exc).__name__}: {exc}")
+            results.append(RunResult(label, 0, 0.0, False, f"{type(exc).__name__}: {exc}"))
+            continue
+        failures = r["failures"]
+        victim_exc = failures.get(victim)
+        if mod is futures:
+            ok = (set(failures) == {victim} and died is not None
+                  and isinstance(victim_exc, died) and "SIGKILL" in str(victim_exc)
+                  and r["done"] == jobs - 1 and r["total_ok"])
+            note = "" if ok else (f"{len(failures)} jobs failed: "
+                                  + "; ".join(f"job {j}: {type(e).__name__}: {e}"
+                                              for j, e in list(failures.items())[:2]))
+            bar.finish(r["done"], r["seconds"], ok, note)
+            first_line = str(victim_exc).splitlines()[0] if victim_exc else "no error"
+            term.write(f"    job {victim}: {type(victim_exc).__name__}: {first_line}")
+            term.write(f"    the other {r['done']:,} of {jobs - 1:,} jobs completed; "
+                       f"checksum {'OK' if r['total_ok'] else 'differs'}")
+            results.append(RunResult(label, r["done"], r["seconds"], ok, note))
+        else:
+            # The standard library is shown for contrast, not judged: its
+            # documented behaviour is to break the whole pool.
+            if term.live:
+                term.stream.write("\r\x1b[K")
+            kinds = sorted({type(e).__name__ for e in failures.values()})
+            term.write(f"  {label:<8} {r['done']:,} of {jobs:,} jobs completed in "
+                       f"{r['seconds']:.2f} s; {len(failures):,} failed "
+                       f"({', '.join(kinds) or 'none'}): the pool broke")
     return results
 
 
