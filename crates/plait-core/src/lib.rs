@@ -22,6 +22,8 @@ mod loom;
 pub mod detach;
 pub mod fork;
 pub mod future;
+#[cfg(not(loom))]
+pub mod ipc;
 pub mod park;
 pub mod queue;
 pub mod spin;
