@@ -133,9 +133,13 @@ class Connection:
 
     def send(self, obj):
         """Send a (picklable) object"""
-        self._ch.fileno()
-        self._check_writable()
-        self._ch.send_bytes(_dumps(obj))
+        if not self._writable:
+            self._check_writable()
+        try:
+            data = _pdumps(obj, _HIGHEST)
+        except (TypeError, pickle.PicklingError, AttributeError):
+            data = _dumps(obj)
+        self._ch.send_bytes(data)
 
     def recv_bytes(self, maxlength=None):
         """Receive bytes data as a bytes object."""
@@ -167,8 +171,9 @@ class Connection:
 
     def recv(self):
         """Receive a (picklable) object"""
-        self._ch.fileno()
-        self._check_readable()
+        if not self._readable:
+            self._ch.fileno()
+            self._check_readable()
         return _loads(self._ch.recv_bytes(None))
 
     def poll(self, timeout=0.0):
@@ -230,7 +235,11 @@ class Queue:
     def put(self, obj, block=True, timeout=None):
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
-        if self._core.put(_dumps(obj), block, timeout):
+        try:
+            data = _pdumps(obj, _HIGHEST)
+        except (TypeError, pickle.PicklingError, AttributeError):
+            data = _dumps(obj)
+        if self._core.put(data, block, timeout):
             self._feeder_started()
 
     def get(self, block=True, timeout=None):

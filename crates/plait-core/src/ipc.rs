@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::park::{Outcome, WaitCtx};
+use crate::fork;
+use crate::park::{Outcome, WaitCtx, SPIN};
 
 /// Largest message sent inside a packet; larger ones go through a memfd.
 pub const INLINE_MAX: usize = 64 * 1024;
@@ -57,6 +58,18 @@ fn errno() -> io::Error {
 /// passes, or the interrupt check fires. Hang-up and error count as ready:
 /// the next read or write reports them.
 pub fn wait_fd(fd: RawFd, events: i16, ctx: &WaitCtx<'_>) -> Outcome {
+    if ctx.spin {
+        // A peer process on the other CPU usually answers within
+        // microseconds; sleeping in poll costs a wake-up from halt, which
+        // on these VMs is far dearer (see DESIGN.md, handoffs).
+        let end = Instant::now() + SPIN;
+        while Instant::now() < end {
+            if ready_now(fd, events) {
+                return Outcome::Notified;
+            }
+            std::hint::spin_loop();
+        }
+    }
     loop {
         let now = Instant::now();
         let mut left = match ctx.deadline {
@@ -104,6 +117,15 @@ pub fn socketpair(ty: i32) -> io::Result<(OwnedFd, OwnedFd)> {
     };
     if r != 0 {
         return Err(errno());
+    }
+    for fd in fds {
+        // Room for many small messages before a sender has to wait (the
+        // kernel caps this at net.core.wmem_max; failure is harmless).
+        let size: libc::c_int = 4 << 20;
+        // SAFETY: setsockopt reads one c_int from a live local.
+        unsafe {
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, (&size as *const libc::c_int).cast(), 4)
+        };
     }
     // SAFETY: socketpair succeeded, so both descriptors are fresh and ours.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
@@ -193,6 +215,9 @@ impl Packet {
 
     /// One non-blocking `sendmsg` of the whole packet.
     pub fn try_send(&self, sock: RawFd) -> io::Result<()> {
+        if self.fd.is_none() {
+            return try_send_inline(sock, &self.bytes[1..]);
+        }
         let mut iov = libc::iovec { iov_base: self.bytes.as_ptr() as *mut _, iov_len: self.bytes.len() };
         // SAFETY: msghdr is plain data; zeroed is a valid empty header.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -221,6 +246,28 @@ impl Packet {
         } else {
             Ok(())
         }
+    }
+}
+
+/// Send `payload` (at most [`INLINE_MAX`] bytes) as an inline packet
+/// without building a [`Packet`]: one non-blocking `sendmsg`, no copy.
+pub fn try_send_inline(sock: RawFd, payload: &[u8]) -> io::Result<()> {
+    let kind = [KIND_INLINE];
+    let mut iov = [
+        libc::iovec { iov_base: kind.as_ptr() as *mut _, iov_len: 1 },
+        libc::iovec { iov_base: payload.as_ptr() as *mut _, iov_len: payload.len() },
+    ];
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = 2;
+    // SAFETY: `msg` and the two buffers it points to outlive the call; the
+    // kernel only reads them.
+    let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(errno())
+    } else {
+        Ok(())
     }
 }
 
@@ -303,7 +350,7 @@ pub struct Feeder {
 #[derive(Default)]
 struct FeederState {
     pending: VecDeque<Arc<Packet>>,
-    pid: u32,
+    generation: u64,
     running: bool,
     closed: bool,
     error: Option<String>,
@@ -317,15 +364,37 @@ impl Feeder {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FeederState> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let pid = std::process::id();
-        if st.pid != pid {
+        let gen = fork::generation();
+        if st.generation != gen {
             // A forked child: the parent's pending messages and thread are
             // the parent's business, as with multiprocessing's Queue.
             st.pending.clear();
             st.running = false;
-            st.pid = pid;
+            st.generation = gen;
         }
         st
+    }
+
+    /// Send `payload` now if nothing is queued ahead of it and the socket
+    /// has room, else queue it for the feeder thread. Returns whether it
+    /// was queued.
+    pub fn send_payload(self: &Arc<Self>, payload: &[u8]) -> io::Result<bool> {
+        if payload.len() > INLINE_MAX {
+            return self.send(Packet::new(payload)?);
+        }
+        let st = self.lock();
+        if let Some(e) = &st.error {
+            return Err(io::Error::other(e.clone()));
+        }
+        if st.pending.is_empty() {
+            match try_send_inline(self.sock.as_raw_fd(), payload) {
+                Ok(()) => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        drop(st);
+        self.send(Packet::new(payload)?)
     }
 
     /// Send `pkt` now if nothing is queued ahead of it and the socket has

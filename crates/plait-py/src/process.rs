@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use plait_core::ipc::{self, Feeder, Packet, SharedCounter};
+use plait_core::ipc::{self, Feeder, SharedCounter};
+use parking_lot::{Mutex, MutexGuard};
 use plait_core::park::Outcome;
 use pyo3::exceptions::{PyEOFError, PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -44,10 +45,23 @@ fn take_fd(fd: RawFd) -> PyResult<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Bytes read from the socket ahead of the message being returned, so a
+/// burst of small messages costs one `recv` rather than two each.
+#[derive(Default)]
+struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// How much a channel reads at once.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// One end of a byte-stream connection carrying length-framed messages.
 #[pyclass(module = "plait._plait", frozen)]
 pub struct _Channel {
     fd: AtomicI32,
+    rbuf: Mutex<ReadBuf>,
 }
 
 impl _Channel {
@@ -55,6 +69,15 @@ impl _Channel {
         match self.fd.load(Ordering::Acquire) {
             -1 => Err(PyOSError::new_err("handle is closed")),
             fd => Ok(fd),
+        }
+    }
+
+    /// The read buffer, taken detached if another thread holds it (it may
+    /// hold it while detached in a wait, and needs the interpreter back).
+    fn rbuf(&self, py: Python<'_>) -> MutexGuard<'_, ReadBuf> {
+        match self.rbuf.try_lock() {
+            Some(g) => g,
+            None => py.detach(|| self.rbuf.lock()),
         }
     }
 
@@ -72,12 +95,39 @@ impl _Channel {
         Ok(())
     }
 
-    /// Fill `buf`; `Ok(false)` if end of file came before the first byte.
-    fn read_exact(&self, py: Python<'_>, fd: RawFd, buf: &mut [u8], first: bool) -> PyResult<bool> {
+    /// Read once more into `rb` (waiting if nothing is there); `Ok(false)`
+    /// at end of file.
+    fn fill(&self, py: Python<'_>, fd: RawFd, rb: &mut ReadBuf) -> PyResult<bool> {
+        if rb.start > 0 {
+            rb.buf.copy_within(rb.start..rb.end, 0);
+            rb.end -= rb.start;
+            rb.start = 0;
+        }
+        if rb.buf.len() < rb.end + READ_CHUNK {
+            rb.buf.resize(rb.end + READ_CHUNK, 0);
+        }
+        loop {
+            let end = rb.end;
+            match ipc::recv_some(fd, &mut rb.buf[end..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    rb.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait_ready(py, fd, libc::POLLIN, None)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(os_err(e)),
+            }
+        }
+    }
+
+    /// Fill `buf` straight from the socket.
+    fn read_exact(&self, py: Python<'_>, fd: RawFd, buf: &mut [u8]) -> PyResult<()> {
         let mut off = 0;
         while off < buf.len() {
             match ipc::recv_some(fd, &mut buf[off..]) {
-                Ok(0) if off == 0 && first => return Ok(false),
                 Ok(0) => return Err(PyOSError::new_err("got end of file during message")),
                 Ok(n) => off += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -87,7 +137,7 @@ impl _Channel {
                 Err(e) => return Err(os_err(e)),
             }
         }
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -127,7 +177,7 @@ impl _Channel {
     fn send_bytes(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
         let fd = self.fd()?;
         let header = ipc::encode_header(data.len()).ok_or_else(|| PyValueError::new_err("message too long"))?;
-        if data.len() <= 64 * 1024 {
+        if data.len() <= READ_CHUNK {
             // One syscall for header and body.
             let mut buf = Vec::with_capacity(4 + data.len());
             buf.extend_from_slice(&header);
@@ -142,23 +192,47 @@ impl _Channel {
     #[pyo3(signature = (maxlength=None))]
     fn recv_bytes<'py>(&self, py: Python<'py>, maxlength: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         let fd = self.fd()?;
-        if let Some(m) = maxlength {
-            if m < 0 {
-                return Err(PyValueError::new_err("negative maxlength"));
+        if matches!(maxlength, Some(m) if m < 0) {
+            return Err(PyValueError::new_err("negative maxlength"));
+        }
+        let mut rb = self.rbuf(py);
+        while rb.end - rb.start < 4 {
+            if !self.fill(py, fd, &mut rb)? {
+                if rb.end == rb.start {
+                    return Err(PyEOFError::new_err(()));
+                }
+                return Err(PyOSError::new_err("got end of file during message"));
             }
         }
-        let mut h = [0u8; 4];
-        if !self.read_exact(py, fd, &mut h, true)? {
-            return Err(PyEOFError::new_err(()));
-        }
+        let h: [u8; 4] = rb.buf[rb.start..rb.start + 4].try_into().unwrap();
         let len = ipc::decode_header(h);
         if let Some(m) = maxlength {
             if len > m as usize {
+                drop(rb);
                 self.close();
                 return Err(PyOSError::new_err("bad message length"));
             }
         }
-        PyBytes::new_with(py, len, |buf| self.read_exact(py, fd, buf, false).map(|_| ()))
+        rb.start += 4;
+        if len <= READ_CHUNK {
+            while rb.end - rb.start < len {
+                if !self.fill(py, fd, &mut rb)? {
+                    return Err(PyOSError::new_err("got end of file during message"));
+                }
+            }
+            let b = PyBytes::new(py, &rb.buf[rb.start..rb.start + len]);
+            rb.start += len;
+            return Ok(b);
+        }
+        // A large message: what is buffered, then the rest straight in.
+        let have = rb.end - rb.start;
+        let r = PyBytes::new_with(py, len, |out| {
+            out[..have].copy_from_slice(&rb.buf[rb.start..rb.end]);
+            self.read_exact(py, fd, &mut out[have..])
+        });
+        rb.start = 0;
+        rb.end = 0;
+        r
     }
 
     /// Whether a message (or end of file) is waiting, waiting up to
@@ -166,6 +240,12 @@ impl _Channel {
     #[pyo3(signature = (timeout=0.0))]
     fn poll(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let fd = self.fd()?;
+        {
+            let rb = self.rbuf(py);
+            if rb.end > rb.start {
+                return Ok(true);
+            }
+        }
         if ipc::ready_now(fd, libc::POLLIN) {
             return Ok(true);
         }
@@ -180,7 +260,7 @@ impl _Channel {
 impl _Channel {
     fn from_owned(fd: OwnedFd) -> Self {
         use std::os::fd::IntoRawFd;
-        _Channel { fd: AtomicI32::new(fd.into_raw_fd()) }
+        _Channel { fd: AtomicI32::new(fd.into_raw_fd()), rbuf: Mutex::new(ReadBuf::default()) }
     }
 }
 
@@ -269,7 +349,7 @@ impl _ProcessQueueCore {
         } else {
             self.count.incr();
         }
-        let sent = Packet::new(data).and_then(|p| self.feeder.send(p));
+        let sent = self.feeder.send_payload(data);
         sent.map_err(|e| {
             self.count.decr(self.maxsize > 0);
             os_err(e)
