@@ -27,7 +27,18 @@ Differences from CPython, documented where they apply:
 * A message interrupted half-way by Ctrl-C (``KeyboardInterrupt`` while a
   large ``send``/``recv`` waits for the peer) leaves that Connection's stream
   out of step, as with CPython's Connection; close it.
-* Messages are at most 4 GiB - 1 on a Connection.
+* Messages are at most 4 GiB - 1 on a Connection. A Queue item larger
+  than 64 KiB travels in a memfd whose descriptor rides in the packet.
+* ``Pipe(duplex=False)`` is a socket pair too (CPython uses ``os.pipe``);
+  one end of a Connection is for one thread at a time, as in CPython.
+* Items a process has put while the socket was full wait in that
+  process's feeder; they are flushed at exit unless ``cancel_join_thread``
+  was called (as in CPython). A forked child does not inherit its parent's
+  unsent items.
+* There is no lock between producers or consumers, so a process killed
+  mid-``put`` or mid-``get`` cannot wedge the others (it can with
+  ``multiprocessing.Queue``'s locks).
+* Linux only: memfd, ``SOCK_SEQPACKET``, process-shared futexes.
 """
 
 from __future__ import annotations

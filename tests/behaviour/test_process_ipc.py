@@ -17,6 +17,17 @@ from plait.process import BufferTooShort, Pipe, Queue
 
 pytestmark = pytest.mark.timeout(120)
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_resource_tracker_left():
+    """The spawn start method starts multiprocessing's resource tracker, a
+    child that outlives the test; stop it so later tests that count this
+    process's children (the process pool's) see none of ours."""
+    yield
+    from multiprocessing import resource_tracker
+
+    resource_tracker._resource_tracker._stop()
+
 OBJECTS = [
     None, True, 0, -1, 2**100, 1.5, float("inf"), 1j, "", "héllo", b"", b"\x00" * 5,
     bytearray(b"ab"), [1, [2, [3]]], (1, "a"), {"k": [1, 2]}, {1, 2}, frozenset({3}),
