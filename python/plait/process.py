@@ -2,10 +2,13 @@
 
 ``Pipe()`` returns two :class:`Connection` objects with the
 ``multiprocessing.connection.Connection`` API over a Unix socket pair
-(length-framed messages). :class:`Queue` has the ``multiprocessing.Queue``
-API over a ``SOCK_SEQPACKET`` socket pair: every message reaches exactly one
-reader whole, whatever the number of producer and consumer processes, with
-no lock. Objects are pickled with the C pickler (``pickle.dumps`` at the
+(length-framed messages, read ahead in 64 KiB chunks). :class:`Queue` has
+the ``multiprocessing.Queue`` API over a ring in shared memory (a memfd)
+guarded by a process-shared futex: a put or get of a small item is a memcpy
+and no system call unless a reader or writer sleeps. Items over 64 KiB go
+through a ``SOCK_SEQPACKET`` socket as a memfd, with a marker in the ring
+that keeps their place in line. Every item reaches exactly one reader whole,
+whatever the number of producer and consumer processes. Objects are pickled with the C pickler (``pickle.dumps`` at the
 highest protocol; objects it cannot handle fall back to
 ``multiprocessing.reduction.ForkingPickler``).
 
@@ -35,9 +38,11 @@ Differences from CPython, documented where they apply:
   process's feeder; they are flushed at exit unless ``cancel_join_thread``
   was called (as in CPython). A forked child does not inherit its parent's
   unsent items.
-* There is no lock between producers or consumers, so a process killed
-  mid-``put`` or mid-``get`` cannot wedge the others (it can with
-  ``multiprocessing.Queue``'s locks).
+* A process killed while it holds the ring's lock (a copy of at most
+  64 KiB) leaves the queue locked for the others, as a process killed
+  holding ``multiprocessing.Queue``'s locks does.
+* The ring holds 1 MiB of small items; beyond that, puts go to the
+  feeder (they never block, as in CPython) until readers make room.
 * Linux only: memfd, ``SOCK_SEQPACKET``, process-shared futexes.
 """
 
@@ -220,8 +225,8 @@ def Pipe(duplex=True):
 class Queue:
     """``multiprocessing.Queue`` over a Rust transport.
 
-    ``put`` never blocks on a full socket (only on ``maxsize``): when the
-    socket is full the item waits in this process's FIFO and a Rust feeder
+    ``put`` never blocks on a full ring (only on ``maxsize``): when the
+    ring is full the item waits in this process's FIFO and a Rust feeder
     thread (no GIL) sends it, like CPython's feeder thread; ``join_thread``
     and ``cancel_join_thread`` govern that FIFO at exit as in CPython.
     ``qsize()`` is a count shared by every process, approximate while
@@ -298,14 +303,13 @@ class Queue:
             self._jointhread = _util.Finalize(self, _ProcessQueueCore.flush, [self._core], exitpriority=-5)
 
     def __reduce__(self):
-        t, r, c = self._core.fds()
         dup = _reduction.DupFd
-        return _rebuild_queue, (dup(t), dup(r), dup(c), self._maxsize)
+        return _rebuild_queue, (tuple(dup(fd) for fd in self._core.fds()), self._maxsize)
 
 
-def _rebuild_queue(t, r, c, maxsize):
+def _rebuild_queue(dfs, maxsize):
     q = Queue.__new__(Queue)
-    q._core = _ProcessQueueCore(maxsize, (t.detach(), r.detach(), c.detach()))
+    q._core = _ProcessQueueCore(maxsize, tuple(df.detach() for df in dfs))
     q._init(maxsize)
     return q
 

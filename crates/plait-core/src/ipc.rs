@@ -5,18 +5,18 @@
 //! * **Waiting on a descriptor** ([`wait_fd`]): `poll(2)` in slices so a
 //!   [`WaitCtx`]'s interrupt check (Ctrl-C in the main thread) and deadline
 //!   are honoured.
-//! * **Packets** for `Queue`: a `SOCK_SEQPACKET` socket pair, so every
-//!   message is delivered whole to exactly one reader however many processes
-//!   put and get at once; no lock is needed. A message larger than
-//!   [`INLINE_MAX`] travels as a sealed-by-convention memfd whose descriptor
-//!   rides in the packet (`SCM_RIGHTS`), which keeps the packet small and
-//!   the delivery atomic.
+//! * **Packets** for `Queue`'s large items: a `SOCK_SEQPACKET` socket pair,
+//!   so every message is delivered whole to exactly one reader. A message
+//!   larger than [`INLINE_MAX`] travels as a memfd whose descriptor rides in
+//!   the packet (`SCM_RIGHTS`), which keeps the packet small. Small items go
+//!   through the shared-memory ring (`ipc_ring.rs`), and [`RingSink`] puts a
+//!   marker there for each packet so every item keeps its place in line.
 //! * **A shared counter** ([`SharedCounter`]) in a one-page memfd mapping:
 //!   the queue's item count, and the bound a `maxsize` queue waits on with a
 //!   process-shared futex. A memfd (unlike an anonymous shared mapping)
 //!   reaches spawned children: its descriptor is passed like the sockets'.
 //! * **A feeder** ([`Feeder`]): `multiprocessing.Queue.put` never blocks on a
-//!   full pipe, so when the socket is full the message is kept in a
+//!   full pipe, so when the [`Sink`] (ring or socket) is full the message is kept in a
 //!   per-process FIFO and a Rust thread (no Python, no GIL) sends it; once
 //!   anything is pending, later puts queue behind it so this process's
 //!   messages keep their order.
@@ -29,6 +29,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::fork;
+use crate::ipc_ring::{Ring, RingGuard, KIND_DATA, KIND_MARKER};
 use crate::park::{Outcome, WaitCtx, SPIN};
 
 /// Largest message sent inside a packet; larger ones go through a memfd.
@@ -213,6 +214,15 @@ impl Packet {
         Ok(Packet { bytes, fd: Some(fd) })
     }
 
+    /// The payload, when it travels inline.
+    pub fn inline_payload(&self) -> Option<&[u8]> {
+        if self.fd.is_none() {
+            Some(&self.bytes[1..])
+        } else {
+            None
+        }
+    }
+
     /// One non-blocking `sendmsg` of the whole packet.
     pub fn try_send(&self, sock: RawFd) -> io::Result<()> {
         if self.fd.is_none() {
@@ -339,10 +349,89 @@ pub fn recv_packet<R>(sock: RawFd, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> 
     })
 }
 
+/// Where a [`Feeder`] delivers messages.
+pub trait Sink: Send + Sync {
+    /// One attempt to deliver `pkt`; `Err(WouldBlock)` when there is no
+    /// room. `may_block`: the caller may sleep for a lock (the feeder
+    /// thread) rather than only spin briefly (a Python thread, attached).
+    fn try_send(&self, pkt: &Packet, may_block: bool) -> io::Result<()>;
+    /// As `try_send` for a payload of at most [`INLINE_MAX`] bytes.
+    fn try_send_inline(&self, payload: &[u8], may_block: bool) -> io::Result<()>;
+    /// Sleep (at most ~100 ms) until `pkt` may fit.
+    fn wait_room(&self, pkt: &Packet);
+}
+
+/// Deliver straight into a socket.
+pub struct SocketSink(pub Arc<OwnedFd>);
+
+impl Sink for SocketSink {
+    fn try_send(&self, pkt: &Packet, _may_block: bool) -> io::Result<()> {
+        pkt.try_send(self.0.as_raw_fd())
+    }
+    fn try_send_inline(&self, payload: &[u8], _may_block: bool) -> io::Result<()> {
+        try_send_inline(self.0.as_raw_fd(), payload)
+    }
+    fn wait_room(&self, _pkt: &Packet) {
+        wait_fd(self.0.as_raw_fd(), libc::POLLOUT, &WaitCtx::timeout(Some(Duration::from_millis(100))));
+    }
+}
+
+/// Deliver into a shared [`Ring`]: small payloads as records, large ones
+/// as a packet on `tx` plus a marker record holding its place in line
+/// (both under the ring lock, so markers and packets stay in one order).
+pub struct RingSink {
+    pub ring: Arc<Ring>,
+    pub tx: Arc<OwnedFd>,
+}
+
+fn would_block() -> io::Error {
+    io::Error::from(io::ErrorKind::WouldBlock)
+}
+
+impl RingSink {
+    fn guard(&self, may_block: bool) -> io::Result<RingGuard<'_>> {
+        match self.ring.try_lock() {
+            Some(g) => Ok(g),
+            None if may_block => Ok(self.ring.lock()),
+            None => Err(would_block()),
+        }
+    }
+}
+
+impl Sink for RingSink {
+    fn try_send(&self, pkt: &Packet, may_block: bool) -> io::Result<()> {
+        if let Some(p) = pkt.inline_payload() {
+            return self.try_send_inline(p, may_block);
+        }
+        let mut g = self.guard(may_block)?;
+        if !g.fits(0) {
+            return Err(would_block());
+        }
+        pkt.try_send(self.tx.as_raw_fd())?;
+        g.push(KIND_MARKER, &[]);
+        Ok(())
+    }
+    fn try_send_inline(&self, payload: &[u8], may_block: bool) -> io::Result<()> {
+        let mut g = self.guard(may_block)?;
+        if g.push(KIND_DATA, payload) {
+            Ok(())
+        } else {
+            Err(would_block())
+        }
+    }
+    fn wait_room(&self, pkt: &Packet) {
+        let len = pkt.inline_payload().map_or(0, <[u8]>::len);
+        self.ring.wait_space(len, &WaitCtx::timeout(Some(Duration::from_millis(100))));
+        if pkt.inline_payload().is_none() {
+            wait_fd(self.tx.as_raw_fd(), libc::POLLOUT, &WaitCtx::timeout(Some(Duration::from_millis(100))));
+        }
+    }
+}
+
 /// The per-process FIFO of messages that found the socket full, and the
 /// thread that drains it.
 pub struct Feeder {
-    sock: Arc<OwnedFd>,
+    sink: Box<dyn Sink>,
     state: Mutex<FeederState>,
     cv: Condvar,
 }
@@ -359,7 +448,12 @@ struct FeederState {
 impl Feeder {
     /// A feeder for the sending socket `sock`.
     pub fn new(sock: Arc<OwnedFd>) -> Arc<Feeder> {
-        Arc::new(Feeder { sock, state: Mutex::new(FeederState::default()), cv: Condvar::new() })
+        Self::with_sink(Box::new(SocketSink(sock)))
+    }
+
+    /// A feeder delivering to `sink`.
+    pub fn with_sink(sink: Box<dyn Sink>) -> Arc<Feeder> {
+        Arc::new(Feeder { sink, state: Mutex::new(FeederState::default()), cv: Condvar::new() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FeederState> {
@@ -387,7 +481,7 @@ impl Feeder {
             return Err(io::Error::other(e.clone()));
         }
         if st.pending.is_empty() {
-            match try_send_inline(self.sock.as_raw_fd(), payload) {
+            match self.sink.try_send_inline(payload, false) {
                 Ok(()) => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
@@ -406,7 +500,7 @@ impl Feeder {
             return Err(io::Error::other(e.clone()));
         }
         if st.pending.is_empty() {
-            match pkt.try_send(self.sock.as_raw_fd()) {
+            match self.sink.try_send(&pkt, false) {
                 Ok(()) => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
@@ -447,10 +541,8 @@ impl Feeder {
                 }
             };
             let r = loop {
-                match front.try_send(self.sock.as_raw_fd()) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        wait_fd(self.sock.as_raw_fd(), libc::POLLOUT, &WaitCtx::timeout(Some(Duration::from_millis(100))));
-                    }
+                match self.sink.try_send(&front, true) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.sink.wait_room(&front),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     other => break other,
                 }

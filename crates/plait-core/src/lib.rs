@@ -24,6 +24,8 @@ pub mod fork;
 pub mod future;
 #[cfg(not(loom))]
 pub mod ipc;
+#[cfg(not(loom))]
+pub mod ipc_ring;
 pub mod park;
 pub mod queue;
 pub mod spin;

@@ -86,4 +86,53 @@ fn ipc_types_are_send_sync() {
     check::<SharedCounter>();
     check::<Feeder>();
     check::<Packet>();
+    check::<plait_core::ipc_ring::Ring>();
+}
+
+#[test]
+fn ipc_ring_fifo_with_wraparound_and_full() {
+    use plait_core::ipc_ring::{Ring, KIND_DATA, MAX_RECORD, RING_BYTES};
+    let ring = Ring::new().unwrap();
+    let mut next_in = 0u32;
+    let mut next_out = 0u32;
+    // Sizes that do not divide the ring, so records wrap with SKIPs.
+    let item = |i: u32| vec![(i % 251) as u8; (i as usize * 977) % MAX_RECORD + 1];
+    for _round in 0..5 {
+        loop {
+            let mut g = ring.lock();
+            if !g.push(KIND_DATA, &item(next_in)) {
+                break;
+            }
+            next_in += 1;
+        }
+        assert!(next_in as usize * 8 >= RING_BYTES / MAX_RECORD);
+        for _ in 0..(next_in - next_out) / 2 {
+            let mut g = ring.try_lock().unwrap();
+            let got = g.pop(|k, p| (k, p.to_vec())).unwrap();
+            assert_eq!(got, (KIND_DATA, item(next_out)));
+            next_out += 1;
+        }
+    }
+    while let Some(p) = ring.lock().pop(|_, p| p.to_vec()) {
+        assert_eq!(p, item(next_out));
+        next_out += 1;
+    }
+    assert_eq!(next_in, next_out);
+    assert!(ring.is_empty());
+}
+
+#[test]
+fn ipc_ring_wakes_a_waiting_reader() {
+    use plait_core::ipc_ring::{Ring, KIND_DATA};
+    let ring = Arc::new(Ring::new().unwrap());
+    let r2 = Arc::clone(&ring);
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        r2.lock().push(KIND_DATA, b"x");
+    });
+    assert_eq!(ring.wait_data(&WaitCtx::timeout(Some(Duration::from_secs(5)))), Outcome::Notified);
+    assert!(!ring.is_empty());
+    t.join().unwrap();
+    let empty = Ring::new().unwrap();
+    assert_eq!(empty.wait_data(&WaitCtx::timeout(Some(Duration::from_millis(10)))), Outcome::TimedOut);
 }

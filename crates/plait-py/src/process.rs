@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use plait_core::ipc::{self, Feeder, SharedCounter};
+use plait_core::ipc::{self, Feeder, RingSink, SharedCounter};
+use plait_core::ipc_ring::{Ring, KIND_MARKER};
 use parking_lot::{Mutex, MutexGuard};
 use plait_core::park::Outcome;
 use pyo3::exceptions::{PyEOFError, PyOSError, PyValueError};
@@ -270,14 +271,16 @@ impl Drop for _Channel {
     }
 }
 
-/// The shared part of a `plait.process.Queue`: a `SOCK_SEQPACKET` pair
-/// (put on one end, get from the other), the item counter and this
-/// process's feeder.
+/// The shared part of a `plait.process.Queue`: a shared-memory ring that
+/// carries small items (and the place in line of large ones), a
+/// `SOCK_SEQPACKET` pair that carries large items as memfds, the item
+/// counter, and this process's feeder.
 #[pyclass(module = "plait._plait", frozen)]
 pub struct _ProcessQueueCore {
     tx: Arc<OwnedFd>,
     rx: OwnedFd,
     count: SharedCounter,
+    ring: Arc<Ring>,
     maxsize: u32,
     feeder: Arc<Feeder>,
     closed: AtomicBool,
@@ -286,26 +289,28 @@ pub struct _ProcessQueueCore {
 #[pymethods]
 impl _ProcessQueueCore {
     /// A fresh queue, or (with `fds`) one rebuilt from descriptors passed
-    /// by another process: `(tx, rx, counter)`, ownership passes to it.
+    /// by another process: `(tx, rx, counter, ring)`, ownership passes to it.
     #[new]
     #[pyo3(signature = (maxsize, fds=None))]
-    fn new(maxsize: isize, fds: Option<(RawFd, RawFd, RawFd)>) -> PyResult<Self> {
+    fn new(maxsize: isize, fds: Option<(RawFd, RawFd, RawFd, RawFd)>) -> PyResult<Self> {
         let maxsize = if maxsize <= 0 { 0 } else { maxsize.min(i32::MAX as isize) as u32 };
-        let (tx, rx, count) = match fds {
+        let (tx, rx, count, ring) = match fds {
             None => {
                 let (tx, rx) = ipc::socketpair(libc::SOCK_SEQPACKET).map_err(os_err)?;
-                (tx, rx, SharedCounter::new().map_err(os_err)?)
+                (tx, rx, SharedCounter::new().map_err(os_err)?, Ring::new().map_err(os_err)?)
             }
-            Some((t, r, c)) => {
+            Some((t, r, c, g)) => {
                 let (t, r) = (take_fd(t)?, take_fd(r)?);
-                // SAFETY: ownership of `c` is handed over like `t` and `r`.
-                let c = SharedCounter::from_fd(unsafe { OwnedFd::from_raw_fd(c) }).map_err(os_err)?;
-                (t, r, c)
+                // SAFETY: ownership of `c` and `g` is handed over like `t`, `r`.
+                let (c, g) = unsafe { (OwnedFd::from_raw_fd(c), OwnedFd::from_raw_fd(g)) };
+                (t, r, SharedCounter::from_fd(c).map_err(os_err)?, Ring::from_fd(g).map_err(os_err)?)
             }
         };
         let tx = Arc::new(tx);
+        let ring = Arc::new(ring);
         Ok(_ProcessQueueCore {
-            feeder: Feeder::new(Arc::clone(&tx)),
+            feeder: Feeder::with_sink(Box::new(RingSink { ring: Arc::clone(&ring), tx: Arc::clone(&tx) })),
+            ring,
             tx,
             rx,
             count,
@@ -314,9 +319,9 @@ impl _ProcessQueueCore {
         })
     }
 
-    /// The descriptors to pass to another process: `(tx, rx, counter)`.
-    fn fds(&self) -> (RawFd, RawFd, RawFd) {
-        (self.tx.as_raw_fd(), self.rx.as_raw_fd(), self.count.fd())
+    /// The descriptors to pass to another process: `(tx, rx, counter, ring)`.
+    fn fds(&self) -> (RawFd, RawFd, RawFd, RawFd) {
+        (self.tx.as_raw_fd(), self.rx.as_raw_fd(), self.count.fd(), self.ring.fd())
     }
 
     #[getter]
@@ -359,22 +364,36 @@ impl _ProcessQueueCore {
     /// Take one pickled item; `queue.Empty` when none comes in time.
     #[pyo3(signature = (block=true, timeout=None))]
     fn get<'py>(&self, py: Python<'py>, block: bool, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
-        let fd = self.rx.as_raw_fd();
         let deadline = if block { timeout.map(deadline_in) } else { None };
         loop {
-            match ipc::recv_packet(fd, |p| PyBytes::new(py, p)) {
-                Ok(b) => {
-                    self.count.decr(self.maxsize > 0);
-                    return Ok(b);
+            if !self.ring.is_empty() {
+                let mut g = match self.ring.try_lock() {
+                    Some(g) => g,
+                    None => py.detach(|| self.ring.lock()),
+                };
+                let got = g.pop(|kind, p| if kind == KIND_MARKER { None } else { Some(PyBytes::new(py, p)) });
+                drop(g);
+                match got {
+                    Some(Some(b)) => {
+                        self.count.decr(self.maxsize > 0);
+                        return Ok(b);
+                    }
+                    Some(None) => {
+                        let b = self.recv_large(py)?;
+                        self.count.decr(self.maxsize > 0);
+                        return Ok(b);
+                    }
+                    None => {}
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(os_err(e)),
             }
             if !block || matches!(deadline, Some(d) if Instant::now() >= d) {
                 return Err(errors::empty(py));
             }
-            if !wait_ready(py, fd, libc::POLLIN, deadline)? {
+            let (out, err) = detached(py, deadline, |ctx| self.ring.wait_data(ctx));
+            if let Some(e) = err {
+                return Err(e);
+            }
+            if out == Outcome::TimedOut && self.ring.is_empty() {
                 return Err(errors::empty(py));
             }
         }
@@ -385,9 +404,9 @@ impl _ProcessQueueCore {
         self.count.get()
     }
 
-    /// Whether no item is waiting in the socket right now.
+    /// Whether no item is waiting right now.
     fn empty(&self) -> bool {
-        !ipc::ready_now(self.rx.as_raw_fd(), libc::POLLIN)
+        self.ring.is_empty()
     }
 
     fn full(&self) -> bool {
@@ -416,6 +435,23 @@ impl _ProcessQueueCore {
             return Err(e);
         }
         Ok(out == Outcome::Notified)
+    }
+}
+
+impl _ProcessQueueCore {
+    /// The packet a marker stood for: sent before the marker was pushed,
+    /// so one is there (if another reader took "ours", "theirs" is).
+    fn recv_large<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let fd = self.rx.as_raw_fd();
+        loop {
+            match ipc::recv_packet(fd, |p| PyBytes::new(py, p)) {
+                Ok(b) => return Ok(b),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
+                    wait_ready(py, fd, libc::POLLIN, None)?;
+                }
+                Err(e) => return Err(os_err(e)),
+            }
+        }
     }
 }
 
