@@ -41,8 +41,9 @@ from typing import Callable, Iterator
 
 #: Workload groups, in the order the table prints them.  Later issues append
 #: e.g. "bench_futures", "bench_process", "bench_loop".
-GROUP_MODULES: tuple[str, ...] = ("bench_queue", "bench_sync", "bench_futures", "bench_timer",
-                                   "bench_processes")
+GROUP_MODULES: tuple[str, ...] = (
+    "bench_queue", "bench_sync", "bench_futures", "bench_timer", "bench_processes", "bench_process",
+)
 
 #: The standard-library module that each plait area replaces.  An
 #: :class:`Impl` resolves ``impl.sync``/``impl.queue``/... through this table.

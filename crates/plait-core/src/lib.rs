@@ -22,6 +22,10 @@ mod loom;
 pub mod detach;
 pub mod fork;
 pub mod future;
+#[cfg(not(loom))]
+pub mod ipc;
+#[cfg(not(loom))]
+pub mod ipc_ring;
 pub mod park;
 pub mod queue;
 pub mod spin;

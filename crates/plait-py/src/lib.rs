@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 mod errors;
 mod fastcall;
 mod futures;
+mod process;
 mod process_pool;
 mod queue;
 mod sync {
@@ -47,6 +48,7 @@ fn _plait(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<queue::SimpleQueue>()?;
     futures::register(m)?;
     process_pool::register(m)?;
+    process::register(m)?;
     fastcall::install_all(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
