@@ -214,10 +214,6 @@ plugged(
         "(None by default) and never uses one"),
     test_python_finalization_error=excluded(
         "makes CPython's queue feeder thread fail to start; plait starts no Python thread"),
-    test_free_reference=known_bug(
-        "ProcessPoolSpawnProcessPoolExecutorTest", "test_free_reference",
-        "ProcessPoolExecutor.map's result generator keeps the last yielded result alive "
-        "(its suspended frame still holds the future `f`) until the next next()"),
     test_ressources_gced_in_workers=known_bug(
         "ProcessPoolSpawnProcessPoolExecutorTest", "test_ressources_gced_in_workers",
         "workers do not get the parent's multiprocessing authkey, so a Manager proxy "
@@ -264,10 +260,6 @@ plugged(
         "a result fails to unpickle in the parent (plait: the UnpicklingError)")),
     test_exit_during_result_unpickle_in_result_handler=excluded(BY_DESIGN_ONE_TASK.format(
         "unpickling a result calls sys.exit in the parent (plait: SystemExit)")),
-    test_error_at_task_pickle=known_bug(
-        "ProcessPoolSpawnExecutorDeadlockTest", "test_error_at_task_pickle",
-        "submit() raises the task's PicklingError itself instead of returning a future "
-        "that fails with it (CPython pickles later and fails the future)"),
 )
 
 

@@ -290,7 +290,13 @@ fn supervise(shared: Arc<Shared>, cfg: Config) {
                 Cmd::Submit(t) => queue.push_back(t),
                 Cmd::Cancel(id) => {
                     // The future is already cancelled; stop its worker if it
-                    // is still executing that task.
+                    // is still executing that task. Read what the worker
+                    // sent first: if it finished the task and moved on to
+                    // the next, killing it would kill that one instead.
+                    for w in workers.iter_mut().filter(|w| w.executing() == Some(id)) {
+                        drain_socket(w);
+                        parse_frames(w, &mut done, &shared);
+                    }
                     if let Some(pos) = workers.iter().position(|w| w.executing() == Some(id)) {
                         let mut w = workers.remove(pos);
                         let _ = w.child.kill();
@@ -333,23 +339,7 @@ fn supervise(shared: Arc<Shared>, cfg: Config) {
         // 2. Read what workers sent; notice deaths.
         let mut i = 0;
         while i < workers.len() {
-            let mut dead = false;
-            let mut chunk = [0u8; 65536];
-            loop {
-                match workers[i].sock.read(&mut chunk) {
-                    Ok(0) => {
-                        dead = true;
-                        break;
-                    }
-                    Ok(n) => workers[i].rbuf.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => {
-                        dead = true;
-                        break;
-                    }
-                }
-            }
+            let dead = drain_socket(&mut workers[i]);
             parse_frames(&mut workers[i], &mut done, &shared);
             if dead {
                 let mut w = workers.remove(i);
@@ -502,6 +492,20 @@ fn supervise(shared: Arc<Shared>, cfg: Config) {
 
 fn shutting_and_empty(shutting: bool, queue: &VecDeque<Task>) -> bool {
     shutting && queue.is_empty()
+}
+
+/// Read everything a worker has sent so far; `true` if its socket closed.
+fn drain_socket(w: &mut Worker) -> bool {
+    let mut chunk = [0u8; 65536];
+    loop {
+        match w.sock.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(n) => w.rbuf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return true,
+        }
+    }
 }
 
 fn write_all_nb(sock: &mut UnixStream, mut buf: &[u8]) -> std::io::Result<()> {
