@@ -169,6 +169,21 @@ def private(*attrs: str):
     return excluded(PRIVATE.format(", ".join(attrs)))
 
 
+def known_gap(cls_name: str, test_name: str, gap: str):
+    """The suite's test, which may fail (not strictly: it depends on timing)
+    because of a known plait gap."""
+    if not has_suite_class(cls_name) or not hasattr(suite_class(cls_name), test_name):
+        return None
+    original = getattr(suite_class(cls_name), test_name)
+    if under_test is std_futures:
+        return original
+
+    def test(self):
+        return original(self)
+
+    return pytest.mark.xfail(reason=f"plait gap: {gap}", strict=False)(test)
+
+
 def known_bug(cls_name: str, test_name: str, bug: str):
     """The suite's test, expected to fail (strictly: a fix makes it pass and
     this marker must then go) because of a plait bug reported upstream."""
@@ -214,6 +229,11 @@ plugged(
         "(None by default) and never uses one"),
     test_python_finalization_error=excluded(
         "makes CPython's queue feeder thread fail to start; plait starts no Python thread"),
+    test_free_reference=known_gap(
+        "ProcessPoolSpawnProcessPoolExecutorTest", "test_free_reference",
+        "the supervisor thread drops its reference to a finished future without the "
+        "interpreter, so PyO3 defers that decref to its next entry into Python: a result "
+        "can outlive the test's check until then"),
     test_ressources_gced_in_workers=known_bug(
         "ProcessPoolSpawnProcessPoolExecutorTest", "test_ressources_gced_in_workers",
         "workers do not get the parent's multiprocessing authkey, so a Manager proxy "

@@ -109,6 +109,9 @@ def test_process_pool_chaos(seed, tmp_path):
 
     expected_results = {}
     futures = []
+    # Children that existed before this pool (e.g. a multiprocessing
+    # resource tracker or Manager started by an earlier test) are not ours.
+    before = {line.split()[0] for line in child_processes()}
     pool = pf.ProcessPoolExecutor(WORKERS)
     started = time.monotonic()
     try:
@@ -222,10 +225,10 @@ def test_process_pool_chaos(seed, tmp_path):
 
     # No worker survives the pool.
     deadline = time.monotonic() + 10
-    left = child_processes()
+    left = [c for c in child_processes() if c.split()[0] not in before]
     while left and time.monotonic() < deadline:
         time.sleep(0.05)
-        left = child_processes()
+        left = [c for c in child_processes() if c.split()[0] not in before]
     assert left == [], f"child processes left after shutdown: {left}"
     print(f"chaos seed {seed}: {TASKS} tasks in {elapsed:.1f} s; "
           f"{len(cancelled_pending)} of {SLOW['cancel_pending']} pending cancels hit")
