@@ -387,7 +387,6 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
         self._mp_context = mp_context
         self._initializer = initializer
         self._initargs = initargs
-        self._plait_closed = False
         setup = _pickle.dumps({
             "sys_path": list(_sys.path),
             "main_path": _main_path(),
@@ -450,7 +449,6 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
         ``kill_workers`` kills the workers now (running tasks fail); with
         ``wait``, return once every worker has exited (running tasks end or
         reach their time limit first)."""
-        self._plait_closed = True
         self._plait_shutdown(cancel_futures, kill_workers)
         if wait:
             self._plait_wait_stopped()

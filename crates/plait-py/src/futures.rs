@@ -154,6 +154,49 @@ impl FutureCore {
         }
     }
 
+    /// Cancel even if running (a process pool kills the worker running
+    /// it): the future becomes CANCELLED_AND_NOTIFIED. Returns whether this
+    /// call cancelled it.
+    pub(crate) fn force_cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let (cancelled, cbs) =
+            FutureCore::transition(slf, |c| c.force_cancel(), |r| r.0.then_some("add_cancelled"), true)?;
+        run_callbacks(slf, cbs)?;
+        Ok(cancelled)
+    }
+
+    /// Apply a state transition under the `_condition` protocol: without a
+    /// condition, under the interop mutex (which also guards its creation);
+    /// with one, holding it, then telling the stdlib waiters (`waiter_call`
+    /// names their method, if any) and, with `notify`, its waiting threads.
+    fn transition<T>(
+        slf: &Bound<'_, Self>,
+        op: impl FnOnce(&CoreFuture<Obj, Obj>) -> T,
+        waiter_call: impl FnOnce(&T) -> Option<&'static str>,
+        notify: bool,
+    ) -> PyResult<T> {
+        let py = slf.py();
+        let this = slf.get();
+        let cond = this.interop.lock().condition.as_ref().map(|c| c.clone_ref(py));
+        let Some(cond) = cond else {
+            let g = this.interop.lock();
+            let r = op(&this.core);
+            drop(g);
+            return Ok(r);
+        };
+        let cond = cond.into_bound(py);
+        cond.call_method0("acquire")?;
+        let r = op(&this.core);
+        let told = match waiter_call(&r) {
+            Some(method) => notify_stdlib_waiters(slf, method),
+            None => Ok(()),
+        };
+        let notified = if notify { cond.call_method0("notify_all").map(drop) } else { Ok(()) };
+        cond.call_method0("release")?;
+        told?;
+        notified?;
+        Ok(r)
+    }
+
     /// Make `cancel()` work on a running future: `stop` tries to end the
     /// work and says whether it will; if so the future is cancelled at once.
     pub(crate) fn set_cancel_running(&self, stop: Box<dyn Fn() -> bool + Send + Sync>) {
@@ -374,64 +417,16 @@ impl FutureCore {
     /// Cancel the future if it has not started running; returns whether it
     /// is cancelled.
     pub(crate) fn cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
-        let py = slf.py();
         let this = slf.get();
         if this.core.state() == State::Running {
             if let Some(stop) = this.on_cancel_running.get() {
                 if !stop() {
                     return Ok(false);
                 }
-                return FutureCore::_plait_force_cancel(slf);
+                return FutureCore::force_cancel(slf);
             }
         }
-        let cond = this.interop.lock().condition.as_ref().map(|c| c.clone_ref(py));
-        let (cancelled, cbs) = match cond {
-            None => {
-                let g = this.interop.lock();
-                let r = this.core.cancel();
-                drop(g);
-                r
-            }
-            Some(cond) => {
-                let cond = cond.into_bound(py);
-                cond.call_method0("acquire")?;
-                let r = this.core.cancel();
-                let n = cond.call_method0("notify_all");
-                cond.call_method0("release")?;
-                n?;
-                r
-            }
-        };
-        run_callbacks(slf, cbs)?;
-        Ok(cancelled)
-    }
-
-    /// Cancel even if running (a process pool kills the worker running
-    /// it): the future becomes CANCELLED_AND_NOTIFIED. Returns whether this
-    /// call cancelled it.
-    fn _plait_force_cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
-        let py = slf.py();
-        let this = slf.get();
-        let cond = this.interop.lock().condition.as_ref().map(|c| c.clone_ref(py));
-        let (cancelled, cbs) = match cond {
-            None => {
-                let g = this.interop.lock();
-                let r = this.core.force_cancel();
-                drop(g);
-                r
-            }
-            Some(cond) => {
-                let cond = cond.into_bound(py);
-                cond.call_method0("acquire")?;
-                let r = this.core.force_cancel();
-                let n = if r.0 { notify_stdlib_waiters(slf, "add_cancelled") } else { Ok(()) };
-                let n2 = cond.call_method0("notify_all");
-                cond.call_method0("release")?;
-                n?;
-                n2?;
-                r
-            }
-        };
+        let (cancelled, cbs) = FutureCore::transition(slf, |c| c.cancel(), |_| None, true)?;
         run_callbacks(slf, cbs)?;
         Ok(cancelled)
     }
@@ -485,25 +480,12 @@ impl FutureCore {
     /// False. Executors call this before running the work.
     pub(crate) fn set_running_or_notify_cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
         let py = slf.py();
-        let this = slf.get();
-        let cond = this.interop.lock().condition.as_ref().map(|c| c.clone_ref(py));
-        let r = match cond {
-            None => {
-                let g = this.interop.lock();
-                let r = this.core.set_running_or_notify_cancel();
-                drop(g);
-                r
-            }
-            Some(cond) => {
-                let cond = cond.into_bound(py);
-                cond.call_method0("acquire")?;
-                let r = this.core.set_running_or_notify_cancel();
-                let n = if r == Ok(false) { notify_stdlib_waiters(slf, "add_cancelled") } else { Ok(()) };
-                cond.call_method0("release")?;
-                n?;
-                r
-            }
-        };
+        let r = FutureCore::transition(
+            slf,
+            |c| c.set_running_or_notify_cancel(),
+            |r| (*r == Ok(false)).then_some("add_cancelled"),
+            false,
+        )?;
         match r {
             Ok(b) => Ok(b),
             Err(InvalidState(s)) => {

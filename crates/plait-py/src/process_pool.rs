@@ -684,19 +684,6 @@ impl ProcessPoolCore {
         Ok(())
     }
 
-    /// Queue a pickled call for `future`; returns its task id.
-    #[pyo3(signature = (future, payload, timeout))]
-    fn _plait_submit(&self, future: Py<FutureCore>, payload: Vec<u8>, timeout: Option<f64>) -> PyResult<u64> {
-        if let Some(msg) = self.shared.broken.lock().clone() {
-            return Err(PyRuntimeError::new_err(msg));
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let timeout = timeout.or(*self.default_timeout.lock()).map(|t| Duration::from_secs_f64(t.max(0.0)));
-        let shm = ShmGuard::of(&payload);
-        self.shared.send(Cmd::Submit(Task { id, payload, future, timeout, marked_running: false, _shm: shm }));
-        Ok(id)
-    }
-
     /// `submit` / `schedule`: pickle the call here (the submitting thread),
     /// make the future, queue the task. `timeout` None: the pool default.
     #[pyo3(signature = (func, args, kwargs, timeout))]
