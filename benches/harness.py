@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import faulthandler
+import signal
 import importlib
 import os
 import platform
@@ -313,12 +314,20 @@ def measure(workload: Workload, repeats: int, repeat_time: float) -> Measurement
 
 @contextlib.contextmanager
 def _watchdog() -> Iterator[None]:
-    """Turn a hang into a traceback and an exit instead of a silent stall."""
-    faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True)
+    """Turn a hang into a traceback and an exit instead of a silent stall.
+
+    A real-time timer signal, not ``faulthandler.dump_traceback_later``:
+    that one runs a thread, and a process pool that forks only a parent
+    with no other thread would then never fork in a benchmark. faulthandler
+    dumps every thread on SIGALRM, then chains to the default action, which
+    ends the process."""
+    faulthandler.register(signal.SIGALRM, all_threads=True, chain=True)
+    signal.setitimer(signal.ITIMER_REAL, WATCHDOG_SECONDS)
     try:
         yield
     finally:
-        faulthandler.cancel_dump_traceback_later()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        faulthandler.unregister(signal.SIGALRM)
 
 
 # --------------------------------------------------------------------------

@@ -1,11 +1,19 @@
-"""A ProcessPoolExecutor worker: ``python -m plait._worker FD``.
+"""A ProcessPoolExecutor worker, and the zygote that forks workers.
 
-Started by the pool's Rust supervisor as a fresh interpreter (the parent is
-never forked), with one end of a socketpair as file descriptor ``FD``.
-Frames on it are ``u32 little-endian length | kind byte | payload``:
+A worker is started one of two ways, with one end of a socketpair as file
+descriptor ``FD``:
+
+* spawned by the pool's Rust supervisor as a fresh interpreter,
+  ``python -m plait._worker FD``;
+* forked by the pool's zygote (:func:`zygote`), a single-threaded copy of
+  the parent made when the pool started, which inherits the parent's
+  modules, ``__main__`` and initializer as they were then.
+
+Frames on the socket are ``u32 little-endian length | kind byte | payload``:
 
 parent -> worker
-  ``I`` pickled setup dict (sys.path, main module path, initializer, initargs)
+  ``I`` pickled setup dict (sys.path, main module path, authkey,
+  initializer, initargs); empty for a forked worker, which inherited it
   ``T`` u64 task id, pickled ``(fn, args, kwargs)``
 worker -> parent
   ``S`` ready (after setup and the initializer)
@@ -70,6 +78,12 @@ def _error_payload(exc):
 
 
 def _setup(setup):
+    authkey = setup.get("authkey")
+    if authkey is not None:
+        # Manager proxies and other authenticated connections to the parent.
+        import multiprocessing
+
+        multiprocessing.current_process().authkey = authkey
     sys.path[:] = setup.get("sys_path", sys.path)
     main_path = setup.get("main_path")
     if main_path:
@@ -90,13 +104,15 @@ def _setup(setup):
         init(*setup.get("initargs", ()))
 
 
-def main(fd):
+def main(fd, inherited=None, crash_log=None):
+    """Serve tasks on ``fd``. ``inherited``: the setup of a forked worker
+    (its initializer and initargs; the rest it has already)."""
     from plait import _wire
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
     rfile = sock.makefile("rb", buffering=1 << 16)
-    crash_log = os.environ.get("PLAIT_WORKER_CRASH_LOG")
+    crash_log = crash_log or os.environ.get("PLAIT_WORKER_CRASH_LOG")
     if crash_log:
         faulthandler.enable(file=open(crash_log, "w"), all_threads=True)  # noqa: SIM115
     try:
@@ -104,8 +120,13 @@ def main(fd):
         if kind != "I":
             return 2
         try:
-            _setup(pickle.loads(payload))
+            _setup(inherited if inherited is not None else pickle.loads(payload))
         except BaseException as exc:
+            # As CPython's worker: the initializer's failure is logged here
+            # (the test suite hands a multiprocessing queue to the handler).
+            import logging
+
+            logging.getLogger("concurrent.futures").critical("Exception in initializer:", exc_info=True)
             msg = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             _send(sock, "F", _dumps(msg))
             return 3
@@ -128,6 +149,79 @@ def main(fd):
             _send(sock, kind, head + body)
     except (EOFError, ConnectionError, OSError):
         return 0
+
+
+def _after_fork():
+    """What multiprocessing does in a child it forks: forget the parent's
+    children and finalizers (a worker must not join or terminate its
+    parent's processes, nor run its parent's cleanups), and let inherited
+    multiprocessing objects (queues, locks) reset their per-process state."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+    process = sys.modules["multiprocessing.process"]
+    process._children = set()
+    util._finalizer_registry.clear()
+    util._run_after_forkers()
+
+
+def _at_exit():
+    """What a multiprocessing child runs before ``os._exit``: its
+    finalizers (which flush multiprocessing queues the worker fed), then
+    the standard streams."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        try:
+            util._exit_function()
+        except Exception:  # noqa: S110 - exiting anyway
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: S110 - a closed or odd stream
+            pass
+
+
+def zygote(sock, inherited):
+    """The zygote's loop (in a process just forked from the pool's owner,
+    which has one thread). Each request is the worker's crash-log path with
+    the worker's socket attached (``SCM_RIGHTS``); the zygote forks a worker
+    that serves that socket and answers with its pid (i32 LE; ``-errno`` if
+    the fork failed). The worker is forked as a sibling: the pool's owner
+    is its parent, and reaps it. EOF means the pool is done. Never returns.
+    """
+    from plait import _plait
+
+    # Workers die with the pool's owner if the zygote was told to.
+    die_with_parent = _plait._dies_with_parent()
+    code = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _after_fork()
+        while True:
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(sock, 4096, 1)
+            except InterruptedError:
+                continue
+            if not msg or not fds:
+                break
+            try:
+                pid = _plait._fork_sibling(die_with_parent)
+            except OSError as exc:
+                pid = -(exc.errno or 1)
+            if pid == 0:
+                sock.close()
+                code = 70
+                _after_fork()
+                code = main(fds[0], inherited, os.fsdecode(msg))
+                _at_exit()
+                break
+            os.close(fds[0])
+            sock.sendall(struct.pack("<i", pid))
+    except BaseException:
+        code = code or 1
+    finally:
+        os._exit(code or 0)
 
 
 if __name__ == "__main__":

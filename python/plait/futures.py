@@ -21,6 +21,7 @@ Differences from CPython:
 
 import collections
 import functools
+import multiprocessing as _mp
 import itertools
 import os
 import threading
@@ -31,6 +32,7 @@ from concurrent.futures import _base
 from concurrent.futures import process as _cf_process
 from concurrent.futures import thread as _cf_thread
 
+from plait import _plait as _plait_mod
 from plait._plait import _FutureCore, _interpreter_exiting, _ProcessPoolCore, _ThreadPoolCore
 from plait.sync import Event as _Event
 from plait.sync import Lock as _Lock
@@ -354,13 +356,69 @@ def _main_path():
 _live_process_pools = weakref.WeakSet()
 
 
+def _start_method(mp_context):
+    """How a pool starts its workers: "fork" (a zygote forked from this
+    process forks them), "spawn" (fresh interpreters), or "auto" (fork if
+    this process has a single thread when the pool starts, else spawn)."""
+    if mp_context is not None:
+        method = mp_context.get_start_method()
+    else:
+        # A start method set for the whole program is honoured when it
+        # avoids fork; "fork" there may be only the platform's default, so
+        # it does not make plait fork a process that runs threads.
+        method = _mp.get_start_method(allow_none=True)
+        if method not in ("spawn", "forkserver"):
+            return "auto"
+    return "fork" if method == "fork" else "spawn"
+
+
+def _fork_zygote(inherited, die_with_parent):
+    """Fork the pool's zygote (see ``plait._worker.zygote``); its pid and
+    the file descriptor of our end of its socket."""
+    import socket
+
+    from plait import _worker
+
+    ours, theirs = socket.socketpair()
+    # Output buffered now would be written again by every worker.
+    for stream in (_sys.stdout, _sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: S110 - a closed or odd stream
+            pass
+    try:
+        pid = os.fork()
+    except BaseException:
+        ours.close()
+        theirs.close()
+        raise
+    if pid == 0:
+        try:
+            ours.close()
+            _plait_mod._die_with_parent(os.getppid() if die_with_parent else 0)
+        finally:
+            _worker.zygote(theirs, inherited)
+    theirs.close()
+    return pid, ours.detach()
+
+
+_start_lock = threading.Lock()
+
+
 class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
     """A pool of worker processes, like
     ``concurrent.futures.ProcessPoolExecutor`` (and an instance of it), run
     by a Rust supervisor thread.
 
-    * Workers are fresh interpreters (``python -m plait._worker``); the
-      parent is never forked. ``mp_context`` is accepted for compatibility.
+    * Workers start at the first submit. When this process then has a single
+      thread (or ``mp_context`` asks for fork), a *zygote* is forked once and
+      forks every worker, as CPython's fork-based pool does, in about a
+      millisecond each: functions and state of ``__main__`` and the
+      initializer's arguments (multiprocessing queues and locks included)
+      are inherited. Otherwise (other threads run, or ``mp_context`` is
+      spawn or forkserver) workers are fresh interpreters
+      (``python -m plait._worker``); a process that runs threads is never
+      forked unless ``mp_context`` asks for fork.
     * A worker that dies fails only its task (``WorkerDied``) and is
       replaced. ``task_timeout`` (keyword-only, seconds) is a default time
       limit per task; ``schedule(fn, args, kwargs, timeout=...)`` sets one
@@ -378,30 +436,70 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
             raise ValueError("max_workers must be greater than 0")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
+        self._plait_method = _start_method(mp_context)
+        if mp_context is None:
+            mp_context = _mp.get_context("spawn" if max_tasks_per_child is not None else None)
         if max_tasks_per_child is not None:
             if not isinstance(max_tasks_per_child, int):
                 raise TypeError("max_tasks_per_child must be an integer")
             if max_tasks_per_child <= 0:
                 raise ValueError("max_tasks_per_child must be >= 1")
+            if self._plait_method == "fork":
+                raise ValueError("max_tasks_per_child is incompatible with the 'fork' "
+                                 "multiprocessing start method; supply a different mp_context.")
         self._max_workers = max_workers
         self._mp_context = mp_context
         self._initializer = initializer
-        self._initargs = initargs
-        setup = _pickle.dumps({
-            "sys_path": list(_sys.path),
-            "main_path": _main_path(),
-            "initializer": initializer,
-            "initargs": tuple(initargs),
-        })
-        self._plait_start(_sys.executable, max_workers, max_tasks_per_child, setup, task_timeout)
+        self._initargs = tuple(initargs)
+        self._max_tasks_per_child = max_tasks_per_child
+        self._task_timeout = task_timeout
+        if self._plait_method == "spawn":
+            self._plait_setup()  # fail now if it cannot travel
         _live_process_pools.add(self)
 
+    def _plait_setup(self):
+        return _pickle.dumps({
+            "sys_path": list(_sys.path),
+            "main_path": _main_path(),
+            "authkey": bytes(_mp.current_process().authkey),
+            "initializer": self._initializer,
+            "initargs": self._initargs,
+        })
+
+    def _plait_begin(self):
+        # The first submit starts the workers, as in CPython, so functions
+        # defined after the pool was made are there for a forked worker.
+        with _start_lock:
+            if self._plait_started:
+                return
+            method = self._plait_method
+            if method == "auto":
+                method = "fork" if _plait_mod._thread_count() == 1 else "spawn"
+            zygote = None
+            if method == "fork":
+                try:
+                    # Only needed if the zygote fails and workers must be
+                    # spawned after all.
+                    setup = self._plait_setup()
+                except Exception:
+                    setup = None
+                inherited = {"initializer": self._initializer, "initargs": self._initargs}
+                zygote = _fork_zygote(inherited, threading.current_thread() is threading.main_thread())
+            else:
+                setup = self._plait_setup()
+            self._plait_start(_sys.executable, self._max_workers, self._max_tasks_per_child,
+                              setup, self._task_timeout, zygote)
+
     def submit(self, fn, /, *args, **kwargs):
+        if not self._plait_started:
+            self._plait_begin()
         return self._plait_submit_call(fn, args, kwargs, None)
 
     def schedule(self, fn, args=(), kwargs=None, *, timeout=None):
         """Like ``submit(fn, *args, **kwargs)``, with a per-call time limit
         in seconds (None: the pool's ``task_timeout``)."""
+        if not self._plait_started:
+            self._plait_begin()
         return self._plait_submit_call(fn, tuple(args), dict(kwargs) if kwargs else {}, timeout)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import concurrent.futures as cf
+import multiprocessing as mp
 import plait.futures as pf
 
 pytestmark = pytest.mark.timeout(120)
@@ -55,9 +56,10 @@ def children():
     return [line for line in out.splitlines() if "python" in line]
 
 
-@pytest.fixture
-def pool():
-    ex = pf.ProcessPoolExecutor(2)
+@pytest.fixture(params=["fork", "spawn"])
+def pool(request):
+    # Workers forked by the pool's zygote, and fresh interpreters.
+    ex = pf.ProcessPoolExecutor(2, mp_context=mp.get_context(request.param))
     yield ex
     ex.shutdown(wait=True, kill_workers=True)
 
@@ -226,7 +228,7 @@ def test_ctrl_c_in_parent_leaves_no_worker(tmp_path):
         assert p.stdout.readline().strip() == "ready"
         workers = subprocess.run(["ps", "--ppid", str(p.pid), "-o", "pid="], capture_output=True,
                                  text=True).stdout.split()
-        assert len(workers) == 2
+        assert len(workers) in (2, 3)  # and the zygote that forked them
         os.kill(p.pid, signal.SIGINT)
         p.wait(timeout=BOUND)
         deadline = time.monotonic() + 10
@@ -284,3 +286,109 @@ def test_an_unread_large_result_leaves_no_segment():
         gc.collect()
         # Only this pool's worker: other tests may create segments beside us.
         assert [n for n in os.listdir("/dev/shm") if n.startswith(f"plait-{worker}-")] == []
+
+
+# ---- how workers start: a zygote forked from a single-threaded parent, or
+# fresh interpreters ----------------------------------------------------------
+
+
+def run_script(tmp_path, body):
+    script = tmp_path / "prog.py"
+    script.write_text(textwrap.dedent(body))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=BOUND)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+MAIN_NAME = """
+    import os, sys, threading, plait.futures as pf
+    def main_name():
+        return sys.modules["__main__"].__name__ + ":" + str(os.getppid())
+    if __name__ == "__main__":
+        {before}
+        with pf.ProcessPoolExecutor(2) as ex:
+            {after}
+            print(ex.submit(main_name).result(), os.getpid())
+            print(ex.submit(later).result() if "later" in globals() else "-")
+"""
+
+# Defined after the pool was made, before its first submit: a forked worker
+# has it (the zygote forks at the first submit, as CPython forks workers).
+LATER = """def later():
+                return "later"
+            globals()["later"] = later"""
+
+
+def test_single_threaded_parent_forks_its_workers(tmp_path):
+    name, parent, later = run_script(tmp_path, MAIN_NAME.format(before="pass", after=LATER))
+    # A forked worker has the parent's own __main__, and is its child.
+    assert name == f"__main__:{parent}"
+    assert later == "later"
+
+
+def test_a_parent_with_threads_is_not_forked(tmp_path):
+    before = "threading.Thread(target=threading.Event().wait, daemon=True).start()"
+    name, parent, _ = run_script(tmp_path, MAIN_NAME.format(before=before, after="pass"))
+    # A spawned worker loads the parent's script as __mp_main__.
+    assert name == f"__mp_main__:{parent}"
+
+
+def test_mp_context_chooses_the_start_method():
+    with pf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
+        assert ex.submit(main_module_name).result(BOUND) == "__mp_main__"
+        assert ex._mp_context.get_start_method() == "spawn"
+    with pf.ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as ex:
+        assert ex.submit(main_module_name).result(BOUND) == "__main__"
+    # As CPython: no fork with max_tasks_per_child, whose default is spawn.
+    with pytest.raises(ValueError, match="max_tasks_per_child"):
+        pf.ProcessPoolExecutor(1, mp_context=mp.get_context("fork"), max_tasks_per_child=2)
+    ex = pf.ProcessPoolExecutor(1, max_tasks_per_child=2)
+    assert ex._mp_context.get_start_method() == "spawn"
+    ex.shutdown()
+
+
+def main_module_name():
+    return sys.modules["__main__"].__name__
+
+
+def put_from_initializer(q, lock):
+    global _init_queue, _init_lock
+    _init_queue, _init_lock = q, lock
+
+
+def use_init_objects(x):
+    with _init_lock:
+        _init_queue.put(x * 10)
+    return x
+
+
+def test_forked_workers_inherit_multiprocessing_objects_in_initargs():
+    ctx = mp.get_context("fork")
+    q, lock = ctx.Queue(), ctx.Lock()
+    with pf.ProcessPoolExecutor(2, mp_context=ctx, initializer=put_from_initializer, initargs=(q, lock)) as ex:
+        assert sorted(ex.map(use_init_objects, range(5))) == list(range(5))
+    assert sorted(q.get(timeout=BOUND) for _ in range(5)) == [0, 10, 20, 30, 40]
+
+
+def set_event(ev):
+    ev.set()
+    return ev.is_set()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_manager_proxies_work_in_workers(method):
+    # Workers share the parent's multiprocessing authkey.
+    with mp.Manager() as manager:
+        ev = manager.Event()
+        with pf.ProcessPoolExecutor(1, mp_context=mp.get_context(method)) as ex:
+            assert ex.submit(set_event, ev).result(BOUND) is True
+        assert ev.is_set()
+
+
+def test_shutdown_before_any_submit_starts_nothing():
+    before = set(children())
+    ex = pf.ProcessPoolExecutor(2)
+    ex.shutdown(wait=True)
+    with pytest.raises(RuntimeError):
+        ex.submit(square, 1)
+    assert set(children()) - before == set()

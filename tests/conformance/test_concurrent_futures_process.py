@@ -9,12 +9,10 @@ implementation" (``futures``, ``Future``, ``create_future``, the constant
 futures) point at plait.  A child ``-c`` script's
 ``from concurrent.futures import ProcessPoolExecutor`` gets plait's.
 
-Only the *spawn* variants are plugged: plait's workers are always fresh
-interpreters (``python -m plait._worker``), the parent is never forked, and
-``mp_context`` is accepted for compatibility but not used.  The fork and
-forkserver variants would run the same tests again with an ignored context
-(plus fork-only expectations, such as "fork pre-spawns every worker"), so
-they are not collected.
+The *spawn* variants (workers are fresh interpreters, ``python -m
+plait._worker``) and the *fork* variants (workers forked by the pool's
+zygote) are plugged. Forkserver runs plait's spawn path, so its variants
+would repeat the spawn ones; they are not collected.
 
 Where the interpreter ships the suite: one module in 3.10 here, a package in
 3.13 here.  The 3.11 and 3.12 interpreters here do not ship it: the module
@@ -35,9 +33,6 @@ Excluded, with reasons (each shows as a skip naming its reason):
   ``test_idle_process_reuse_multiple``, ``test_max_tasks_per_child``
   (``_processes``: worker processes are not Python objects in plait;
   test_max_tasks_per_child_replaces_workers covers the last);
-  ``test_max_tasks_per_child_defaults_to_spawn_context``
-  (``_mp_context.get_start_method()``: plait keeps the ``mp_context`` it was
-  given, None by default, and never uses it);
   ``test_python_finalization_error`` (makes CPython's second Python thread,
   the queue feeder, fail to start; plait starts no Python thread);
   ``ProcessPoolShutdownTest.test_processes_terminate``,
@@ -215,72 +210,78 @@ def plugged(global_name: str, name: str, **overrides) -> None:
 BY_DESIGN_ONE_TASK = ("expects the whole pool to break (BrokenProcessPool) when {}; plait "
                       "delivers that error to the one task's future and keeps the pool, by design")
 
-plugged(
-    "TestExecutor", "ProcessPoolSpawnProcessPoolExecutorTest",
-    test_killed_child=excluded(
-        "reads _processes and expects the whole pool to break; plait fails only the dead "
-        "worker's task (WorkerDied) by design"),
-    test_saturation=private("_processes"),
-    test_idle_process_reuse_one=private("_processes"),
-    test_idle_process_reuse_multiple=private("_processes"),
-    test_max_tasks_per_child=private("_processes"),
-    test_max_tasks_per_child_defaults_to_spawn_context=excluded(
-        "reads _mp_context.get_start_method(); plait keeps the mp_context it was given "
-        "(None by default) and never uses one"),
-    test_python_finalization_error=excluded(
-        "makes CPython's queue feeder thread fail to start; plait starts no Python thread"),
-    test_free_reference=known_gap(
-        "ProcessPoolSpawnProcessPoolExecutorTest", "test_free_reference",
-        "the supervisor thread drops its reference to a finished future without the "
-        "interpreter, so PyO3 defers that decref to its next entry into Python: a result "
-        "can outlive the test's check until then"),
-    test_ressources_gced_in_workers=known_bug(
-        "ProcessPoolSpawnProcessPoolExecutorTest", "test_ressources_gced_in_workers",
-        "workers do not get the parent's multiprocessing authkey, so a Manager proxy "
-        "passed to a task fails with AuthenticationError('digest sent was rejected')"),
-)
-plugged("TestWait", "ProcessPoolSpawnWaitTest")
-plugged("TestAsCompleted", "ProcessPoolSpawnAsCompletedTest")
-plugged(
-    "TestShutdown", "ProcessPoolSpawnProcessPoolShutdownTest",
-    test_processes_terminate=private("_processes"),
-    test_context_manager_shutdown=private("_processes"),
-    test_del_shutdown=private("_processes", "_executor_manager_thread", "_call_queue"),
-    test_shutdown_no_wait=private("_processes", "_executor_manager_thread", "_call_queue"),
-    test_cancel_futures=excluded(
-        "asserts that at least one of 50 tasks submitted right before "
-        "shutdown(cancel_futures=True) was not cancelled: true of CPython, whose manager "
-        "thread pushes max_workers+1 calls ahead into its call queue; plait dispatches only "
-        "to an idle worker, so all 50 are still pending and are cancelled, as documented"),
-)
-plugged("TestInitializer", "ProcessPoolSpawnInitializerTest")
-plugged(
-    "TestFailingInitializer", "ProcessPoolSpawnFailingInitializerTest",
-    test_initializer=known_bug(
-        "ProcessPoolSpawnFailingInitializerTest", "test_initializer",
-        "initargs holding a multiprocessing.Queue (or Lock, Semaphore...) fail in the "
-        "constructor with RuntimeError('Queue objects should only be shared between "
-        "processes through inheritance'): plait pickles initargs outside a spawning "
-        "context, CPython hands them to the worker at process creation"),
-)
-plugged(
-    "TestDeadlock", "ProcessPoolSpawnExecutorDeadlockTest",
-    test_shutdown_deadlock_pickle=private("_executor_manager_thread"),
-    test_gh105829_should_not_deadlock_if_wakeup_pipe_full=excluded(
-        "mocks concurrent.futures.process._ThreadWakeup/_ExecutorManagerThread"),
-    test_crash_big_data=excluded(
-        "relies on the whole pool breaking when a worker dies; plait fails only that "
-        "worker's task by design"),
-    test_error_at_task_unpickle=excluded(BY_DESIGN_ONE_TASK.format(
-        "a task's arguments fail to unpickle in the worker (plait: the UnpicklingError)")),
-    test_exit_at_task_unpickle=excluded(BY_DESIGN_ONE_TASK.format(
-        "unpickling a task's arguments calls sys.exit in the worker (plait: SystemExit, "
-        "as for sys.exit in the task itself)")),
-    test_error_during_result_unpickle_in_result_handler=excluded(BY_DESIGN_ONE_TASK.format(
-        "a result fails to unpickle in the parent (plait: the UnpicklingError)")),
-    test_exit_during_result_unpickle_in_result_handler=excluded(BY_DESIGN_ONE_TASK.format(
-        "unpickling a result calls sys.exit in the parent (plait: SystemExit)")),
-)
+def plug_variant(method: str) -> None:
+    """Plug the suite's ``ProcessPool<method>*`` classes as ``Test*<method>``."""
+    cls = f"ProcessPool{method}"
+    plugged(
+        f"TestExecutor{method}", f"{cls}ProcessPoolExecutorTest",
+        test_killed_child=excluded(
+            "reads _processes and expects the whole pool to break; plait fails only the dead "
+            "worker's task (WorkerDied) by design"),
+        test_saturation=private("_processes"),
+        test_idle_process_reuse_one=private("_processes"),
+        test_idle_process_reuse_multiple=private("_processes"),
+        test_max_tasks_per_child=private("_processes"),
+        test_python_finalization_error=excluded(
+            "makes CPython's queue feeder thread fail to start; plait starts no Python thread"),
+        test_free_reference=known_gap(
+            f"{cls}ProcessPoolExecutorTest", "test_free_reference",
+            "the supervisor thread drops its reference to a finished future without the "
+            "interpreter, so PyO3 defers that decref to its next entry into Python: a result "
+            "can outlive the test's check until then"),
+    )
+    plugged(f"TestWait{method}", f"{cls}WaitTest")
+    plugged(f"TestAsCompleted{method}", f"{cls}AsCompletedTest")
+    plugged(
+        f"TestShutdown{method}", f"{cls}ProcessPoolShutdownTest",
+        test_processes_terminate=private("_processes"),
+        test_context_manager_shutdown=private("_processes"),
+        test_del_shutdown=private("_processes", "_executor_manager_thread", "_call_queue"),
+        test_shutdown_no_wait=private("_processes", "_executor_manager_thread", "_call_queue"),
+        test_cancel_futures=excluded(
+            "asserts that at least one of 50 tasks submitted right before "
+            "shutdown(cancel_futures=True) was not cancelled: true of CPython, whose manager "
+            "thread pushes max_workers+1 calls ahead into its call queue; plait dispatches "
+            "only to an idle worker, so all 50 may still be pending and are cancelled, as "
+            "documented"),
+    )
+    plugged(f"TestInitializer{method}", f"{cls}InitializerTest")
+    plugged(
+        f"TestFailingInitializer{method}", f"{cls}FailingInitializerTest",
+        # Forked workers inherit initargs as they are; spawned ones get them
+        # pickled, which multiprocessing's queues and locks refuse.
+        test_initializer=None if method == "Fork" else known_bug(
+            f"{cls}FailingInitializerTest", "test_initializer",
+            "initargs holding a multiprocessing.Queue (or Lock, Semaphore...) fail with "
+            "RuntimeError('Queue objects should only be shared between processes through "
+            "inheritance') when workers are spawned: plait pickles initargs outside a "
+            "spawning context, CPython hands them to the worker at process creation (forked "
+            "workers inherit them)"),
+    )
+    plugged(
+        f"TestDeadlock{method}", f"{cls}ExecutorDeadlockTest",
+        test_shutdown_deadlock_pickle=private("_executor_manager_thread"),
+        test_gh105829_should_not_deadlock_if_wakeup_pipe_full=excluded(
+            "mocks concurrent.futures.process._ThreadWakeup/_ExecutorManagerThread"),
+        test_crash_big_data=excluded(
+            "relies on the whole pool breaking when a worker dies; plait fails only that "
+            "worker's task by design"),
+        test_error_at_task_unpickle=excluded(BY_DESIGN_ONE_TASK.format(
+            "a task's arguments fail to unpickle in the worker (plait: the UnpicklingError)")),
+        test_exit_at_task_unpickle=excluded(BY_DESIGN_ONE_TASK.format(
+            "unpickling a task's arguments calls sys.exit in the worker (plait: SystemExit, "
+            "as for sys.exit in the task itself)")),
+        test_error_during_result_unpickle_in_result_handler=excluded(BY_DESIGN_ONE_TASK.format(
+            "a result fails to unpickle in the parent (plait: the UnpicklingError)")),
+        test_exit_during_result_unpickle_in_result_handler=excluded(BY_DESIGN_ONE_TASK.format(
+            "unpickling a result calls sys.exit in the parent (plait: SystemExit)")),
+    )
+
+
+# Spawn: fresh interpreters. Fork: workers forked by the pool's zygote.
+# (Forkserver runs plait's spawn path again, so it is not collected.)
+for _method in ("Spawn", "Fork"):
+    plug_variant(_method)
 
 
 def test_plug_reaches_the_suite():
@@ -301,7 +302,7 @@ def test_plug_reaches_the_suite():
     assert result.wasSuccessful(), result.errors + result.failures
     assert seen["ppe"] is under_test.ProcessPoolExecutor
     assert seen["wait"] is under_test.wait
-    cls = globals().get("TestExecutor")
+    cls = globals().get("TestExecutorSpawn")
     assert cls is None or cls.executor_type is under_test.ProcessPoolExecutor
     for module in SUITE_MODULES:
         if "futures" in module.__dict__:

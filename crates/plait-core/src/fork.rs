@@ -251,3 +251,53 @@ impl<T: Send + Sync> AfterFork for crate::queue::Queue<T> {
         unsafe { self.after_fork() }
     }
 }
+
+// ---- forking a sibling -----------------------------------------------------
+
+/// Fork, as `fork(2)` does, but make the new process a child of this
+/// process's parent (`CLONE_PARENT`), not of this process. Returns the new
+/// pid in the caller and 0 in the new process.
+///
+/// A process pool's zygote uses it: the zygote is a forked, single-threaded
+/// copy of the pool's owner, and the workers it forks must be the owner's
+/// children, so the owner can `waitpid` them for their exit status and kill
+/// them, as it does the workers it starts itself.
+///
+/// This process's own `pthread_atfork` handlers (the registry's repair)
+/// run around it as around `fork()`. glibc's fork bookkeeping does not:
+/// in the new process, glibc's cached thread id of the calling thread is
+/// still the caller's. glibc itself asks the kernel wherever that matters
+/// for a thread signalling itself (`raise`, `pthread_kill` of self since
+/// 2.34), and CPython's native thread ids come from `gettid`.
+///
+/// # Safety
+/// The caller must be the only thread of its process, and must not hold
+/// any lock (malloc's, stdio's) that the child would need: glibc's fork
+/// handlers, which would reset those, are not run.
+pub unsafe fn fork_sibling() -> std::io::Result<libc::pid_t> {
+    install();
+    prepare();
+    let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: a raw clone with no new stack (the child continues on a
+    // copy of this stack, as after fork) and no tid pointers; the caller
+    // guarantees no other thread exists whose state the child could
+    // inherit half-updated.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if pid == 0 {
+        child();
+        return Ok(0);
+    }
+    let err = std::io::Error::last_os_error();
+    parent();
+    if pid < 0 {
+        Err(err)
+    } else {
+        Ok(pid as libc::pid_t)
+    }
+}
+
+/// How many threads this process has (from `/proc/self/task`); `None` if
+/// it cannot tell.
+pub fn thread_count() -> Option<usize> {
+    std::fs::read_dir("/proc/self/task").ok().map(|d| d.count())
+}

@@ -154,3 +154,57 @@ fn dropped_registration_is_not_called() {
     assert_eq!(code, 0);
     assert_eq!(kept.0.load(Ordering::SeqCst), 0, "the parent is not repaired");
 }
+
+/// `fork_sibling` from a single-threaded child makes a process whose parent
+/// is the test process: we can reap it and read its exit code, and the
+/// registry was repaired in it as after a plain fork.
+#[test]
+fn fork_sibling_is_a_child_of_the_grandparent() {
+    let me = std::process::id() as libc::pid_t;
+    let mut fds = [0i32; 2];
+    // SAFETY: a plain pipe into a valid array of two ints.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (rd, wr) = (fds[0], fds[1]);
+    let code = in_child(move || {
+        let lock = Lock::new();
+        let generation = fork::generation();
+        // SAFETY: the forked test child has only this thread and holds no lock.
+        match unsafe { fork::fork_sibling() } {
+            Ok(0) => {
+                // The sibling: its parent is the test process, and the
+                // registry ran its child handler here.
+                // SAFETY: getppid has no preconditions.
+                let ok = unsafe { libc::getppid() } == me && fork::generation() == generation + 1 && lock.try_acquire();
+                // SAFETY: _exit never returns.
+                unsafe { libc::_exit(if ok { 42 } else { 1 }) }
+            }
+            Ok(pid) => {
+                let bytes = pid.to_le_bytes();
+                // SAFETY: writing 4 bytes from a live array to our pipe.
+                let n = unsafe { libc::write(wr, bytes.as_ptr().cast(), 4) };
+                if n == 4 {
+                    0
+                } else {
+                    2
+                }
+            }
+            Err(_) => 3,
+        }
+    });
+    assert_eq!(code, 0);
+    let mut bytes = [0u8; 4];
+    // SAFETY: reading 4 bytes into a live array from our pipe.
+    assert_eq!(unsafe { libc::read(rd, bytes.as_mut_ptr().cast(), 4) }, 4);
+    let sibling = i32::from_le_bytes(bytes);
+    let mut status = 0;
+    // SAFETY: the sibling is our child; waitpid blocks until it exits (it
+    // exits at once).
+    assert_eq!(unsafe { libc::waitpid(sibling, &mut status, 0) }, sibling);
+    assert!(libc::WIFEXITED(status));
+    assert_eq!(libc::WEXITSTATUS(status), 42);
+    // SAFETY: closing our own pipe ends.
+    unsafe {
+        libc::close(rd);
+        libc::close(wr);
+    }
+}

@@ -20,7 +20,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,7 +110,150 @@ struct Config {
     python: String,
     max_workers: usize,
     max_tasks_per_child: Option<usize>,
-    setup: Vec<u8>,
+    /// The pickled setup a spawned worker needs (None: it could not be
+    /// pickled, and only forked workers, which inherit it, can start).
+    setup: Option<Vec<u8>>,
+    /// Forks workers from a copy of the parent, when the pool has one.
+    zygote: Option<Zygote>,
+}
+
+/// A worker process: spawned by us, or forked by the zygote. Either way it
+/// is our child (the zygote forks with `CLONE_PARENT`), so we reap it.
+enum Proc {
+    Spawned(Child),
+    Forked { pid: libc::pid_t, status: Option<ExitStatus> },
+}
+
+impl Proc {
+    fn id(&self) -> u32 {
+        match self {
+            Proc::Spawned(c) => c.id(),
+            Proc::Forked { pid, .. } => *pid as u32,
+        }
+    }
+
+    fn kill(&mut self) -> std::io::Result<()> {
+        match self {
+            Proc::Spawned(c) => c.kill(),
+            Proc::Forked { pid, status: None } => {
+                // SAFETY: signalling our own unreaped child (the pid cannot
+                // have been reused before we reap it).
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+                Ok(())
+            }
+            Proc::Forked { .. } => Ok(()),
+        }
+    }
+
+    fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            Proc::Spawned(c) => c.wait(),
+            Proc::Forked { status: Some(s), .. } => Ok(*s),
+            Proc::Forked { pid, status } => {
+                let s = waitpid_blocking(*pid)?;
+                *status = Some(s);
+                Ok(s)
+            }
+        }
+    }
+}
+
+fn waitpid_blocking(pid: libc::pid_t) -> std::io::Result<ExitStatus> {
+    loop {
+        let mut raw = 0;
+        // SAFETY: waitpid on our own child, into a valid int.
+        let r = unsafe { libc::waitpid(pid, &mut raw, 0) };
+        if r == pid {
+            return Ok(ExitStatus::from_raw(raw));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// The pool's zygote: a single-threaded fork of the parent, made when the
+/// pool started (see `plait._worker.zygote`). Asked over its socket, it
+/// forks a worker that inherits the parent's modules, `__main__` and
+/// initializer as they were, which makes starting one a matter of a
+/// millisecond instead of a fresh interpreter's tens.
+struct Zygote {
+    pid: libc::pid_t,
+    sock: UnixStream,
+}
+
+impl Zygote {
+    /// Have the zygote fork a worker on `child_end`; its pid.
+    fn fork_worker(&mut self, child_end: &UnixStream, crash_log: &std::path::Path) -> std::io::Result<libc::pid_t> {
+        use std::os::unix::ffi::OsStrExt;
+        send_with_fd(self.sock.as_raw_fd(), crash_log.as_os_str().as_bytes(), child_end.as_raw_fd())?;
+        let mut reply = [0u8; 4];
+        self.sock.read_exact(&mut reply)?;
+        let pid = i32::from_le_bytes(reply);
+        if pid <= 0 {
+            return Err(std::io::Error::from_raw_os_error(-pid));
+        }
+        Ok(pid)
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        // EOF on its socket makes it exit; give it a moment, then insist.
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        let end = Instant::now() + Duration::from_secs(2);
+        loop {
+            let mut raw = 0;
+            // SAFETY: waitpid on our own child, into a valid int.
+            let r = unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) };
+            if r != 0 {
+                return; // reaped, or not ours to reap
+            }
+            if Instant::now() >= end {
+                // SAFETY: our own unreaped child.
+                unsafe { libc::kill(self.pid, libc::SIGKILL) };
+                let _ = waitpid_blocking(self.pid);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// One blocking `sendmsg` of `data` with `fd` attached (`SCM_RIGHTS`).
+fn send_with_fd(sock: std::os::fd::RawFd, data: &[u8], fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    let mut cbuf = [0u64; 4]; // room for one aligned cmsg carrying one fd
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg_control points at `space` (<= 32) bytes of aligned
+    // storage, room for the one header CMSG_FIRSTHDR returns and its fd.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>(), fd);
+    }
+    loop {
+        // SAFETY: `msg` and the buffers it points to outlive the call; the
+        // kernel only reads them.
+        let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// A task handed to a worker: the first of a worker's `inflight` is the one
@@ -121,7 +264,7 @@ struct InFlight {
 }
 
 struct Worker {
-    child: Child,
+    child: Proc,
     sock: UnixStream,
     ready: bool,
     inflight: VecDeque<InFlight>,
@@ -182,10 +325,27 @@ fn signal_name(sig: i32) -> String {
     }
 }
 
-fn spawn_worker(cfg: &Config, id: usize) -> std::io::Result<Worker> {
+fn spawn_worker(cfg: &mut Config, id: usize) -> std::io::Result<Worker> {
     let (parent, child_end) = UnixStream::pair()?;
     let child_fd = child_end.as_raw_fd();
     let crash_log = std::env::temp_dir().join(format!("plait-worker-{}-{}-{}.log", std::process::id(), id, child_fd));
+    if let Some(z) = cfg.zygote.as_mut() {
+        match z.fork_worker(&child_end, &crash_log) {
+            Ok(pid) => {
+                drop(child_end);
+                // The worker inherited its setup: an empty one says so.
+                return start_worker(Proc::Forked { pid, status: None }, parent, &[], crash_log);
+            }
+            // A zygote that cannot fork (or is gone) is dropped; workers
+            // are spawned from then on, if the setup allows it.
+            Err(_) => cfg.zygote = None,
+        }
+    }
+    let Some(setup) = cfg.setup.as_ref() else {
+        return Err(std::io::Error::other(
+            "the pool's zygote is gone, and the initializer's arguments cannot be pickled for a spawned worker",
+        ));
+    };
     let mut cmd = Command::new(&cfg.python);
     cmd.args(["-m", "plait._worker", &child_fd.to_string()]);
     cmd.env("PLAIT_WORKER_CRASH_LOG", &crash_log);
@@ -204,8 +364,11 @@ fn spawn_worker(cfg: &Config, id: usize) -> std::io::Result<Worker> {
     }
     let child = cmd.spawn()?;
     drop(child_end);
-    let mut sock = parent;
-    sock.write_all(&frame(b'I', &[&cfg.setup]))?;
+    start_worker(Proc::Spawned(child), parent, setup, crash_log)
+}
+
+fn start_worker(child: Proc, mut sock: UnixStream, setup: &[u8], crash_log: std::path::PathBuf) -> std::io::Result<Worker> {
+    sock.write_all(&frame(b'I', &[setup]))?;
     sock.set_nonblocking(true)?;
     Ok(Worker {
         child,
@@ -275,7 +438,7 @@ fn death_message(w: &mut Worker) -> String {
 }
 
 /// The supervisor loop. Runs without the GIL except to complete futures.
-fn supervise(shared: Arc<Shared>, cfg: Config) {
+fn supervise(shared: Arc<Shared>, mut cfg: Config) {
     let mut workers: Vec<Worker> = Vec::new();
     let mut queue: VecDeque<Task> = VecDeque::new();
     let mut shutting = false;
@@ -382,7 +545,7 @@ fn supervise(shared: Arc<Shared>, cfg: Config) {
         let broken = shared.broken.lock().is_some();
         let mut free = workers.iter().filter(|w| !w.ready || w.inflight.is_empty()).count();
         while !broken && !shutting_and_empty(shutting, &queue) && queue.len() > free && workers.len() < cfg.max_workers {
-            match spawn_worker(&cfg, next_worker_id) {
+            match spawn_worker(&mut cfg, next_worker_id) {
                 Ok(w) => workers.push(w),
                 Err(e) => {
                     *shared.broken.lock() = Some(format!("cannot start a worker process: {e}"));
@@ -663,25 +826,47 @@ impl ProcessPoolCore {
         })
     }
 
-    /// Start the supervisor (called once from `__init__`).
-    #[pyo3(signature = (python, max_workers, max_tasks_per_child, setup, default_timeout))]
+    /// Start the supervisor (once, at the first submit). `zygote`: the pid
+    /// and socket of a zygote the caller forked, which then forks workers.
+    /// Does nothing after shutdown.
+    #[pyo3(signature = (python, max_workers, max_tasks_per_child, setup, default_timeout, zygote))]
     fn _plait_start(
         &self,
         python: String,
         max_workers: usize,
         max_tasks_per_child: Option<usize>,
-        setup: Vec<u8>,
+        setup: Option<Vec<u8>>,
         default_timeout: Option<f64>,
+        zygote: Option<(i32, i32)>,
     ) -> PyResult<()> {
+        let zygote = zygote.map(|(pid, fd)| {
+            // SAFETY: the caller hands over this socket (it detached it
+            // from its Python object); nothing else owns or closes it.
+            let sock = unsafe { UnixStream::from_raw_fd(fd) };
+            // The zygote answers at once; never let a wedged one stall the
+            // supervisor for good.
+            let _ = sock.set_read_timeout(Some(Duration::from_secs(30)));
+            Zygote { pid, sock }
+        });
+        let mut thread = self.thread.lock();
+        if thread.is_some() || self.shared.closed.load(Ordering::Acquire) {
+            return Ok(()); // dropping `zygote` stops and reaps it
+        }
         *self.default_timeout.lock() = default_timeout;
-        let cfg = Config { python, max_workers, max_tasks_per_child, setup };
+        let cfg = Config { python, max_workers, max_tasks_per_child, setup, zygote };
         let shared = Arc::clone(&self.shared);
         let handle = std::thread::Builder::new()
             .name("plait-process-pool".into())
             .spawn(move || supervise(shared, cfg))
             .map_err(|e| PyRuntimeError::new_err(format!("cannot start the pool supervisor: {e}")))?;
-        *self.thread.lock() = Some(handle);
+        *thread = Some(handle);
         Ok(())
+    }
+
+    /// Whether the supervisor was started.
+    #[getter]
+    fn _plait_started(&self) -> bool {
+        self.thread.lock().is_some() || self.shared.shut.load(Ordering::Acquire)
     }
 
     /// `submit` / `schedule`: pickle the call here (the submitting thread),
@@ -739,7 +924,17 @@ impl ProcessPoolCore {
 
     #[pyo3(signature = (cancel_futures, kill))]
     fn _plait_shutdown(&self, cancel_futures: bool, kill: bool) {
-        self.shared.closed.store(true, Ordering::Release);
+        {
+            // Never started: nothing to stop (and `_plait_start` will not
+            // start it now).
+            let thread = self.thread.lock();
+            self.shared.closed.store(true, Ordering::Release);
+            if thread.is_none() {
+                self.shared.shut.store(true, Ordering::Release);
+                self.shared.done.set();
+                return;
+            }
+        }
         self.shared.send(Cmd::Shutdown { cancel_futures, kill });
         self.shared.poke();
     }
@@ -782,7 +977,89 @@ impl Drop for ProcessPoolCore {
     }
 }
 
+/// `os.fork()` for the zygote: the new process is a child of the zygote's
+/// parent, not of the zygote (see `plait_core::fork::fork_sibling`), with
+/// CPython's fork hooks run around it as `os.fork` runs them. With
+/// `die_with_parent`, the child gets SIGKILL when that parent dies.
+#[pyfunction]
+fn _fork_sibling(die_with_parent: bool) -> PyResult<i32> {
+    if plait_core::fork::thread_count() != Some(1) {
+        return Err(PyRuntimeError::new_err("_fork_sibling needs a single-threaded process"));
+    }
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    // SAFETY: called attached to the interpreter, as CPython requires of
+    // PyOS_BeforeFork and of the matching AfterFork call below.
+    unsafe { pyo3::ffi::PyOS_BeforeFork() };
+    // SAFETY: this process has one thread (checked above), and here, in a
+    // Rust function called from Python, it holds no libc-internal lock.
+    let r = unsafe { plait_core::fork::fork_sibling() };
+    match r {
+        Ok(0) => {
+            if die_with_parent {
+                // SAFETY: prctl and getppid have no memory-safety
+                // preconditions; _exit never returns.
+                unsafe {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    if libc::getppid() != parent {
+                        libc::_exit(1); // the parent died already
+                    }
+                }
+            }
+            // SAFETY: in the new process, still attached, after BeforeFork.
+            unsafe { pyo3::ffi::PyOS_AfterFork_Child() };
+            Ok(0)
+        }
+        Ok(pid) => {
+            // SAFETY: in the calling process, attached, after BeforeFork.
+            unsafe { pyo3::ffi::PyOS_AfterFork_Parent() };
+            Ok(pid)
+        }
+        Err(e) => {
+            // SAFETY: as above: the fork failed, this is the caller.
+            unsafe { pyo3::ffi::PyOS_AfterFork_Parent() };
+            Err(e.into())
+        }
+    }
+}
+
+/// Get SIGKILL when the parent dies (`PR_SET_PDEATHSIG`); `parent` is the
+/// pid the parent had: if it is gone already, exit now. 0: do nothing.
+#[pyfunction]
+fn _die_with_parent(parent: i32) {
+    if parent == 0 {
+        return;
+    }
+    // SAFETY: prctl and getppid have no memory-safety preconditions;
+    // _exit never returns.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+    }
+}
+
+/// Whether this process dies with its parent (`PR_GET_PDEATHSIG`).
+#[pyfunction]
+fn _dies_with_parent() -> bool {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: PR_GET_PDEATHSIG writes one int through the pointer.
+    unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut sig as *mut libc::c_int) };
+    sig != 0
+}
+
+/// This process's thread count (all threads, not only Python's).
+#[pyfunction]
+fn _thread_count() -> Option<usize> {
+    plait_core::fork::thread_count()
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_fork_sibling, m)?)?;
+    m.add_function(wrap_pyfunction!(_thread_count, m)?)?;
+    m.add_function(wrap_pyfunction!(_die_with_parent, m)?)?;
+    m.add_function(wrap_pyfunction!(_dies_with_parent, m)?)?;
     m.add_class::<ProcessPoolCore>()?;
     Ok(())
 }
