@@ -75,6 +75,29 @@ def mark_call(fn, args, kwargs):
     return fn, tuple(_mark_value(a) for a in args), {k: _mark_value(v) for k, v in kwargs.items()}
 
 
+class InheritFds:
+    """Stands for multiprocessing's spawning ``Popen`` while a pool pickles
+    a spawned worker's setup: multiprocessing objects (queues, locks) then
+    agree to pickle, and the descriptors they name are collected, for the
+    worker to inherit at the same numbers."""
+
+    def __init__(self):
+        self.fds = []
+
+    def duplicate_for_child(self, fd):
+        self.fds.append(fd)
+        return fd
+
+    class DupFd:
+        """An inherited descriptor, as the worker unpickles it."""
+
+        def __init__(self, fd):
+            self.fd = fd
+
+        def detach(self):
+            return self.fd
+
+
 def encode(obj, dumps=None):
     """Serialize ``obj`` for the other side (``dumps`` may be cloudpickle's
     ``dumps``, used when plain pickle cannot)."""

@@ -57,10 +57,6 @@ def _send(sock, kind, payload):
     sock.sendall(HEADER.pack(len(payload) + 1, ord(kind)) + payload)
 
 
-def _dumps(obj):
-    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-
-
 def _encode(obj):
     from plait import _wire
 
@@ -99,9 +95,12 @@ def _setup(setup):
             sys.modules["__main__"] = sys.modules["__mp_main__"] = main
         except BaseException:
             pass
-    init = setup.get("initializer")
+    if "init" in setup:  # spawned: pickled apart, to load with the path set
+        init, initargs = pickle.loads(setup["init"])
+    else:  # forked: inherited
+        init, initargs = setup.get("initializer"), setup.get("initargs", ())
     if init is not None:
-        init(*setup.get("initargs", ()))
+        init(*initargs)
 
 
 def main(fd, inherited=None, crash_log=None):
@@ -128,7 +127,7 @@ def main(fd, inherited=None, crash_log=None):
 
             logging.getLogger("concurrent.futures").critical("Exception in initializer:", exc_info=True)
             msg = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            _send(sock, "F", _dumps(msg))
+            _send(sock, "F", msg.encode("utf-8", "replace"))
             return 3
         _send(sock, "S", b"")
         while True:

@@ -458,13 +458,28 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
         _live_process_pools.add(self)
 
     def _plait_setup(self):
-        return _pickle.dumps({
+        """What a spawned worker needs, pickled as multiprocessing pickles a
+        spawned Process: multiprocessing queues and locks in ``initargs``
+        travel too (their descriptors are inherited; see
+        ``_wire.InheritFds``). Returns the bytes and those descriptors."""
+        from multiprocessing import context as mp_context
+        from multiprocessing import reduction
+
+        popen = _wire.InheritFds()
+        mp_context.set_spawning_popen(popen)
+        try:
+            # The initializer is unpickled after sys.path and __main__ are
+            # in place in the worker: a pickle inside the pickle.
+            init = bytes(reduction.ForkingPickler.dumps((self._initializer, self._initargs)))
+        finally:
+            mp_context.set_spawning_popen(None)
+        data = _pickle.dumps({
             "sys_path": list(_sys.path),
             "main_path": _main_path(),
             "authkey": bytes(_mp.current_process().authkey),
-            "initializer": self._initializer,
-            "initargs": self._initargs,
+            "init": init,
         })
+        return data, popen.fds
 
     def _plait_begin(self):
         # The first submit starts the workers, as in CPython, so functions
@@ -480,15 +495,15 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
                 try:
                     # Only needed if the zygote fails and workers must be
                     # spawned after all.
-                    setup = self._plait_setup()
+                    setup, fds = self._plait_setup()
                 except Exception:
-                    setup = None
+                    setup, fds = None, []
                 inherited = {"initializer": self._initializer, "initargs": self._initargs}
                 zygote = _fork_zygote(inherited, threading.current_thread() is threading.main_thread())
             else:
-                setup = self._plait_setup()
+                setup, fds = self._plait_setup()
             self._plait_start(_sys.executable, self._max_workers, self._max_tasks_per_child,
-                              setup, self._task_timeout, zygote)
+                              setup, fds, self._task_timeout, zygote)
 
     def submit(self, fn, /, *args, **kwargs):
         if not self._plait_started:

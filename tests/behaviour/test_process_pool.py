@@ -362,8 +362,11 @@ def use_init_objects(x):
     return x
 
 
-def test_forked_workers_inherit_multiprocessing_objects_in_initargs():
-    ctx = mp.get_context("fork")
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_multiprocessing_objects_in_initargs(method):
+    # Forked workers inherit them; spawned ones get them pickled the way
+    # multiprocessing pickles a spawned Process's arguments.
+    ctx = mp.get_context(method)
     q, lock = ctx.Queue(), ctx.Lock()
     with pf.ProcessPoolExecutor(2, mp_context=ctx, initializer=put_from_initializer, initargs=(q, lock)) as ex:
         assert sorted(ex.map(use_init_objects, range(5))) == list(range(5))

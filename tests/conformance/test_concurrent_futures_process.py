@@ -246,18 +246,7 @@ def plug_variant(method: str) -> None:
             "documented"),
     )
     plugged(f"TestInitializer{method}", f"{cls}InitializerTest")
-    plugged(
-        f"TestFailingInitializer{method}", f"{cls}FailingInitializerTest",
-        # Forked workers inherit initargs as they are; spawned ones get them
-        # pickled, which multiprocessing's queues and locks refuse.
-        test_initializer=None if method == "Fork" else known_bug(
-            f"{cls}FailingInitializerTest", "test_initializer",
-            "initargs holding a multiprocessing.Queue (or Lock, Semaphore...) fail with "
-            "RuntimeError('Queue objects should only be shared between processes through "
-            "inheritance') when workers are spawned: plait pickles initargs outside a "
-            "spawning context, CPython hands them to the worker at process creation (forked "
-            "workers inherit them)"),
-    )
+    plugged(f"TestFailingInitializer{method}", f"{cls}FailingInitializerTest")
     plugged(
         f"TestDeadlock{method}", f"{cls}ExecutorDeadlockTest",
         test_shutdown_deadlock_pickle=private("_executor_manager_thread"),

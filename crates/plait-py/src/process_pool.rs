@@ -113,6 +113,9 @@ struct Config {
     /// The pickled setup a spawned worker needs (None: it could not be
     /// pickled, and only forked workers, which inherit it, can start).
     setup: Option<Vec<u8>>,
+    /// Descriptors a spawned worker inherits at the same numbers: those the
+    /// pickled setup refers to.
+    inherit_fds: Vec<i32>,
     /// Forks workers from a copy of the parent, when the pool has one.
     zygote: Option<Zygote>,
 }
@@ -349,12 +352,19 @@ fn spawn_worker(cfg: &mut Config, id: usize) -> std::io::Result<Worker> {
     let mut cmd = Command::new(&cfg.python);
     cmd.args(["-m", "plait._worker", &child_fd.to_string()]);
     cmd.env("PLAIT_WORKER_CRASH_LOG", &crash_log);
+    let inherit = cfg.inherit_fds.clone();
     // SAFETY: the closure runs in the child between fork and exec and only
-    // calls async-signal-safe functions (fcntl, prctl, signal).
+    // calls async-signal-safe functions (fcntl, prctl, signal); it reads
+    // `inherit`, allocated before the fork, and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            // Keep our end across exec; everything else stays CLOEXEC.
+            // Keep our end across exec, and the descriptors the pickled
+            // setup names (multiprocessing queues in initargs); everything
+            // else stays CLOEXEC.
             libc::fcntl(child_fd, libc::F_SETFD, 0);
+            for &fd in &inherit {
+                libc::fcntl(fd, libc::F_SETFD, 0);
+            }
             // Die with the parent; ignore Ctrl-C aimed at the terminal's
             // process group (the parent handles it).
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -829,13 +839,15 @@ impl ProcessPoolCore {
     /// Start the supervisor (once, at the first submit). `zygote`: the pid
     /// and socket of a zygote the caller forked, which then forks workers.
     /// Does nothing after shutdown.
-    #[pyo3(signature = (python, max_workers, max_tasks_per_child, setup, default_timeout, zygote))]
+    #[pyo3(signature = (python, max_workers, max_tasks_per_child, setup, inherit_fds, default_timeout, zygote))]
+    #[allow(clippy::too_many_arguments)]
     fn _plait_start(
         &self,
         python: String,
         max_workers: usize,
         max_tasks_per_child: Option<usize>,
         setup: Option<Vec<u8>>,
+        inherit_fds: Vec<i32>,
         default_timeout: Option<f64>,
         zygote: Option<(i32, i32)>,
     ) -> PyResult<()> {
@@ -853,7 +865,7 @@ impl ProcessPoolCore {
             return Ok(()); // dropping `zygote` stops and reaps it
         }
         *self.default_timeout.lock() = default_timeout;
-        let cfg = Config { python, max_workers, max_tasks_per_child, setup, zygote };
+        let cfg = Config { python, max_workers, max_tasks_per_child, setup, inherit_fds, zygote };
         let shared = Arc::clone(&self.shared);
         let handle = std::thread::Builder::new()
             .name("plait-process-pool".into())
