@@ -22,11 +22,11 @@ Differences from CPython, documented where they apply:
 
 * ``Queue.qsize()`` counts items put and not yet got across all processes;
   it is approximate while puts and gets are in flight (CPython's is too).
-* A Queue (or Connection) cannot be passed as a *task argument* to a
-  ``plait.futures.ProcessPoolExecutor`` worker: those workers are fresh
-  interpreters outside multiprocessing, so the descriptor cannot be shared
-  by ``DupFd``'s resource sharer. Create the Pipe or Queue inside the task,
-  or pass it to a ``multiprocessing.Process``.
+* A Queue or Connection passed to a ``plait.futures.ProcessPoolExecutor``
+  task as an argument travels by ``DupFd``'s resource sharer, as
+  multiprocessing's own would (pool workers share the parent's authkey);
+  one in the pool's ``initargs`` is inherited (forked workers) or passed
+  at creation (spawned workers).
 * A message interrupted half-way by Ctrl-C (``KeyboardInterrupt`` while a
   large ``send``/``recv`` waits for the peer) leaves that Connection's stream
   out of step, as with CPython's Connection; close it.

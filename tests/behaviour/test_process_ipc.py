@@ -376,6 +376,51 @@ def test_usable_inside_plait_pool_workers():
         assert list(ex.map(_pool_task, [10, 100], timeout=60)) == [45, 4950]
 
 
+def _feed(q, n):
+    for i in range(n):
+        q.put(i)
+    return n
+
+
+def _reply(conn):
+    conn.send("hi")
+    return conn.recv()
+
+
+def _seed(q):
+    global _seeded
+    _seeded = q
+
+
+def _from_seed(n):
+    _seeded.put(n * n)
+    return n
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_queue_and_pipe_reach_pool_workers(method):
+    """A Queue or Connection passed to a pool task as an argument (its
+    descriptor travels through multiprocessing's resource sharer, which
+    pool workers can use: they share the parent's authkey), and a Queue
+    handed to every worker through ``initargs``."""
+    from plait.futures import ProcessPoolExecutor
+
+    q = Queue()
+    a, b = Pipe()
+    with ProcessPoolExecutor(2, mp_context=mp.get_context(method)) as ex:
+        assert ex.submit(_feed, q, 5).result(60) == 5
+        assert [q.get(timeout=10) for _ in range(5)] == list(range(5))
+        f = ex.submit(_reply, b)
+        assert a.recv() == "hi"
+        a.send("back")
+        assert f.result(60) == "back"
+    seeded = Queue()
+    with ProcessPoolExecutor(2, mp_context=mp.get_context(method), initializer=_seed,
+                             initargs=(seeded,)) as ex:
+        assert sorted(ex.map(_from_seed, range(6), timeout=60)) == list(range(6))
+    assert sorted(seeded.get(timeout=10) for _ in range(6)) == [n * n for n in range(6)]
+
+
 # ---------------------------------------------------------------- Ctrl-C
 
 SIGINT_CHILD = textwrap.dedent(
