@@ -1,8 +1,11 @@
 //! The ProcessPoolExecutor's supervisor: one Rust thread per pool.
 //!
-//! Workers are fresh interpreters (`python -m plait._worker FD`) started
-//! with `posix_spawn`-style process creation, never by forking the parent,
-//! each connected by a socketpair. The supervisor owns every worker socket
+//! Workers come from one of two places, each connected by a socketpair:
+//! the pool's zygote (a single-threaded fork of the parent, made at the
+//! first submit when the parent had one thread or `mp_context` asked for
+//! fork), which forks them as the parent's children (`CLONE_PARENT`); or
+//! fresh interpreters (`python -m plait._worker FD`), spawned by us, never
+//! by forking a parent that runs threads. The supervisor owns every worker socket
 //! and waits in `poll(2)` on them plus an eventfd that `submit`, `cancel`
 //! and `shutdown` use to wake it. It needs no GIL to move bytes: tasks are
 //! pickled in the submitting thread, and it attaches only to turn result
