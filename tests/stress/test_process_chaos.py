@@ -18,6 +18,7 @@ completions would show.
 
 import collections
 import concurrent.futures as cf
+import multiprocessing
 import os
 import random
 import signal
@@ -94,7 +95,8 @@ def plan(rng):
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("seed", [int(os.environ.get("PLAIT_CHAOS_SEED", "20261121"))])
-def test_process_pool_chaos(seed, tmp_path):
+@pytest.mark.parametrize("method", ["fork", "spawn"])  # zygote-forked / fresh workers
+def test_process_pool_chaos(seed, method, tmp_path):
     rng = random.Random(seed)
     outcomes = plan(rng)
     assert len(outcomes) == TASKS
@@ -112,7 +114,7 @@ def test_process_pool_chaos(seed, tmp_path):
     # Children that existed before this pool (e.g. a multiprocessing
     # resource tracker or Manager started by an earlier test) are not ours.
     before = {line.split()[0] for line in child_processes()}
-    pool = pf.ProcessPoolExecutor(WORKERS)
+    pool = pf.ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context(method))
     started = time.monotonic()
     try:
         for i, kind in enumerate(outcomes):
