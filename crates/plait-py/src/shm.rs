@@ -159,7 +159,8 @@ impl Segment {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
             return Err(io_err());
         }
-        let map = Mapping::new(fd.as_raw_fd(), len, false)?;
+        // Populated now, in one pass, rather than page by page on first copy.
+        let map = Mapping::new(fd.as_raw_fd(), len, true)?;
         map.word(1).store(serial, Ordering::Relaxed);
         map.state().store(0, Ordering::Relaxed);
         map.word(0).store(MAGIC, Ordering::Release);
