@@ -4,21 +4,38 @@ Small values are a pickle, sent through the worker's socket. Large
 ``bytes``/``bytearray`` values and other buffer-protocol objects that pickle
 out-of-band (protocol 5) travel through shared memory instead: the pickle
 stream goes through the socket, and the buffers are copied once into a
-``/dev/shm`` segment (mode 0600) that the receiver maps and unlinks.
+shared segment and once out of it, straight into the receiver's new
+``bytes`` objects.
+
+Segments are ``memfd`` files that their owner recycles (see
+``crates/plait-py/src/shm.rs`` for the protocol): the parent owns the
+segments of calls, which a worker opens as ``/proc/<parent>/fd/<n>``; a
+worker owns the segments of its results and sends their descriptor with
+the frame (SCM_RIGHTS). The receiver marks a segment free once it has
+copied out; the sender reuses its pages for the next transfer, so the
+steady state allocates no memory, and no name in ``/dev/shm`` can outlive
+anyone. When the parent's pool of segments is exhausted (many large calls
+queued) a call falls back to a named, one-use ``/dev/shm`` file (mode
+0600), which costs no descriptor while it waits.
 
 Envelope (first byte):
 
 ``P`` + pickle
+``M`` + segment head (pid, fd, serial, generation, buffer sizes; built and
+parsed in Rust) + pickle stream
 ``S`` + u16 LE name length + name (UTF-8) + pickle of ``(sizes, stream)``
 
-The segment name is in clear so the parent's Rust side can unlink a segment
-nobody consumed (a cancelled call, a dead worker, a result never read).
+The ``S`` segment name is in clear so the parent's Rust side can unlink a
+segment nobody consumed (a cancelled call, a dead worker, a result never
+read).
 """
 
 import itertools
 import os
 import pickle
 import struct
+
+from plait import _plait
 
 #: Buffers at least this large go through shared memory.
 THRESHOLD = 1 << 16
@@ -98,14 +115,28 @@ class InheritFds:
             return self.fd
 
 
-def encode(obj, dumps=None):
+def encode(obj, dumps=None, fds=None):
     """Serialize ``obj`` for the other side (``dumps`` may be cloudpickle's
-    ``dumps``, used when plain pickle cannot)."""
+    ``dumps``, used when plain pickle cannot).
+
+    ``fds``: a list when the caller sends descriptors with the message (a
+    worker's results): a segment's descriptor is appended, and the caller
+    closes it once sent. Without it the receiver opens the segment through
+    ``/proc`` (the parent's calls)."""
     buffers = []
     stream = (dumps or pickle.dumps)(_mark_value(obj), protocol=5, buffer_callback=buffers.append)
     if not buffers:
         return b"P" + stream
     raws = [b.raw() for b in buffers]
+    try:
+        put = _plait._shm_put(raws, fds is not None)
+    except OSError:
+        put = None  # no memfd here: a named file still works
+    if put is not None:
+        head, fd = put
+        if fd >= 0:
+            fds.append(fd)
+        return b"M" + head + stream
     sizes = [r.nbytes for r in raws]
     total = sum(sizes)
     path = os.path.join(SHM_DIR, f"plait-{os.getpid()}-{next(_counter)}-{os.urandom(4).hex()}")
@@ -128,11 +159,17 @@ def encode(obj, dumps=None):
     return b"S" + _NAME_LEN.pack(len(name)) + name + pickle.dumps((sizes, stream), protocol=5)
 
 
-def decode(data):
-    """Rebuild a value from :func:`encode`'s output."""
+def decode(data, taken=None):
+    """Rebuild a value from :func:`encode`'s output. ``taken``: the
+    ``(buffers, stream offset)`` of an ``M`` envelope, when the caller
+    already copied them out (the parent, from a segment mapped on receipt)."""
     view = memoryview(data)
-    if view[:1] == b"P":
+    kind = view[:1]
+    if kind == b"P":
         return pickle.loads(view[1:])
+    if kind == b"M":
+        buffers, at = taken if taken is not None else _plait._shm_take(data)
+        return pickle.loads(view[at:], buffers=buffers)
     (n,) = _NAME_LEN.unpack_from(view, 1)
     path = bytes(view[3 : 3 + n]).decode()
     sizes, stream = pickle.loads(view[3 + n :])

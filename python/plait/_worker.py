@@ -27,6 +27,7 @@ business); faulthandler writes to the file the parent names, so a crash
 leaves the worker's last traceback for the parent to report.
 """
 
+import array
 import faulthandler
 import os
 import pickle
@@ -53,23 +54,34 @@ def _recv(rfile):
     return chr(kind), _read_exact(rfile, length - 1)
 
 
-def _send(sock, kind, payload):
-    sock.sendall(HEADER.pack(len(payload) + 1, ord(kind)) + payload)
+def _send(sock, kind, payload, fds=()):
+    data = HEADER.pack(len(payload) + 1, ord(kind)) + payload
+    if not fds:
+        sock.sendall(data)
+        return
+    # Shared-memory segments go with their frame (see plait._wire).
+    try:
+        sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        if sent < len(data):
+            sock.sendall(memoryview(data)[sent:])
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
-def _encode(obj):
+def _encode(obj, fds):
     from plait import _wire
 
-    return _wire.encode(obj)
+    return _wire.encode(obj, fds=fds)
 
 
-def _error_payload(exc):
+def _error_payload(exc, fds):
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         exc.__traceback__ = None
-        body = _encode((exc, type(exc).__qualname__, str(exc), tb))
+        body = _encode((exc, type(exc).__qualname__, str(exc), tb), fds)
     except Exception:
-        body = _encode((None, type(exc).__qualname__, str(exc), tb))
+        body = _encode((None, type(exc).__qualname__, str(exc), tb), fds)
     return body
 
 
@@ -137,15 +149,16 @@ def main(fd, inherited=None, crash_log=None):
                 continue
             (task_id,) = TASK_ID.unpack_from(payload)
             head = payload[: TASK_ID.size]
+            fds = []
             try:
                 fn, args, kwargs = _wire.decode(payload[TASK_ID.size :])
                 result = fn(*args, **kwargs)
-                body = _wire.encode(result)
+                body = _wire.encode(result, fds=fds)
                 kind = "R"
             except BaseException as exc:  # the task's failure, reported
-                body = _error_payload(exc)
+                body = _error_payload(exc, fds)
                 kind = "E"
-            _send(sock, kind, head + body)
+            _send(sock, kind, head + body, fds)
     except (EOFError, ConnectionError, OSError):
         return 0
 

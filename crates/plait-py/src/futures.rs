@@ -88,40 +88,7 @@ pub(crate) struct Pickled {
     pub(crate) _shm: Option<Arc<ShmGuard>>,
 }
 
-/// A `/dev/shm` segment named by a `plait._wire` envelope: unlinked when
-/// dropped (a no-op once the receiver mapped and unlinked it), so a value
-/// nobody consumed — a cancelled call, a dead worker, an unread result —
-/// leaves nothing behind.
-pub(crate) struct ShmGuard(std::path::PathBuf);
-
-impl ShmGuard {
-    /// The guard for an envelope, if it names a segment.
-    pub(crate) fn of(envelope: &[u8]) -> Option<Arc<ShmGuard>> {
-        if envelope.first() != Some(&b'S') || envelope.len() < 3 {
-            return None;
-        }
-        let n = u16::from_le_bytes([envelope[1], envelope[2]]) as usize;
-        let name = envelope.get(3..3 + n)?;
-        let path = std::path::PathBuf::from(std::str::from_utf8(name).ok()?);
-        // Only our own segments.
-        if !path.starts_with("/dev/shm") || !path.file_name()?.to_str()?.starts_with("plait-") {
-            return None;
-        }
-        Some(Arc::new(ShmGuard(path)))
-    }
-}
-
-impl ShmGuard {
-    pub(crate) fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for ShmGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+pub(crate) use crate::shm::ShmGuard;
 
 impl FutureCore {
     fn create() -> Self {
@@ -263,10 +230,15 @@ impl FutureCore {
 
 static WIRE_DECODE: PyOnceLock<Obj> = PyOnceLock::new();
 
-/// `plait._wire.decode(envelope)`.
-pub(crate) fn loads<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+/// `plait._wire.decode(envelope)`, with the buffers a worker's segment
+/// holds (mapped on receipt, see `shm.rs`) when there are some.
+pub(crate) fn loads<'py>(py: Python<'py>, bytes: &[u8], shm: Option<&ShmGuard>) -> PyResult<Bound<'py, PyAny>> {
     let f = WIRE_DECODE.get_or_try_init(py, || py.import("plait._wire")?.getattr("decode").map(Bound::unbind))?;
-    f.bind(py).call1((pyo3::types::PyBytes::new(py, bytes),))
+    let data = pyo3::types::PyBytes::new(py, bytes);
+    match shm.map(|g| g.take(py)).transpose()?.flatten() {
+        Some(taken) => f.bind(py).call1((data, taken)),
+        None => f.bind(py).call1((data,)),
+    }
 }
 
 /// A worker's outcome: `Ok(value)`, or `Err(exception)` — the remote
@@ -274,13 +246,13 @@ pub(crate) fn loads<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, P
 /// pool does), or the error that decoding raised.
 pub(crate) fn decode_pickled(py: Python<'_>, p: &Pickled) -> Result<Obj, Obj> {
     if !p.is_error {
-        return loads(py, &p.bytes).map(Bound::unbind).map_err(|e| e.into_value(py).into_any());
+        return loads(py, &p.bytes, p._shm.as_deref()).map(Bound::unbind).map_err(|e| e.into_value(py).into_any());
     }
-    remote_exception(py, &p.bytes).map_err(|e| e.into_value(py).into_any()).and_then(Err)
+    remote_exception(py, &p.bytes, p._shm.as_deref()).map_err(|e| e.into_value(py).into_any()).and_then(Err)
 }
 
-fn remote_exception(py: Python<'_>, bytes: &[u8]) -> PyResult<Obj> {
-    let tup = loads(py, bytes)?;
+fn remote_exception(py: Python<'_>, bytes: &[u8], shm: Option<&ShmGuard>) -> PyResult<Obj> {
+    let tup = loads(py, bytes, shm)?;
     let (exc, name, message, tb): (Bound<'_, PyAny>, String, String, String) = tup.extract()?;
     let exc = if exc.is_none() {
         PyRuntimeError::new_err(format!("{name}: {message} (the exception could not be pickled)"))

@@ -14,6 +14,7 @@ mod futures;
 mod process;
 mod process_pool;
 mod queue;
+mod shm;
 mod sync {
     pub mod barrier;
     pub mod condition;
@@ -48,6 +49,7 @@ fn _plait(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<queue::SimpleQueue>()?;
     futures::register(m)?;
     process_pool::register(m)?;
+    shm::register(m)?;
     process::register(m)?;
     fastcall::install_all(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus};
@@ -278,6 +278,9 @@ struct Worker {
     reported: std::collections::HashSet<std::path::PathBuf>,
     tasks_done: usize,
     rbuf: Vec<u8>,
+    /// Descriptors of shared-memory segments that came with its frames
+    /// (SCM_RIGHTS), in arrival order, until their frame is parsed.
+    fds: VecDeque<OwnedFd>,
     crash_log: std::path::PathBuf,
 }
 
@@ -391,6 +394,7 @@ fn start_worker(child: Proc, mut sock: UnixStream, setup: &[u8], crash_log: std:
         reported: std::collections::HashSet::new(),
         tasks_done: 0,
         rbuf: Vec::new(),
+        fds: VecDeque::new(),
         crash_log,
     })
 }
@@ -674,7 +678,7 @@ fn shutting_and_empty(shutting: bool, queue: &VecDeque<Task>) -> bool {
 fn drain_socket(w: &mut Worker) -> bool {
     let mut chunk = [0u8; 65536];
     loop {
-        match w.sock.read(&mut chunk) {
+        match recv_with_fds(&w.sock, &mut chunk, &mut w.fds) {
             Ok(0) => return true,
             Ok(n) => w.rbuf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
@@ -682,6 +686,45 @@ fn drain_socket(w: &mut Worker) -> bool {
             Err(_) => return true,
         }
     }
+}
+
+/// `read`, except that descriptors a worker sent along (SCM_RIGHTS, with a
+/// result whose buffers are in shared memory) are kept, not discarded.
+fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], fds: &mut VecDeque<OwnedFd>) -> std::io::Result<usize> {
+    const MAX_FDS: usize = 8;
+    let mut cbuf = [0u64; 64]; // u64s: cmsg alignment
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: a zeroed msghdr is valid; we fill in the pointers below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE only computes a size.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    debug_assert!(msg.msg_controllen <= std::mem::size_of_val(&cbuf));
+    // SAFETY: `msg` points at `iov` (into `buf`) and `cbuf`, all valid for
+    // the call; the socket is non-blocking.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: walking the control buffer the kernel just filled, with the
+    // CMSG_* accessors, within `msg_controllen`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<RawFd>();
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
+                for i in 0..count {
+                    // The kernel installed it for us: we own it now.
+                    fds.push_back(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok(n as usize)
 }
 
 fn write_all_nb(sock: &mut UnixStream, mut buf: &[u8]) -> std::io::Result<()> {
@@ -735,9 +778,9 @@ fn parse_frames(w: &mut Worker, done: &mut Vec<Done>, shared: &Shared) {
                     }
                     drop(exec);
                     let bytes = body[8..].to_vec();
-                    let shm = ShmGuard::of(&bytes);
-                    if let Some(g) = &shm {
-                        w.reported.insert(g.path().to_path_buf());
+                    let shm = ShmGuard::received(&bytes, &mut w.fds);
+                    if let Some(p) = shm.as_ref().and_then(|g| g.path()) {
+                        w.reported.insert(p.to_path_buf());
                     }
                     let p = Pickled { is_error: kind == b'E', _shm: shm, bytes: Arc::new(bytes) };
                     // Usually no interpreter is needed: the bytes are kept
