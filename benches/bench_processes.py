@@ -164,6 +164,10 @@ def round_trip_10mib(make: Callable[[], object]) -> Runner:
     def run(n: int) -> float:
         pool = make()
         try:
+            # Warm, as every row's pools are: one untimed trip, so the row
+            # measures the steady state (a fresh worker's first 10 MiB
+            # allocations fault in pages; each pool pays that once).
+            pool.round_trip(payload)
             t0 = perf_counter()
             for _ in repeat(None, n):
                 out = pool.round_trip(payload)
