@@ -7,6 +7,9 @@ Same APIs as the standard library, implemented in a Rust core:
 * ``plait.queue`` — Queue, LifoQueue, PriorityQueue, SimpleQueue, Empty,
   Full (the ``queue`` module)
 
+* ``plait.loop``  — an asyncio event loop with a Rust core:
+  ``plait.run(main())``, ``plait.new_event_loop()``, ``plait.EventLoop``
+
 Switch by changing an import::
 
     from plait.sync import Lock, Condition
@@ -33,8 +36,22 @@ from plait._plait import (
     Timer,
 )
 
+def __getattr__(name):
+    # plait.run / new_event_loop / EventLoop / install import asyncio only
+    # when first used.
+    if name in ("run", "new_event_loop", "EventLoop", "install"):
+        from plait import loop
+
+        return getattr(loop, name)
+    raise AttributeError(f"module 'plait' has no attribute {name!r}")
+
+
 __all__ = [
     "__version__",
+    "EventLoop",
+    "install",
+    "new_event_loop",
+    "run",
     "Barrier",
     "BoundedSemaphore",
     "Condition",

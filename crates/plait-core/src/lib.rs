@@ -28,6 +28,8 @@ pub mod ipc;
 pub mod ipc_ring;
 pub mod park;
 pub mod queue;
+#[cfg(not(loom))]
+pub mod reactor;
 pub mod spin;
 pub mod thread;
 #[cfg(not(loom))]

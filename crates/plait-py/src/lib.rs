@@ -9,6 +9,7 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod event_loop;
 mod fastcall;
 mod futures;
 mod process;
@@ -51,6 +52,7 @@ fn _plait(m: &Bound<'_, PyModule>) -> PyResult<()> {
     process_pool::register(m)?;
     shm::register(m)?;
     process::register(m)?;
+    event_loop::register(m)?;
     fastcall::install_all(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -1,0 +1,1004 @@
+//! `plait.loop`'s Rust half: the asyncio event loop's hot path.
+//!
+//! `plait.loop.EventLoop` is a subclass of this `_LoopCore` and of
+//! asyncio's own `_UnixSelectorEventLoop`: everything asyncio builds from
+//! `add_reader`/`call_soon`/`call_at` (transports, servers, happy eyeballs,
+//! sendfile, TLS, subprocesses, signals) is asyncio's code, running on this
+//! core. The core owns what runs every iteration:
+//!
+//! * the ready queue and `call_soon` / `call_soon_threadsafe`, with handles
+//!   ([`Handle`], [`TimerHandle`]) made and run in Rust;
+//! * the timer heap and `call_later` / `call_at`;
+//! * the selector ([`Selector`], epoll, with the `selectors.BaseSelector`
+//!   API asyncio's code calls), polled detached from the interpreter;
+//! * `run_forever`'s iterations (`_run_once`), `stop` and `time`.
+//!
+//! In debug mode `call_soon`/`call_at` make asyncio's own `Handle` and
+//! `TimerHandle` (with their source tracebacks); the queue and the heap
+//! take either kind, so debug mode behaves exactly as asyncio's.
+//!
+//! No Rust lock is held while Python code runs: every structure is locked
+//! only to move handles in or out.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+use plait_core::reactor::{monotonic, Poller, TimerHeap, READ, WRITE};
+use pyo3::exceptions::{PyKeyError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyInt, PyTuple};
+
+type Obj = Py<PyAny>;
+
+extern "C" {
+    fn PyContext_CopyCurrent() -> *mut ffi::PyObject;
+    fn PyContext_Enter(ctx: *mut ffi::PyObject) -> std::os::raw::c_int;
+    fn PyContext_Exit(ctx: *mut ffi::PyObject) -> std::os::raw::c_int;
+}
+
+/// `plait.loop`'s private helpers (repr, error reports, debug checks).
+static HELPERS: PyOnceLock<Obj> = PyOnceLock::new();
+
+fn helper<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    let m = HELPERS.get_or_try_init(py, || py.import("plait._loop_helpers").map(|m| m.into_any().unbind()))?;
+    m.bind(py).getattr(name)
+}
+
+fn copy_context(py: Python<'_>) -> PyResult<Obj> {
+    // SAFETY: attached; PyContext_CopyCurrent returns a new reference or
+    // NULL with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, PyContext_CopyCurrent()).map(Bound::unbind) }
+}
+
+/// Call `cb(*args)` inside `ctx`, as `ctx.run(cb, *args)` does.
+fn run_in_context<'py>(py: Python<'py>, ctx: &Bound<'py, PyAny>, cb: &Bound<'py, PyAny>, args: &Bound<'py, PyTuple>) -> PyResult<()> {
+    // SAFETY: attached; `ctx` is a live object (a contextvars.Context, as
+    // checked when the handle was made). Enter fails (with an exception
+    // set) if the context is already entered, as Context.run does.
+    if unsafe { PyContext_Enter(ctx.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let r = cb.call1(args.clone()).map(drop);
+    // SAFETY: exiting the context entered above, in the same thread.
+    if unsafe { PyContext_Exit(ctx.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    r
+}
+
+fn check_context(py: Python<'_>, context: Option<Obj>) -> PyResult<Obj> {
+    match context {
+        None => copy_context(py),
+        Some(c) => {
+            // SAFETY: attached; a type check on a live object.
+            if unsafe { ffi::PyContext_CheckExact(c.as_ptr()) } == 0 {
+                return Err(PyTypeError::new_err(format!(
+                    "an instance of Context was expected, got {}",
+                    c.bind(py).get_type().name()?
+                )));
+            }
+            Ok(c)
+        }
+    }
+}
+
+// ---- handles -----------------------------------------------------------------
+
+/// What a handle calls; taken away on cancel, as asyncio clears it.
+struct Call {
+    callback: Obj,
+    args: Py<PyTuple>,
+}
+
+/// `asyncio.Handle`'s contract, made and run in Rust (`call_soon`).
+#[pyclass(module = "plait.loop", name = "Handle", frozen, subclass, weakref)]
+pub struct Handle {
+    call: Mutex<Option<Call>>,
+    context: Obj,
+    loop_: Obj,
+    cancelled: AtomicBool,
+    /// Set on a `TimerHandle` while it is in the loop's heap.
+    scheduled: AtomicBool,
+    /// Only a `TimerHandle`'s.
+    when: f64,
+}
+
+impl Handle {
+    fn new(callback: Obj, args: Py<PyTuple>, context: Obj, loop_: Obj, when: f64) -> Self {
+        Handle {
+            call: Mutex::new(Some(Call { callback, args })),
+            context,
+            loop_,
+            cancelled: AtomicBool::new(false),
+            scheduled: AtomicBool::new(false),
+            when,
+        }
+    }
+
+    fn do_cancel(&self) -> bool {
+        if self.cancelled.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        // Dropped after the lock is released: a decref may run __del__.
+        let gone = self.call.lock().take();
+        drop(gone);
+        true
+    }
+
+    /// Run the callback; an exception other than SystemExit and
+    /// KeyboardInterrupt goes to the loop's exception handler.
+    fn run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let h = slf.get();
+        if h.cancelled.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let (cb, args) = match &*h.call.lock() {
+            Some(c) => (c.callback.clone_ref(py), c.args.clone_ref(py)),
+            None => return Ok(()),
+        };
+        match run_in_context(py, h.context.bind(py), cb.bind(py), args.bind(py)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py) => Err(e),
+            Err(e) => {
+                helper(py, "report_callback_error")?.call1((slf, e.into_value(py), cb, args))?;
+                Ok(())
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl Handle {
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let h = slf.get();
+        if h.do_cancel() && h.scheduled.load(Ordering::Acquire) {
+            if let Ok(core) = h.loop_.bind(slf.py()).cast::<LoopCore>() {
+                core.get().timer_cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        visit.call(&self.context)?;
+        visit.call(&self.loop_)?;
+        if let Some(g) = self.call.try_lock() {
+            if let Some(c) = &*g {
+                visit.call(&c.callback)?;
+                visit.call(&c.args)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let gone = self.call.lock().take();
+        drop(gone);
+    }
+
+    fn get_context(&self, py: Python<'_>) -> Obj {
+        self.context.clone_ref(py)
+    }
+
+    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Handle::run(slf)
+    }
+
+    #[getter]
+    fn _callback(&self, py: Python<'_>) -> Option<Obj> {
+        self.call.lock().as_ref().map(|c| c.callback.clone_ref(py))
+    }
+
+    #[getter]
+    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
+        self.call.lock().as_ref().map(|c| c.args.clone_ref(py))
+    }
+
+    #[getter]
+    fn _cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Obj {
+        self.context.clone_ref(py)
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Obj {
+        self.loop_.clone_ref(py)
+    }
+
+    /// Only debug mode records where a handle was made (and then asyncio's
+    /// own handles are used).
+    #[getter]
+    fn _source_traceback(&self) -> Option<Obj> {
+        None
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        helper(slf.py(), "handle_repr")?.call1((slf,))?.extract()
+    }
+}
+
+/// `asyncio.TimerHandle`'s contract (`call_later`, `call_at`).
+#[pyclass(module = "plait.loop", name = "TimerHandle", frozen, extends = Handle)]
+pub struct TimerHandle;
+
+#[pymethods]
+impl TimerHandle {
+    fn when(slf: PyRef<'_, Self>) -> f64 {
+        slf.as_super().when
+    }
+
+    #[getter]
+    fn _when(slf: PyRef<'_, Self>) -> f64 {
+        slf.as_super().when
+    }
+
+    #[getter]
+    fn _scheduled(slf: PyRef<'_, Self>) -> bool {
+        slf.as_super().scheduled.load(Ordering::Acquire)
+    }
+
+    fn __hash__(slf: PyRef<'_, Self>) -> isize {
+        let h = slf.as_super().when.to_bits();
+        (h ^ (h >> 32)) as isize
+    }
+
+    fn __richcmp__(slf: PyRef<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> PyResult<Obj> {
+        let py = other.py();
+        let Ok(o) = other.cast::<TimerHandle>() else {
+            return Ok(py.NotImplemented());
+        };
+        let (a, b) = (slf.as_super(), o.borrow());
+        let b = b.as_super();
+        let same = || {
+            a.when == b.when
+                && a.cancelled.load(Ordering::Acquire) == b.cancelled.load(Ordering::Acquire)
+                && match (&*a.call.lock(), &*b.call.lock()) {
+                    (Some(x), Some(y)) => {
+                        x.callback.bind(py).eq(y.callback.bind(py)).unwrap_or(false)
+                            && x.args.bind(py).eq(y.args.bind(py)).unwrap_or(false)
+                    }
+                    (None, None) => true,
+                    _ => false,
+                }
+        };
+        use pyo3::basic::CompareOp::*;
+        let r = match op {
+            Lt => a.when < b.when,
+            Gt => a.when > b.when,
+            Le => a.when < b.when || same(),
+            Ge => a.when > b.when || same(),
+            Eq => same(),
+            Ne => !same(),
+        };
+        Ok(r.into_pyobject(py)?.to_owned().into_any().unbind())
+    }
+}
+
+// ---- the selector ------------------------------------------------------------
+
+struct Registration {
+    key: Obj,
+    data: Obj,
+}
+
+struct SelState {
+    poller: Option<Poller>,
+    keys: HashMap<RawFd, Registration>,
+}
+
+/// An epoll selector with `selectors.BaseSelector`'s API, which the loop
+/// polls natively.
+#[pyclass(module = "plait.loop", name = "Selector", frozen, subclass)]
+pub struct Selector {
+    st: Mutex<SelState>,
+    epfd: RawFd,
+}
+
+static SELECTOR_KEY: PyOnceLock<Obj> = PyOnceLock::new();
+
+fn selector_key<'py>(py: Python<'py>) -> PyResult<&'py Bound<'py, PyAny>> {
+    SELECTOR_KEY
+        .get_or_try_init(py, || py.import("selectors")?.getattr("SelectorKey").map(Bound::unbind))
+        .map(|k| k.bind(py))
+}
+
+/// `selectors._fileobj_to_fd`.
+fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let fd: i64 = if fileobj.is_instance_of::<PyInt>() {
+        fileobj.extract()?
+    } else {
+        match fileobj.call_method0("fileno").and_then(|f| f.extract::<i64>()) {
+            Ok(fd) => fd,
+            Err(_) => return Err(PyValueError::new_err(format!("Invalid file object: {}", fileobj.repr()?))),
+        }
+    };
+    if fd < 0 || fd > i32::MAX as i64 {
+        return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
+    }
+    Ok(fd as RawFd)
+}
+
+impl Selector {
+    /// The fd of `fileobj`, or of the registered key whose file object it
+    /// is (a closed file no longer has a fileno).
+    fn lookup(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+        match fileobj_to_fd(fileobj) {
+            Ok(fd) => Ok(fd),
+            Err(e) => {
+                let py = fileobj.py();
+                let st = self.st.lock();
+                for (fd, reg) in st.keys.iter() {
+                    if reg.key.bind(py).get_item(0)?.is(fileobj) {
+                        return Ok(*fd);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn check_events(events: u32) -> PyResult<()> {
+        if events == 0 || events & !(READ | WRITE) != 0 {
+            return Err(PyValueError::new_err(format!("Invalid events: {events}")));
+        }
+        Ok(())
+    }
+
+    /// The (reader, writer) handles registered for `fd`.
+    fn data(&self, py: Python<'_>, fd: RawFd) -> Option<Obj> {
+        self.st.lock().keys.get(&fd).map(|r| r.data.clone_ref(py))
+    }
+}
+
+#[pymethods]
+impl Selector {
+    #[new]
+    fn new() -> PyResult<Self> {
+        let poller = Poller::new()?;
+        let epfd = poller.fd();
+        Ok(Selector { st: Mutex::new(SelState { poller: Some(poller), keys: HashMap::new() }), epfd })
+    }
+
+    #[pyo3(signature = (fileobj, events, data = None))]
+    fn register(&self, fileobj: &Bound<'_, PyAny>, events: u32, data: Option<Obj>) -> PyResult<Obj> {
+        let py = fileobj.py();
+        Self::check_events(events)?;
+        let fd = fileobj_to_fd(fileobj)?;
+        let data = data.unwrap_or_else(|| py.None());
+        let key = selector_key(py)?.call1((fileobj, fd, events, data.clone_ref(py)))?.unbind();
+        let mut st = self.st.lock();
+        if st.keys.contains_key(&fd) {
+            drop(st);
+            return Err(PyKeyError::new_err(format!("{} (FD {fd}) is already registered", fileobj.repr()?)));
+        }
+        let Some(poller) = st.poller.as_mut() else {
+            return Err(PyRuntimeError::new_err("the selector is closed"));
+        };
+        poller.register(fd, events)?;
+        st.keys.insert(fd, Registration { key: key.clone_ref(py), data });
+        Ok(key)
+    }
+
+    fn unregister(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Obj> {
+        let fd = self.lookup(fileobj)?;
+        let mut st = self.st.lock();
+        let Some(reg) = st.keys.remove(&fd) else {
+            drop(st);
+            return Err(PyKeyError::new_err(format!("{} is not registered", fileobj.repr()?)));
+        };
+        if let Some(p) = st.poller.as_mut() {
+            p.unregister(fd);
+        }
+        drop(st);
+        let Registration { key, data } = reg;
+        drop(data);
+        Ok(key)
+    }
+
+    #[pyo3(signature = (fileobj, events, data = None))]
+    fn modify(&self, fileobj: &Bound<'_, PyAny>, events: u32, data: Option<Obj>) -> PyResult<Obj> {
+        let py = fileobj.py();
+        Self::check_events(events)?;
+        let fd = self.lookup(fileobj)?;
+        let data = data.unwrap_or_else(|| py.None());
+        let old_obj = {
+            let st = self.st.lock();
+            match st.keys.get(&fd) {
+                Some(r) => r.key.clone_ref(py),
+                None => {
+                    drop(st);
+                    return Err(PyKeyError::new_err(format!("{} is not registered", fileobj.repr()?)));
+                }
+            }
+        };
+        let old_file = old_obj.bind(py).get_item(0)?;
+        let key = selector_key(py)?.call1((old_file, fd, events, data.clone_ref(py)))?.unbind();
+        let mut st = self.st.lock();
+        let changed = st.poller.as_ref().and_then(|p| p.interest(fd)) != Some(events);
+        if changed {
+            if let Some(p) = st.poller.as_mut() {
+                p.modify(fd, events)?;
+            }
+        }
+        let old = st.keys.insert(fd, Registration { key: key.clone_ref(py), data });
+        drop(st);
+        drop(old);
+        Ok(key)
+    }
+
+    fn get_key(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Obj> {
+        let py = fileobj.py();
+        let fd = self.lookup(fileobj)?;
+        match self.st.lock().keys.get(&fd) {
+            Some(r) => Ok(r.key.clone_ref(py)),
+            None => Err(PyKeyError::new_err(format!("{} is not registered", fileobj.repr()?))),
+        }
+    }
+
+    fn get_map<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, SelectorMapping>> {
+        Bound::new(slf.py(), SelectorMapping { selector: slf.clone().unbind() })
+    }
+
+    /// Wait (detached) and return `[(key, events), ...]`, as
+    /// `selectors.BaseSelector.select` does.
+    #[pyo3(signature = (timeout = None))]
+    fn select(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Vec<(Obj, u32)>> {
+        let ms = match timeout {
+            None => -1,
+            Some(t) if t <= 0.0 => 0,
+            Some(t) => (t * 1e3).ceil().min(i32::MAX as f64) as i32,
+        };
+        let ready = self.poll(py, ms)?;
+        let st = self.st.lock();
+        Ok(ready.into_iter().filter_map(|(fd, m)| st.keys.get(&fd).map(|r| (r.key.clone_ref(py), m))).collect())
+    }
+
+    fn close(&self) {
+        let mut st = self.st.lock();
+        let keys = std::mem::take(&mut st.keys);
+        st.poller = None;
+        drop(st);
+        drop(keys);
+    }
+
+    fn fileno(&self) -> RawFd {
+        self.epfd
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(&self, _a: Obj, _b: Obj, _c: Obj) {
+        self.close();
+    }
+}
+
+impl Selector {
+    /// Wait up to `ms` for readiness; detached unless `ms == 0`. EINTR is
+    /// returned as no events (the caller runs signal handlers).
+    fn poll(&self, py: Python<'_>, ms: i32) -> PyResult<Vec<(RawFd, u32)>> {
+        let mut raw: Vec<libc::epoll_event> = Vec::with_capacity(64);
+        let epfd = {
+            let st = self.st.lock();
+            if st.poller.is_none() {
+                return Err(PyRuntimeError::new_err("the selector is closed"));
+            }
+            raw.reserve(st.keys.len().clamp(1, 1024));
+            self.epfd
+        };
+        let cap = raw.capacity().min(1024) as libc::c_int;
+        let ptr = raw.as_mut_ptr() as usize;
+        let wait = move || {
+            // SAFETY: `ptr` points at `raw`'s buffer of at least `cap`
+            // events, alive for the call; the epoll fd stays open while the
+            // selector is (closing it while a wait runs is the caller's bug,
+            // and then epoll_wait only fails with EBADF).
+            unsafe { libc::epoll_wait(epfd, ptr as *mut libc::epoll_event, cap, ms) }
+        };
+        let n = if ms == 0 { wait() } else { py.detach(wait) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                return Ok(Vec::new());
+            }
+            return Err(e.into());
+        }
+        // SAFETY: epoll_wait initialised the first `n` (<= cap) entries.
+        unsafe { raw.set_len(n as usize) };
+        let st = self.st.lock();
+        let Some(p) = st.poller.as_ref() else { return Ok(Vec::new()) };
+        let mut out = Vec::with_capacity(raw.len());
+        for ev in &raw {
+            let fd = ev.u64 as RawFd;
+            let Some(want) = p.interest(fd) else { continue };
+            let bits = ev.events;
+            let mut mask = 0;
+            if bits & !(libc::EPOLLIN as u32) != 0 {
+                mask |= WRITE;
+            }
+            if bits & !(libc::EPOLLOUT as u32) != 0 {
+                mask |= READ;
+            }
+            mask &= want;
+            if mask != 0 {
+                out.push((fd, mask));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `selector.get_map()`: a live read-only mapping of fd (or file object)
+/// to key.
+#[pyclass(module = "plait.loop", name = "_SelectorMapping", frozen)]
+pub struct SelectorMapping {
+    selector: Py<Selector>,
+}
+
+#[pymethods]
+impl SelectorMapping {
+    fn __len__(&self) -> usize {
+        self.selector.get().st.lock().keys.len()
+    }
+
+    fn __getitem__(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Obj> {
+        let py = fileobj.py();
+        let sel = self.selector.get();
+        let fd = sel.lookup(fileobj).map_err(|_| PyKeyError::new_err(format!("{} is not registered", fileobj.repr().map(|r| r.to_string()).unwrap_or_default())))?;
+        match sel.st.lock().keys.get(&fd) {
+            Some(r) => Ok(r.key.clone_ref(py)),
+            None => Err(PyKeyError::new_err(format!("{} is not registered", fileobj.repr()?))),
+        }
+    }
+
+    #[pyo3(signature = (fileobj, default = None))]
+    fn get(&self, fileobj: &Bound<'_, PyAny>, default: Option<Obj>) -> PyResult<Obj> {
+        let py = fileobj.py();
+        match self.__getitem__(fileobj) {
+            Ok(k) => Ok(k),
+            Err(e) if e.is_instance_of::<PyKeyError>(py) => Ok(default.unwrap_or_else(|| py.None())),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn __contains__(&self, fileobj: &Bound<'_, PyAny>) -> bool {
+        self.__getitem__(fileobj).is_ok()
+    }
+
+    fn keys(&self, py: Python<'_>) -> Vec<RawFd> {
+        let _ = py;
+        self.selector.get().st.lock().keys.keys().copied().collect()
+    }
+
+    fn values(&self, py: Python<'_>) -> Vec<Obj> {
+        self.selector.get().st.lock().keys.values().map(|r| r.key.clone_ref(py)).collect()
+    }
+
+    fn items(&self, py: Python<'_>) -> Vec<(RawFd, Obj)> {
+        self.selector.get().st.lock().keys.iter().map(|(fd, r)| (*fd, r.key.clone_ref(py))).collect()
+    }
+
+    fn __iter__(&self, py: Python<'_>) -> PyResult<Obj> {
+        let keys = self.keys(py);
+        Ok(pyo3::types::PyList::new(py, keys)?.try_iter()?.into_any().unbind())
+    }
+}
+
+// ---- the loop ----------------------------------------------------------------
+
+struct LoopState {
+    ready: VecDeque<Obj>,
+    timers: TimerHeap<Obj>,
+}
+
+/// The Rust base of `plait.loop.EventLoop`.
+#[pyclass(module = "plait.loop", name = "_LoopCore", subclass, frozen)]
+pub struct LoopCore {
+    st: Mutex<LoopState>,
+    selector: std::sync::OnceLock<Py<Selector>>,
+    stopping: AtomicBool,
+    closed: AtomicBool,
+    debug: AtomicBool,
+    running: AtomicBool,
+    clock_resolution: AtomicU64,
+    timer_cancelled: AtomicUsize,
+    /// Polls with no wait found nothing this many times in a row.
+    idle_polls: AtomicUsize,
+}
+
+static HANDLE_TYPE: PyOnceLock<Obj> = PyOnceLock::new();
+
+/// Fewer cancelled timers than this are left in the heap until they come due.
+const MIN_SCHEDULED_TIMER_HANDLES: usize = 100;
+
+impl LoopCore {
+    fn push_ready(&self, h: Obj) {
+        self.st.lock().ready.push_back(h);
+    }
+
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PyRuntimeError::new_err("Event loop is closed"));
+        }
+        Ok(())
+    }
+
+    fn is_cancelled(h: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if let Ok(n) = h.cast::<Handle>() {
+            return Ok(n.get().cancelled.load(Ordering::Acquire));
+        }
+        h.getattr("_cancelled")?.is_truthy()
+    }
+
+    fn set_scheduled(h: &Bound<'_, PyAny>, on: bool) -> PyResult<()> {
+        if let Ok(n) = h.cast::<Handle>() {
+            n.get().scheduled.store(on, Ordering::Release);
+            return Ok(());
+        }
+        h.setattr("_scheduled", on)
+    }
+
+    /// Drop cancelled timers if they are many (asyncio's rule), and the
+    /// cancelled ones at the head of the heap in any case.
+    fn prune_timers(&self, py: Python<'_>) -> PyResult<()> {
+        let mut dropped: Vec<Obj> = Vec::new();
+        {
+            let mut st = self.st.lock();
+            let n = st.timers.len();
+            let cancelled = self.timer_cancelled.load(Ordering::Relaxed);
+            if n > MIN_SCHEDULED_TIMER_HANDLES && cancelled * 2 > n {
+                let all = st.timers.drain();
+                let mut keep = TimerHeap::new();
+                for h in all {
+                    let b = h.bind(py);
+                    let when = timer_when(b)?;
+                    if Self::is_cancelled(b)? {
+                        Self::set_scheduled(b, false)?;
+                        dropped.push(h);
+                    } else {
+                        keep.push(when, h);
+                    }
+                }
+                st.timers = keep;
+                self.timer_cancelled.store(0, Ordering::Relaxed);
+            } else {
+                while let Some(h) = st.timers.peek() {
+                    let b = h.bind(py);
+                    if !Self::is_cancelled(b)? {
+                        break;
+                    }
+                    let (_, h) = st.timers.pop().expect("peeked");
+                    Self::set_scheduled(h.bind(py), false)?;
+                    let _ = self.timer_cancelled.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+                    dropped.push(h);
+                }
+            }
+        }
+        drop(dropped);
+        Ok(())
+    }
+
+    fn timeout_ms(&self, py: Python<'_>) -> PyResult<i32> {
+        let st = self.st.lock();
+        if !st.ready.is_empty() || self.stopping.load(Ordering::Acquire) {
+            return Ok(0);
+        }
+        let _ = py;
+        Ok(match st.timers.next_when() {
+            None => -1,
+            Some(when) => {
+                let t = (when - monotonic()).clamp(0.0, 24.0 * 3600.0);
+                (t * 1e3).ceil() as i32
+            }
+        })
+    }
+
+    /// One iteration: poll for I/O, move due timers to the ready queue,
+    /// run what was ready at the start of the iteration.
+    fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let core = slf.get();
+        core.prune_timers(py)?;
+        let mut ms = core.timeout_ms(py)?;
+        let sel = core.selector.get().ok_or_else(|| PyRuntimeError::new_err("the loop has no selector"))?;
+        if ms != 0 && crate::wait::is_main_thread() {
+            // Ctrl-C reaches a main thread blocked here within this bound,
+            // even if the kernel delivered SIGINT to another thread.
+            ms = if ms < 0 { 50 } else { ms.min(50) };
+        }
+        // With callbacks ready, a poll that found nothing the last times
+        // is skipped on most iterations: I/O is still looked at every few
+        // iterations, and always before the loop would block.
+        let idle = core.idle_polls.load(Ordering::Relaxed);
+        let skip = ms == 0 && idle >= 4 && idle % 8 != 0;
+        let events = if skip {
+            core.idle_polls.fetch_add(1, Ordering::Relaxed);
+            Vec::new()
+        } else {
+            let ev = sel.get().poll(py, ms)?;
+            if ev.is_empty() {
+                py.check_signals()?;
+                core.idle_polls.fetch_add(1, Ordering::Relaxed);
+            } else {
+                core.idle_polls.store(0, Ordering::Relaxed);
+            }
+            ev
+        };
+        for (fd, mask) in events {
+            let Some(data) = sel.get().data(py, fd) else { continue };
+            let data = data.bind(py);
+            let Ok(pair) = data.cast::<PyTuple>() else { continue };
+            if pair.len() != 2 {
+                continue;
+            }
+            for (bit, idx, remove) in [(READ, 0usize, "_remove_reader"), (WRITE, 1usize, "_remove_writer")] {
+                if mask & bit == 0 {
+                    continue;
+                }
+                let h = pair.get_item(idx)?;
+                if h.is_none() {
+                    continue;
+                }
+                if Self::is_cancelled(&h)? {
+                    slf.call_method1(remove, (fd,))?;
+                } else {
+                    core.push_ready(h.unbind());
+                }
+            }
+        }
+        // Timers due now (within the clock's resolution).
+        let end = monotonic() + f64::from_bits(core.clock_resolution.load(Ordering::Relaxed));
+        loop {
+            let due = core.st.lock().timers.pop_due(end);
+            let Some((_, h)) = due else { break };
+            let b = h.bind(py);
+            Self::set_scheduled(b, false)?;
+            if Self::is_cancelled(b)? {
+                let _ = core.timer_cancelled.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+                continue;
+            }
+            core.push_ready(h);
+        }
+        // Run what is ready now; what these callbacks schedule waits for
+        // the next iteration.
+        let mut batch = std::mem::take(&mut core.st.lock().ready);
+        let debug = core.debug.load(Ordering::Relaxed);
+        let handle_type = HANDLE_TYPE.get_or_init(py, || py.get_type::<Handle>().into_any().unbind());
+        while let Some(h) = batch.pop_front() {
+            let b = h.bind(py);
+            let t0 = if debug { monotonic() } else { 0.0 };
+            let r = if b.get_type().is(handle_type.bind(py)) || b.is_instance_of::<Handle>() {
+                Handle::run(b.cast::<Handle>().expect("checked"))
+            } else if b.getattr("_cancelled")?.is_truthy()? {
+                Ok(())
+            } else {
+                b.call_method0("_run").map(drop)
+            };
+            if let Err(e) = r {
+                // Not run yet: back to the front, in order.
+                let mut st = core.st.lock();
+                while let Some(x) = batch.pop_back() {
+                    st.ready.push_front(x);
+                }
+                return Err(e);
+            }
+            if debug {
+                let dt = monotonic() - t0;
+                helper(py, "check_slow_callback")?.call1((slf, b, dt))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn timer_when(h: &Bound<'_, PyAny>) -> PyResult<f64> {
+    if let Ok(n) = h.cast::<Handle>() {
+        return Ok(n.get().when);
+    }
+    h.getattr("_when")?.extract()
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        LoopCore {
+            st: Mutex::new(LoopState { ready: VecDeque::new(), timers: TimerHeap::new() }),
+            selector: std::sync::OnceLock::new(),
+            stopping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
+            running: AtomicBool::new(false),
+            clock_resolution: AtomicU64::new(1e-9f64.to_bits()),
+            timer_cancelled: AtomicUsize::new(0),
+            idle_polls: AtomicUsize::new(0),
+        }
+    }
+
+    /// Called once from `EventLoop.__init__`.
+    fn _plait_bind(&self, py: Python<'_>, selector: Py<Selector>, clock_resolution: f64, debug: bool) {
+        let _ = py;
+        let _ = self.selector.set(selector);
+        self.clock_resolution.store(clock_resolution.to_bits(), Ordering::Relaxed);
+        self.debug.store(debug, Ordering::Relaxed);
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        if let Some(s) = self.selector.get() {
+            visit.call(s)?;
+        }
+        if let Some(st) = self.st.try_lock() {
+            for h in st.ready.iter() {
+                visit.call(h)?;
+            }
+            for h in st.timers.iter() {
+                visit.call(h)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let (ready, timers) = {
+            let mut st = self.st.lock();
+            (std::mem::take(&mut st.ready), st.timers.drain())
+        };
+        drop(ready);
+        drop(timers);
+    }
+
+    fn _plait_set_debug(&self, debug: bool) {
+        self.debug.store(debug, Ordering::Relaxed);
+    }
+
+    fn _plait_close(&self, py: Python<'_>) {
+        self.closed.store(true, Ordering::Release);
+        let (ready, timers) = {
+            let mut st = self.st.lock();
+            (std::mem::take(&mut st.ready), st.timers.drain())
+        };
+        for t in &timers {
+            let _ = Self::set_scheduled(t.bind(py), false);
+        }
+        drop(ready);
+        drop(timers);
+    }
+
+    fn time(&self) -> f64 {
+        monotonic()
+    }
+
+    #[pyo3(signature = (callback, *args, context = None))]
+    fn call_soon(slf: &Bound<'_, Self>, callback: Obj, args: Py<PyTuple>, context: Option<Obj>) -> PyResult<Obj> {
+        let core = slf.get();
+        core.check_closed()?;
+        if core.debug.load(Ordering::Relaxed) {
+            return helper(slf.py(), "debug_call_soon")?.call1((slf, callback, args, context)).map(Bound::unbind);
+        }
+        Self::_call_soon(slf, callback, args, context)
+    }
+
+    /// asyncio's internal `_call_soon(callback, args, context)`, also what
+    /// `call_soon_threadsafe` uses (thread-safe here: a locked queue).
+    #[pyo3(signature = (callback, args, context = None))]
+    fn _call_soon(slf: &Bound<'_, Self>, callback: Obj, args: Py<PyTuple>, context: Option<Obj>) -> PyResult<Obj> {
+        let py = slf.py();
+        let core = slf.get();
+        if core.debug.load(Ordering::Relaxed) {
+            return helper(py, "debug_call_soon_internal")?.call1((slf, callback, args, context)).map(Bound::unbind);
+        }
+        let ctx = check_context(py, context)?;
+        let h = Py::new(py, Handle::new(callback, args, ctx, slf.clone().into_any().unbind(), 0.0))?;
+        let obj = h.into_any();
+        core.push_ready(obj.clone_ref(py));
+        Ok(obj)
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context = None))]
+    fn call_later(slf: &Bound<'_, Self>, delay: &Bound<'_, PyAny>, callback: Obj, args: Py<PyTuple>, context: Option<Obj>) -> PyResult<Obj> {
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let delay: f64 = delay.extract()?;
+        Self::call_at_f(slf, monotonic() + delay, callback, args, context)
+    }
+
+    #[pyo3(signature = (when, callback, *args, context = None))]
+    fn call_at(slf: &Bound<'_, Self>, when: &Bound<'_, PyAny>, callback: Obj, args: Py<PyTuple>, context: Option<Obj>) -> PyResult<Obj> {
+        if when.is_none() {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
+        let when: f64 = when.extract()?;
+        Self::call_at_f(slf, when, callback, args, context)
+    }
+
+    fn _add_callback(&self, handle: Obj) {
+        self.push_ready(handle);
+    }
+
+    fn _timer_handle_cancelled(&self, handle: &Bound<'_, PyAny>) -> PyResult<()> {
+        let scheduled = match handle.cast::<Handle>() {
+            Ok(h) => h.get().scheduled.load(Ordering::Acquire),
+            Err(_) => handle.getattr("_scheduled")?.is_truthy()?,
+        };
+        if scheduled {
+            self.timer_cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::run_once(slf)
+    }
+
+    /// `run_forever`'s loop (the Python method does asyncio's setup and
+    /// cleanup around it).
+    fn _plait_run_forever(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let core = slf.get();
+        core.running.store(true, Ordering::Release);
+        let r = (|| loop {
+            Self::run_once(slf)?;
+            if core.stopping.load(Ordering::Acquire) {
+                return Ok(());
+            }
+        })();
+        core.stopping.store(false, Ordering::Release);
+        core.running.store(false, Ordering::Release);
+        r
+    }
+
+    /// Ready callbacks and pending timers (for tests and introspection).
+    #[getter]
+    fn _plait_pending(&self) -> (usize, usize) {
+        let st = self.st.lock();
+        (st.ready.len(), st.timers.len())
+    }
+}
+
+impl LoopCore {
+    fn call_at_f(slf: &Bound<'_, Self>, when: f64, callback: Obj, args: Py<PyTuple>, context: Option<Obj>) -> PyResult<Obj> {
+        let py = slf.py();
+        let core = slf.get();
+        core.check_closed()?;
+        if core.debug.load(Ordering::Relaxed) {
+            let h = helper(py, "debug_call_at")?.call1((slf, when, callback, args, context))?;
+            h.setattr("_scheduled", true)?;
+            core.st.lock().timers.push(when, h.clone().unbind());
+            return Ok(h.unbind());
+        }
+        let ctx = check_context(py, context)?;
+        let h = Handle::new(callback, args, ctx, slf.clone().into_any().unbind(), when);
+        h.scheduled.store(true, Ordering::Release);
+        let obj = Py::new(py, (TimerHandle, h))?.into_any();
+        core.st.lock().timers.push(when, obj.clone_ref(py));
+        Ok(obj)
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Handle>()?;
+    m.add_class::<TimerHandle>()?;
+    m.add_class::<Selector>()?;
+    m.add_class::<SelectorMapping>()?;
+    m.add_class::<LoopCore>()?;
+    Ok(())
+}
