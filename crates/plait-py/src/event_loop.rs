@@ -95,6 +95,10 @@ struct Call {
 }
 
 /// `asyncio.Handle`'s contract, made and run in Rust (`call_soon`).
+///
+/// Not tracked by the garbage collector: a loop holding a million pending
+/// handles would otherwise make every collection walk them all (that cost
+/// call_soon three quarters of its time).
 #[pyclass(module = "plait.loop", name = "Handle", frozen, subclass, weakref)]
 pub struct Handle {
     call: Mutex<Option<Call>>,
@@ -137,9 +141,12 @@ impl Handle {
         if h.cancelled.load(Ordering::Acquire) {
             return Ok(());
         }
-        let (cb, args) = match &*h.call.lock() {
-            Some(c) => (c.callback.clone_ref(py), c.args.clone_ref(py)),
-            None => return Ok(()),
+        // A handle runs once: what it calls is taken out now. (So handles
+        // need no garbage-collector support: a handle that ran or was
+        // cancelled refers to nothing that could make a cycle, and one
+        // that is pending is the loop's until it runs.)
+        let Some(Call { callback: cb, args }) = h.call.lock().take() else {
+            return Ok(());
         };
         match run_in_context(py, h.context.bind(py), cb.bind(py), args.bind(py)) {
             Ok(()) => Ok(()),
@@ -166,23 +173,6 @@ impl Handle {
 
     fn cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Acquire)
-    }
-
-    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        visit.call(&self.context)?;
-        visit.call(&self.loop_)?;
-        if let Some(g) = self.call.try_lock() {
-            if let Some(c) = &*g {
-                visit.call(&c.callback)?;
-                visit.call(&c.args)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn __clear__(&self) {
-        let gone = self.call.lock().take();
-        drop(gone);
     }
 
     fn get_context(&self, py: Python<'_>) -> Obj {
@@ -712,7 +702,10 @@ impl LoopCore {
     fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
-        core.prune_timers(py)?;
+        let has_timers = !core.st.lock().timers.is_empty();
+        if has_timers {
+            core.prune_timers(py)?;
+        }
         let mut ms = core.timeout_ms(py)?;
         let sel = core.selector.get().ok_or_else(|| PyRuntimeError::new_err("the loop has no selector"))?;
         if ms != 0 && crate::wait::is_main_thread() {
@@ -724,7 +717,7 @@ impl LoopCore {
         // is skipped on most iterations: I/O is still looked at every few
         // iterations, and always before the loop would block.
         let idle = core.idle_polls.load(Ordering::Relaxed);
-        let skip = ms == 0 && idle >= 4 && idle % 8 != 0;
+        let skip = ms == 0 && idle >= 4 && !idle.is_multiple_of(8);
         let events = if skip {
             core.idle_polls.fetch_add(1, Ordering::Relaxed);
             Vec::new()
@@ -761,7 +754,7 @@ impl LoopCore {
             }
         }
         // Timers due now (within the clock's resolution).
-        let end = monotonic() + f64::from_bits(core.clock_resolution.load(Ordering::Relaxed));
+        let end = if has_timers { monotonic() + f64::from_bits(core.clock_resolution.load(Ordering::Relaxed)) } else { f64::NEG_INFINITY };
         loop {
             let due = core.st.lock().timers.pop_due(end);
             let Some((_, h)) = due else { break };
@@ -803,6 +796,15 @@ impl LoopCore {
         }
         Ok(())
     }
+}
+
+/// Take a new handle out of the garbage collector's sight (see [`Handle`]).
+fn untracked(h: Obj) -> Obj {
+    // SAFETY: `h` is a live object of a GC type that we just created;
+    // untracking it only stops the collector from visiting it (PyO3's
+    // dealloc untracks again, which is a no-op).
+    unsafe { ffi::PyObject_GC_UnTrack(h.as_ptr().cast()) };
+    h
 }
 
 fn timer_when(h: &Bound<'_, PyAny>) -> PyResult<f64> {
@@ -904,7 +906,7 @@ impl LoopCore {
         }
         let ctx = check_context(py, context)?;
         let h = Py::new(py, Handle::new(callback, args, ctx, slf.clone().into_any().unbind(), 0.0))?;
-        let obj = h.into_any();
+        let obj = untracked(h.into_any());
         core.push_ready(obj.clone_ref(py));
         Ok(obj)
     }
@@ -988,7 +990,7 @@ impl LoopCore {
         let ctx = check_context(py, context)?;
         let h = Handle::new(callback, args, ctx, slf.clone().into_any().unbind(), when);
         h.scheduled.store(true, Ordering::Release);
-        let obj = Py::new(py, (TimerHandle, h))?.into_any();
+        let obj = untracked(Py::new(py, (TimerHandle, h))?.into_any());
         core.st.lock().timers.push(when, obj.clone_ref(py));
         Ok(obj)
     }

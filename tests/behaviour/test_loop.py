@@ -1,0 +1,381 @@
+"""plait.loop: the entry points, the handle contract, threads, signals,
+Ctrl-C, debug mode and the exception handler. CPython's own asyncio suites
+run on the loop in tests/conformance/test_asyncio_suites.py; this file
+covers what they do not. Every wait is bounded."""
+
+import asyncio
+import contextvars
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import plait
+import plait.loop
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_entry_points_make_plait_loops():
+    async def kind():
+        return type(asyncio.get_running_loop())
+
+    assert plait.run(kind()) is plait.loop.EventLoop
+    assert plait.EventLoop is plait.loop.EventLoop
+    loop = plait.new_event_loop()
+    assert isinstance(loop, asyncio.AbstractEventLoop) and isinstance(loop, asyncio.BaseEventLoop)
+    loop.close()
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=plait.new_event_loop) as runner:
+            assert runner.run(kind()) is plait.loop.EventLoop
+    if sys.version_info >= (3, 12):
+        assert asyncio.run(kind(), loop_factory=plait.new_event_loop) is plait.loop.EventLoop
+
+
+def test_run_returns_and_raises_like_asyncio_run():
+    async def boom():
+        raise ValueError("x")
+
+    async def value():
+        await asyncio.sleep(0.01)
+        return 7
+
+    assert plait.run(value()) == 7
+    with pytest.raises(ValueError):
+        plait.run(boom())
+    with pytest.raises(ValueError):
+        plait.run(42)  # not a coroutine
+
+    async def nested():
+        coro = value()
+        try:
+            plait.run(coro)
+        finally:
+            coro.close()
+
+    with pytest.raises(RuntimeError):
+        plait.run(nested())
+
+
+def test_install_sets_the_policy():
+    if plait.loop.EventLoopPolicy is None:
+        pytest.skip("no event loop policies in this Python")
+    old = asyncio.get_event_loop_policy()
+    try:
+        plait.install()
+        loop = asyncio.new_event_loop()
+        assert type(loop) is plait.loop.EventLoop
+        loop.close()
+    finally:
+        asyncio.set_event_loop_policy(old)
+
+
+@pytest.fixture
+def loop():
+    lp = plait.new_event_loop()
+    yield lp
+    lp.close()
+
+
+def test_call_soon_order_args_and_context(loop):
+    var = contextvars.ContextVar("var", default="outer")
+    seen = []
+
+    def cb(tag, *rest):
+        seen.append((tag, rest, var.get()))
+
+    loop.call_soon(cb, 1)
+    var.set("inner")  # handles copy the context when they are made
+    loop.call_soon(cb, 2, "a", "b")
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "explicit")
+    loop.call_soon(cb, 3, context=ctx)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == [(1, (), "outer"), (2, ("a", "b"), "inner"), (3, (), "explicit")]
+
+
+def test_handle_and_timer_handle_contract(loop):
+    ran = []
+    h = loop.call_soon(ran.append, "no")
+    assert not h.cancelled() and isinstance(h.get_context(), contextvars.Context)
+    h.cancel()
+    assert h.cancelled()
+    h.cancel()  # twice is fine
+    t0 = loop.time()
+    th = loop.call_later(10, ran.append, "never")
+    assert abs(th.when() - (t0 + 10)) < 1
+    assert "TimerHandle" in repr(th) and "when=" in repr(th)
+    th.cancel()
+    assert "cancelled" in repr(th)
+    at = loop.call_at(loop.time() + 0.01, ran.append, "at")
+    assert at.when() > t0
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert ran == ["at"]
+    with pytest.raises(TypeError):
+        loop.call_later(None, print)
+    with pytest.raises(TypeError):
+        loop.call_soon(print, context=object())
+
+
+def test_timers_fire_in_time_order(loop):
+    out = []
+    for d in (0.03, 0.01, 0.02, 0.01):
+        loop.call_later(d, out.append, d)
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert out == [0.01, 0.01, 0.02, 0.03]
+
+
+def test_many_cancelled_timers_are_dropped(loop):
+    hs = [loop.call_later(100, print) for _ in range(1000)]
+    for h in hs[:900]:
+        h.cancel()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    ready, timers = loop._plait_pending
+    assert timers <= 200  # pruned, as asyncio prunes its heap
+
+
+def test_call_soon_threadsafe_from_threads(loop):
+    got = []
+    n_threads, per = 4, 500
+
+    def producer(k):
+        for i in range(per):
+            loop.call_soon_threadsafe(got.append, (k, i))
+
+    def check():
+        if len(got) == n_threads * per:
+            loop.stop()
+        else:
+            loop.call_later(0.001, check)
+
+    threads = [threading.Thread(target=producer, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    loop.call_soon(check)
+    loop.run_forever()
+    for t in threads:
+        t.join()
+    for k in range(n_threads):
+        assert [i for kk, i in got if kk == k] == list(range(per))
+
+
+def test_exception_handler_gets_loop_and_context(loop):
+    calls = []
+    loop.set_exception_handler(lambda lp, ctx: calls.append((lp, ctx)))
+
+    def bad():
+        raise ZeroDivisionError("bad")
+
+    h = loop.call_soon(bad)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert len(calls) == 1
+    lp, ctx = calls[0]
+    assert lp is loop and isinstance(ctx["exception"], ZeroDivisionError)
+    assert ctx["handle"] is h and ctx["message"].startswith("Exception in callback")
+
+
+def test_keyboard_interrupt_in_a_callback_propagates_and_keeps_the_rest(loop):
+    ran = []
+
+    def stop_here():
+        raise KeyboardInterrupt
+
+    loop.call_soon(stop_here)
+    loop.call_soon(ran.append, 1)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_forever()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert ran == [1]
+
+
+def test_debug_mode_warns_about_slow_callbacks_and_thread_misuse(loop, caplog):
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.01
+    loop.call_soon(time.sleep, 0.03)
+    loop.call_soon(loop.stop)
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        loop.run_forever()
+    assert any("took" in r.getMessage() and "Executing" in r.getMessage() for r in caplog.records)
+    # Non-thread-safe calls from another thread while the loop runs.
+    errors = []
+
+    def other_thread():
+        try:
+            loop.call_soon(print)
+        except RuntimeError as exc:
+            errors.append(exc)
+        loop.call_soon_threadsafe(loop.stop)
+
+    loop.call_soon(lambda: threading.Thread(target=other_thread).start())
+    loop.run_forever()
+    assert errors and "thread" in str(errors[0])
+
+
+def test_readers_writers_and_sockets(loop):
+    import socket
+
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    got = []
+
+    def on_read():
+        got.append(a.recv(100))
+        loop.remove_reader(a)
+        loop.stop()
+
+    loop.add_reader(a, on_read)
+    loop.add_writer(b, lambda: (b.send(b"ping"), loop.remove_writer(b)))
+    loop.run_forever()
+    assert got == [b"ping"]
+    assert not loop.remove_reader(a)
+
+    async def roundtrip():
+        await loop.sock_sendall(b, b"hello")
+        return await loop.sock_recv(a, 100)
+
+    assert loop.run_until_complete(roundtrip()) == b"hello"
+    a.close()
+    b.close()
+
+
+def test_closed_loop_refuses_work(loop):
+    loop.close()
+    assert loop.is_closed()
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.call_soon(print)
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.call_later(1, print)
+    loop.close()  # twice is fine
+
+
+CTRL_C = textwrap.dedent(
+    """
+    import asyncio, json, sys, time, plait
+    cancelled = False
+    async def main():
+        global cancelled
+        print("ready", flush=True)
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+    try:
+        plait.run(main())
+        print(json.dumps({"raised": None}), flush=True)
+    except KeyboardInterrupt:
+        print(json.dumps({"raised": "KeyboardInterrupt", "at": time.monotonic(),
+                          "cancelled": cancelled}), flush=True)
+    """
+)
+
+
+def test_ctrl_c_cancels_the_main_task_and_exits_cleanly():
+    p = subprocess.Popen([sys.executable, "-c", CTRL_C], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(0.2)
+        sent = time.monotonic()
+        os.kill(p.pid, signal.SIGINT)
+        report = json.loads(p.stdout.readline())
+        assert report["raised"] == "KeyboardInterrupt"
+        assert report["at"] - sent < 0.1
+        if sys.version_info >= (3, 11):  # asyncio.Runner cancels the main task
+            assert report["cancelled"] is True
+        assert p.wait(timeout=10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
+SIGTERM = textwrap.dedent(
+    """
+    import asyncio, os, signal, plait
+    async def main():
+        loop = asyncio.get_running_loop()
+        got = loop.create_future()
+        loop.add_signal_handler(signal.SIGTERM, got.set_result, "term")
+        print("ready", flush=True)
+        print(await asyncio.wait_for(got, 20), flush=True)
+        assert loop.remove_signal_handler(signal.SIGTERM)
+        assert not loop.remove_signal_handler(signal.SIGTERM)
+    plait.run(main())
+    """
+)
+
+
+def test_sigterm_handler_installed_with_add_signal_handler_fires():
+    p = subprocess.Popen([sys.executable, "-c", SIGTERM], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(0.1)
+        os.kill(p.pid, signal.SIGTERM)
+        assert p.stdout.readline().strip() == "term"
+        assert p.wait(timeout=10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
+def test_streams_server_and_client():
+    async def main():
+        async def handle(reader, writer):
+            while data := await reader.read(1024):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        out = []
+        for _ in range(3):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            for i in range(20):
+                w.write(b"x" * i + b"\n")
+                out.append(await r.readline())
+            w.close()
+            await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return out
+
+    out = plait.run(main())
+    assert out == [b"x" * i + b"\n" for i in range(20)] * 3
+
+
+def test_subprocess_exec():
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import sys; print(sys.stdin.read().upper())",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate(b"hello")
+        return out, proc.returncode
+
+    assert plait.run(main()) == (b"HELLO\n", 0)
+
+
+def test_loop_works_in_a_forked_child():
+    from _helpers import run_in_child
+
+    def child():
+        async def main():
+            await asyncio.sleep(0.01)
+            return 5
+
+        assert plait.run(main()) == 5
+
+    run_in_child(child)
