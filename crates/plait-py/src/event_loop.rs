@@ -48,10 +48,31 @@ fn helper<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
     m.bind(py).getattr(name)
 }
 
+/// A copy of the current context, out of the garbage collector's sight
+/// while only its handle refers to it (see [`Handle`]).
 fn copy_context(py: Python<'_>) -> PyResult<Obj> {
     // SAFETY: attached; PyContext_CopyCurrent returns a new reference or
     // NULL with an exception set.
-    unsafe { Bound::from_owned_ptr_or_err(py, PyContext_CopyCurrent()).map(Bound::unbind) }
+    let ctx = unsafe { Bound::from_owned_ptr_or_err(py, PyContext_CopyCurrent()).map(Bound::unbind) }?;
+    Ok(untracked(ctx))
+}
+
+/// Put `obj` back in the garbage collector's sight (it is being handed to
+/// Python code, which may store it anywhere).
+fn tracked<'py>(obj: &Bound<'py, PyAny>) -> Bound<'py, PyAny> {
+    retrack(obj.py(), obj.as_ptr());
+    obj.clone()
+}
+
+fn retrack(_py: Python<'_>, obj: *mut ffi::PyObject) {
+    // SAFETY: attached (the token); `obj` is a live object of a GC type;
+    // tracking is done only if it is not tracked already, as the API
+    // requires.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(obj) == 0 {
+            ffi::PyObject_GC_Track(obj.cast());
+        }
+    }
 }
 
 /// Call `cb(*args)` inside `ctx`, as `ctx.run(cb, *args)` does.
@@ -88,21 +109,38 @@ fn check_context(py: Python<'_>, context: Option<Obj>) -> PyResult<Obj> {
 
 // ---- handles -----------------------------------------------------------------
 
-/// What a handle calls; taken away on cancel, as asyncio clears it.
+/// What a handle calls, and in which context; taken away once it ran, was
+/// cancelled, or its loop closed.
 struct Call {
     callback: Obj,
     args: Py<PyTuple>,
+    context: Obj,
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        // A context copy we untracked must be tracked again before it can
+        // be freed (CPython's context dealloc untracks unconditionally).
+        // Calls are dropped attached (a handle's run, cancel or dealloc, a
+        // loop's close or dealloc), so this attach is only a check.
+        Python::attach(|py| retrack(py, self.context.as_ptr()));
+    }
 }
 
 /// `asyncio.Handle`'s contract, made and run in Rust (`call_soon`).
 ///
-/// Not tracked by the garbage collector: a loop holding a million pending
-/// handles would otherwise make every collection walk them all (that cost
-/// call_soon three quarters of its time).
+/// A handle and the context copy it makes are not tracked by the garbage
+/// collector: a loop holding a million pending handles would otherwise
+/// make every collection walk them all (that cost `call_soon` three
+/// quarters of its time). That is safe because a handle lets go of its
+/// callback, arguments and context once it ran or was cancelled (or its
+/// loop closed): a cycle through a handle can only exist while the loop
+/// still holds the handle. `get_context()` hands the context to Python
+/// code, so it puts the handle and its context back in the collector's
+/// sight first. (So `get_context()` on a handle that ran returns None.)
 #[pyclass(module = "plait.loop", name = "Handle", frozen, subclass, weakref)]
 pub struct Handle {
     call: Mutex<Option<Call>>,
-    context: Obj,
     loop_: Obj,
     cancelled: AtomicBool,
     /// Set on a `TimerHandle` while it is in the loop's heap.
@@ -114,8 +152,7 @@ pub struct Handle {
 impl Handle {
     fn new(callback: Obj, args: Py<PyTuple>, context: Obj, loop_: Obj, when: f64) -> Self {
         Handle {
-            call: Mutex::new(Some(Call { callback, args })),
-            context,
+            call: Mutex::new(Some(Call { callback, args, context })),
             loop_,
             cancelled: AtomicBool::new(false),
             scheduled: AtomicBool::new(false),
@@ -145,10 +182,13 @@ impl Handle {
         // need no garbage-collector support: a handle that ran or was
         // cancelled refers to nothing that could make a cycle, and one
         // that is pending is the loop's until it runs.)
-        let Some(Call { callback: cb, args }) = h.call.lock().take() else {
+        let Some(call) = h.call.lock().take() else {
             return Ok(());
         };
-        match run_in_context(py, h.context.bind(py), cb.bind(py), args.bind(py)) {
+        let (cb, args) = (call.callback.clone_ref(py), call.args.clone_ref(py));
+        let r = run_in_context(py, call.context.bind(py), cb.bind(py), args.bind(py));
+        drop(call);
+        match r {
             Ok(()) => Ok(()),
             Err(e) if e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py) => Err(e),
             Err(e) => {
@@ -175,8 +215,27 @@ impl Handle {
         self.cancelled.load(Ordering::Acquire)
     }
 
-    fn get_context(&self, py: Python<'_>) -> Obj {
-        self.context.clone_ref(py)
+    fn get_context(slf: &Bound<'_, Self>) -> Option<Obj> {
+        let ctx = slf.get().call.lock().as_ref().map(|c| c.context.clone_ref(slf.py()))?;
+        tracked(slf.as_any());
+        Some(tracked(ctx.bind(slf.py())).unbind())
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        visit.call(&self.loop_)?;
+        if let Some(g) = self.call.try_lock() {
+            if let Some(c) = &*g {
+                visit.call(&c.callback)?;
+                visit.call(&c.args)?;
+                visit.call(&c.context)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let gone = self.call.lock().take();
+        drop(gone);
     }
 
     fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -199,8 +258,8 @@ impl Handle {
     }
 
     #[getter]
-    fn _context(&self, py: Python<'_>) -> Obj {
-        self.context.clone_ref(py)
+    fn _context(slf: &Bound<'_, Self>) -> Option<Obj> {
+        Handle::get_context(slf)
     }
 
     #[getter]
@@ -616,6 +675,21 @@ static HANDLE_TYPE: PyOnceLock<Obj> = PyOnceLock::new();
 const MIN_SCHEDULED_TIMER_HANDLES: usize = 100;
 
 impl LoopCore {
+    /// Make a handle for `callback(*args)` in `context` and queue it.
+    pub(crate) fn soon(slf: &Bound<'_, Self>, callback: Obj, args: Py<PyTuple>, context: Option<Obj>) -> PyResult<Obj> {
+        let py = slf.py();
+        let ctx = check_context(py, context)?;
+        let h = Py::new(py, Handle::new(callback, args, ctx, slf.clone().into_any().unbind(), 0.0))?;
+        let obj = untracked(h.into_any());
+        slf.get().push_ready(obj.clone_ref(py));
+        Ok(obj)
+    }
+
+    /// `call_soon` may take the fast path: open, not in debug mode.
+    pub(crate) fn fast_path_open(&self) -> bool {
+        !self.closed.load(Ordering::Acquire) && !self.debug.load(Ordering::Relaxed)
+    }
+
     fn push_ready(&self, h: Obj) {
         self.st.lock().ready.push_back(h);
     }
@@ -877,6 +951,13 @@ impl LoopCore {
         for t in &timers {
             let _ = Self::set_scheduled(t.bind(py), false);
         }
+        // They will never run: let go of what they hold (see [`Handle`]).
+        for h in ready.iter().chain(timers.iter()) {
+            if let Ok(n) = h.bind(py).cast::<Handle>() {
+                let gone = n.get().call.lock().take();
+                drop(gone);
+            }
+        }
         drop(ready);
         drop(timers);
     }
@@ -904,11 +985,7 @@ impl LoopCore {
         if core.debug.load(Ordering::Relaxed) {
             return helper(py, "debug_call_soon_internal")?.call1((slf, callback, args, context)).map(Bound::unbind);
         }
-        let ctx = check_context(py, context)?;
-        let h = Py::new(py, Handle::new(callback, args, ctx, slf.clone().into_any().unbind(), 0.0))?;
-        let obj = untracked(h.into_any());
-        core.push_ready(obj.clone_ref(py));
-        Ok(obj)
+        Self::soon(slf, callback, args, context)
     }
 
     #[pyo3(signature = (delay, callback, *args, context = None))]

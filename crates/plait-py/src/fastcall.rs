@@ -29,12 +29,14 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 use pyo3::Borrowed;
 
+use crate::event_loop::LoopCore;
 use crate::queue::{less, no_compare, Queue, SimpleQueue};
 
 static QUEUE_PUT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static QUEUE_GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static SIMPLE_PUT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static SIMPLE_GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static CALL_SOON: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 type Fast = ffi::PyCFunctionFastWithKeywords;
 
@@ -79,8 +81,12 @@ pub fn install_all(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let s = py.get_type::<SimpleQueue>();
     install(&s, c"put", SIMPLE_PUT_DOC, simple_put, &SIMPLE_PUT)?;
     install(&s, c"get", SIMPLE_GET_DOC, simple_get, &SIMPLE_GET)?;
+    let l = py.get_type::<LoopCore>();
+    install(&l, c"call_soon", CALL_SOON_DOC, call_soon, &CALL_SOON)?;
     Ok(())
 }
+
+const CALL_SOON_DOC: &CStr = c"call_soon($self, callback, /, *args, context=None)\n--\n\nArrange for callback(*args) to be called soon, in context (a copy of the current context by default); returns a Handle.";
 
 const QUEUE_PUT_DOC: &CStr = c"put($self, /, item, block=True, timeout=None)\n--\n\nPut an item into the queue, waiting for a free slot if it is bounded and full (unless block is false, or timeout seconds pass: then queue.Full).";
 const QUEUE_GET_DOC: &CStr = c"get($self, /, block=True, timeout=None)\n--\n\nRemove and return an item, waiting for one if needed (unless block is false, or timeout seconds pass: then queue.Empty).";
@@ -269,4 +275,62 @@ unsafe extern "C" fn simple_get(
     }
     // SAFETY: forwarding exactly what CPython passed us.
     unsafe { forward(&SIMPLE_GET, py, slf, args, nargs, kwnames) }
+}
+
+/// `loop.call_soon(callback, *args[, context=ctx])` on an open loop not in
+/// debug mode: make the handle and queue it. Anything else (debug mode, a
+/// closed loop, other keywords) goes to the PyO3 method.
+unsafe extern "C" fn call_soon(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a method attached to the interpreter, with
+    // `slf` an instance of the descriptor's class (the descriptor checks)
+    // and `args` valid for the advertised count.
+    let py = unsafe { Python::assume_attached() };
+    let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
+    // SAFETY: kwnames is NULL or a tuple of str (fastcall convention).
+    let nkw = if kwnames.is_null() { 0 } else { unsafe { ffi::PyTuple_GET_SIZE(kwnames) } };
+    let context_kw = nkw == 1
+        // SAFETY: kwnames holds one str; comparing it with a C string.
+        && unsafe { ffi::PyUnicode_CompareWithASCIIString(ffi::PyTuple_GET_ITEM(kwnames, 0), c"context".as_ptr()) } == 0;
+    if nargs >= 1 && (nkw == 0 || context_kw) {
+        // SAFETY: `slf` is a _LoopCore (or subclass) instance.
+        let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<LoopCore>() };
+        if this.get().fast_path_open() {
+            // SAFETY: args holds nargs positional pointers, then the keyword
+            // value when there is one.
+            let all = unsafe { std::slice::from_raw_parts(args, (nargs + nkw) as usize) };
+            // SAFETY: every entry is a live object borrowed for the call.
+            let callback = unsafe { Borrowed::from_ptr(py, all[0]) }.to_owned().unbind();
+            let rest = all[1..nargs as usize].iter().map(|&p| {
+                // SAFETY: as above.
+                unsafe { Borrowed::from_ptr(py, p) }
+            });
+            let context = if context_kw {
+                // SAFETY: as above.
+                let c = unsafe { Borrowed::from_ptr(py, all[nargs as usize]) };
+                if c.is_none() {
+                    None
+                } else {
+                    Some(c.to_owned().unbind())
+                }
+            } else {
+                None
+            };
+            let r = pyo3::types::PyTuple::new(py, rest)
+                .and_then(|t| LoopCore::soon(&this.to_owned(), callback, t.unbind(), context));
+            return match r {
+                Ok(h) => h.into_ptr(),
+                Err(e) => {
+                    e.restore(py);
+                    std::ptr::null_mut()
+                }
+            };
+        }
+    }
+    // SAFETY: forwarding exactly what CPython passed us.
+    unsafe { forward(&CALL_SOON, py, slf, args, nargs, kwnames) }
 }
