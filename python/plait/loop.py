@@ -36,12 +36,32 @@ import threading
 from asyncio import events
 from asyncio import unix_events as _unix_events
 
-from plait._plait import Handle, Selector, TimerHandle, _LoopCore
+from asyncio import protocols as _protocols
+from asyncio import selector_events as _selector_events
+
+from plait._plait import Handle, Selector, TimerHandle, _LoopCore, _plait_install_transport
 
 __all__ = ["EventLoop", "EventLoopPolicy", "Handle", "Selector", "TimerHandle", "install",
            "new_event_loop", "run"]
 
 _HAS_SETUP = hasattr(asyncio.BaseEventLoop, "_run_forever_setup")
+
+
+class _SocketTransport(_selector_events._SelectorSocketTransport):
+    """asyncio's socket transport, with ``write`` and ``_read_ready``
+    (its hot paths) replaced by native code that hands anything unusual
+    back to asyncio's own methods (see ``crates/plait-py/src/transport.rs``)."""
+
+    _plait_native = False
+
+    def set_protocol(self, protocol):
+        super().set_protocol(protocol)
+        # A BufferedProtocol's reads stay asyncio's (get_buffer/buffer_updated).
+        self._plait_native = not isinstance(protocol, _protocols.BufferedProtocol)
+
+
+_plait_install_transport(_SocketTransport, _selector_events._SelectorSocketTransport.write,
+                         _selector_events._SelectorSocketTransport._read_ready)
 
 
 class EventLoop(_LoopCore, _unix_events._UnixSelectorEventLoop):
@@ -54,6 +74,9 @@ class EventLoop(_LoopCore, _unix_events._UnixSelectorEventLoop):
             raise TypeError(f"plait.loop.EventLoop needs a plait.loop.Selector, not {type(selector).__name__}")
         super().__init__(selector)
         self._plait_bind(selector, self._clock_resolution, bool(self._debug))
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        return _SocketTransport(self, sock, protocol, waiter, extra, server)
 
     def set_debug(self, enabled):
         super().set_debug(enabled)

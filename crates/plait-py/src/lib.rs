@@ -16,6 +16,7 @@ mod process;
 mod process_pool;
 mod queue;
 mod shm;
+mod transport;
 mod sync {
     pub mod barrier;
     pub mod condition;
@@ -53,6 +54,7 @@ fn _plait(m: &Bound<'_, PyModule>) -> PyResult<()> {
     shm::register(m)?;
     process::register(m)?;
     event_loop::register(m)?;
+    m.add_function(wrap_pyfunction!(transport::_plait_install_transport, m)?)?;
     fastcall::install_all(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -1,0 +1,223 @@
+//! Native hot paths for `plait.loop`'s socket transport.
+//!
+//! `plait.loop._SocketTransport` is asyncio's own `_SelectorSocketTransport`
+//! (flow control, close, abort, write_eof, sendfile, TLS wrapping: all
+//! asyncio's code) with two methods replaced by C-ABI method descriptors
+//! installed on that class:
+//!
+//! * `_read_ready`, what the loop calls when the socket is readable: one
+//!   `recv` into a reused buffer (asyncio's `sock.recv(256 KiB)` maps and
+//!   unmaps a fresh 256 KiB block for every message), then
+//!   `protocol.data_received(data)`, with asyncio's error handling;
+//! * `write(data)`, when nothing is buffered: one `send`, and done if it
+//!   took everything.
+//!
+//! Anything else — a buffered protocol, a partial or failed send, data
+//! already buffered, a closing transport, wrong arguments — goes to
+//! asyncio's own method, unchanged, so behaviour is asyncio's.
+
+use std::cell::RefCell;
+use std::ffi::CStr;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyType};
+use pyo3::Borrowed;
+
+static SLOW_WRITE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static SLOW_READ_READY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// asyncio's `_SelectorSocketTransport.max_size`.
+const MAX_SIZE: usize = 256 * 1024;
+
+thread_local! {
+    static RECV_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; MAX_SIZE]);
+}
+
+fn install(ty: &Bound<'_, PyType>, name: &'static CStr, meth: ffi::PyMethodDefPointer, flags: i32) -> PyResult<()> {
+    let py = ty.py();
+    let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: name.as_ptr(),
+        ml_meth: meth,
+        ml_flags: flags,
+        ml_doc: std::ptr::null(),
+    }));
+    // SAFETY: `ty` is a live type object that lives as long as the process
+    // (a module-level class), `def` a valid, leaked ('static) PyMethodDef.
+    let descr = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))? };
+    ty.setattr(name.to_str().expect("ASCII"), descr)
+}
+
+/// Install the native `write` and `_read_ready` on `cls`, keeping asyncio's
+/// `slow_write` and `slow_read_ready` for everything else.
+#[pyfunction]
+pub fn _plait_install_transport(cls: &Bound<'_, PyType>, slow_write: Py<PyAny>, slow_read_ready: Py<PyAny>) -> PyResult<()> {
+    let py = cls.py();
+    if SLOW_WRITE.set(py, slow_write).is_err() || SLOW_READ_READY.set(py, slow_read_ready).is_err() {
+        return Ok(()); // installed already
+    }
+    install(cls, c"write", ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: write }, ffi::METH_FASTCALL | ffi::METH_KEYWORDS)?;
+    install(cls, c"_read_ready", ffi::PyMethodDefPointer { PyCFunction: read_ready }, ffi::METH_NOARGS)?;
+    Ok(())
+}
+
+fn attr<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, pyo3::types::PyString>) -> PyResult<Bound<'py, PyAny>> {
+    obj.getattr(name)
+}
+
+macro_rules! interned {
+    ($py:expr, $s:literal) => {
+        pyo3::intern!($py, $s)
+    };
+}
+
+/// Call asyncio's own method with self and the arguments we were given.
+///
+/// # Safety
+/// `slf`/`args`/`nargs`/`kwnames` are what CPython passed a fastcall
+/// method (see `fastcall::forward`); the caller is attached.
+unsafe fn forward(slow: &PyOnceLock<Py<PyAny>>, py: Python<'_>, slf: *mut ffi::PyObject, args: &[*mut ffi::PyObject], nargs: usize, kwnames: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    let mut buf: Vec<*mut ffi::PyObject> = Vec::with_capacity(args.len() + 1);
+    buf.push(slf);
+    buf.extend_from_slice(args);
+    let Some(f) = slow.get(py) else { return std::ptr::null_mut() };
+    // SAFETY: `f` is a live function; `buf` holds self plus the borrowed
+    // arguments for the duration of the call.
+    unsafe { ffi::PyObject_Vectorcall(f.as_ptr(), buf.as_ptr(), nargs + 1, kwnames) }
+}
+
+fn into_ptr(py: Python<'_>, r: PyResult<Option<Py<PyAny>>>) -> *mut ffi::PyObject {
+    match r {
+        Ok(Some(v)) => v.into_ptr(),
+        Ok(None) => py.None().into_ptr(),
+        Err(e) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// The fast write: the whole of `data` sent at once, or asyncio's write.
+fn fast_write(py: Python<'_>, slf: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+    // SAFETY: type checks and buffer access on a live object, attached.
+    let (ptr, len) = unsafe {
+        let p = data.as_ptr();
+        if ffi::PyBytes_CheckExact(p) != 0 {
+            (ffi::PyBytes_AsString(p) as *const u8, ffi::PyBytes_Size(p) as usize)
+        } else if ffi::PyByteArray_CheckExact(p) != 0 {
+            (ffi::PyByteArray_AsString(p) as *const u8, ffi::PyByteArray_Size(p) as usize)
+        } else {
+            return Ok(None);
+        }
+    };
+    if len == 0
+        || attr(slf, interned!(py, "_eof"))?.is_truthy()?
+        || !attr(slf, interned!(py, "_empty_waiter"))?.is_none()
+        || attr(slf, interned!(py, "_conn_lost"))?.is_truthy()?
+        || attr(slf, interned!(py, "_buffer"))?.len()? != 0
+    {
+        return Ok(None);
+    }
+    let fd: i32 = attr(slf, interned!(py, "_sock_fd"))?.extract()?;
+    // SAFETY: `ptr` is valid for `len` bytes (the bytes/bytearray we hold a
+    // reference to, unchanged: no Python code runs during the call).
+    let n = unsafe { libc::send(fd, ptr.cast(), len, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Ok(None); // asyncio's write sees the same error, or EAGAIN
+    }
+    Ok(Some(n as usize))
+}
+
+unsafe extern "C" fn write(slf: *mut ffi::PyObject, args: *const *mut ffi::PyObject, nargsf: ffi::Py_ssize_t, kwnames: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a method attached, with `slf` an instance of the
+    // class (the descriptor checks) and `args` valid for the count given.
+    let py = unsafe { Python::assume_attached() };
+    let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) } as usize;
+    // SAFETY: kwnames is NULL or a tuple (fastcall convention).
+    let nkw = if kwnames.is_null() { 0 } else { unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize } };
+    // SAFETY: args holds nargs + nkw valid pointers.
+    let all = unsafe { std::slice::from_raw_parts(args, nargs + nkw) };
+    if nargs == 1 && nkw == 0 {
+        // SAFETY: live objects borrowed for the call.
+        let this = unsafe { Borrowed::from_ptr(py, slf) };
+        let data = unsafe { Borrowed::from_ptr(py, all[0]) };
+        match fast_write(py, &this, &data) {
+            Ok(Some(n)) if n == data.len().unwrap_or(usize::MAX) => return py.None().into_ptr(),
+            Ok(Some(n)) => {
+                // Part sent: asyncio's write buffers the rest.
+                let rest = (|| -> PyResult<Bound<'_, PyAny>> {
+                    let mv = py.import("builtins")?.getattr("memoryview")?.call1((&*data,))?;
+                    mv.get_item(pyo3::types::PySlice::new(py, n as isize, isize::MAX, 1))
+                })();
+                return match rest {
+                    // SAFETY: forwarding self and one argument we own.
+                    Ok(rest) => unsafe { forward(&SLOW_WRITE, py, slf, &[rest.as_ptr()], 1, std::ptr::null_mut()) },
+                    Err(e) => {
+                        e.restore(py);
+                        std::ptr::null_mut()
+                    }
+                };
+            }
+            Ok(None) => {}
+            Err(e) => {
+                e.restore(py);
+                return std::ptr::null_mut();
+            }
+        }
+    }
+    // SAFETY: forwarding exactly what CPython passed us.
+    unsafe { forward(&SLOW_WRITE, py, slf, all, nargs, kwnames) }
+}
+
+fn read_ready_impl(py: Python<'_>, this: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+    if !attr(this, interned!(py, "_plait_native"))?.is_truthy()? {
+        let Some(f) = SLOW_READ_READY.get(py) else { return Ok(None) };
+        return f.bind(py).call1((this,)).map(|r| Some(r.unbind()));
+    }
+    if attr(this, interned!(py, "_conn_lost"))?.is_truthy()? {
+        return Ok(None);
+    }
+    let fd: i32 = attr(this, interned!(py, "_sock_fd"))?.extract()?;
+    let got = RECV_BUF.with(|b| {
+        let mut buf = b.borrow_mut();
+        // SAFETY: `buf` is a live buffer of MAX_SIZE bytes.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), MAX_SIZE, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(PyBytes::new(py, &buf[..n as usize]))
+        }
+    });
+    let data = match got {
+        Ok(d) => d,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => return Ok(None),
+        Err(e) => {
+            let exc = PyErr::from(e).into_value(py);
+            this.call_method1(interned!(py, "_fatal_error"), (exc, "Fatal read error on socket transport"))?;
+            return Ok(None);
+        }
+    };
+    if data.as_bytes().is_empty() {
+        this.call_method0(interned!(py, "_read_ready__on_eof"))?;
+        return Ok(None);
+    }
+    let protocol = attr(this, interned!(py, "_protocol"))?;
+    if let Err(e) = protocol.call_method1(interned!(py, "data_received"), (data,)) {
+        if e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py) {
+            return Err(e);
+        }
+        let exc = e.into_value(py);
+        this.call_method1(interned!(py, "_fatal_error"), (exc, "Fatal error: protocol.data_received() call failed."))?;
+    }
+    Ok(None)
+}
+
+unsafe extern "C" fn read_ready(slf: *mut ffi::PyObject, _unused: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a METH_NOARGS method attached, with `slf` an
+    // instance of the class.
+    let py = unsafe { Python::assume_attached() };
+    let this = unsafe { Borrowed::from_ptr(py, slf) };
+    into_ptr(py, read_ready_impl(py, &this))
+}
