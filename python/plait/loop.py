@@ -72,6 +72,9 @@ class EventLoop(_LoopCore, _unix_events._UnixSelectorEventLoop):
             selector = Selector()
         elif not isinstance(selector, Selector):
             raise TypeError(f"plait.loop.EventLoop needs a plait.loop.Selector, not {type(selector).__name__}")
+        # The core needs its selector before asyncio's __init__ registers
+        # its self-pipe; clock resolution and debug flag come after.
+        self._plait_bind(selector, 1e-9, False)
         super().__init__(selector)
         self._plait_bind(selector, self._clock_resolution, bool(self._debug))
 

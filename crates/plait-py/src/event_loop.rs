@@ -145,6 +145,10 @@ pub struct Handle {
     cancelled: AtomicBool,
     /// Set on a `TimerHandle` while it is in the loop's heap.
     scheduled: AtomicBool,
+    /// A reader's or writer's handle: it runs each time its file is ready
+    /// (until cancelled), so it keeps what it calls, and is tracked by the
+    /// garbage collector like any object.
+    persistent: bool,
     /// Only a `TimerHandle`'s.
     when: f64,
 }
@@ -156,6 +160,7 @@ impl Handle {
             loop_,
             cancelled: AtomicBool::new(false),
             scheduled: AtomicBool::new(false),
+            persistent: false,
             when,
         }
     }
@@ -182,12 +187,20 @@ impl Handle {
         // need no garbage-collector support: a handle that ran or was
         // cancelled refers to nothing that could make a cycle, and one
         // that is pending is the loop's until it runs.)
-        let Some(call) = h.call.lock().take() else {
-            return Ok(());
+        let (r, cb, args) = if h.persistent {
+            let Some((cb, args, ctx)) = h.call.lock().as_ref().map(|c| (c.callback.clone_ref(py), c.args.clone_ref(py), c.context.clone_ref(py))) else {
+                return Ok(());
+            };
+            (run_in_context(py, ctx.bind(py), cb.bind(py), args.bind(py)), cb, args)
+        } else {
+            let Some(call) = h.call.lock().take() else {
+                return Ok(());
+            };
+            let (cb, args) = (call.callback.clone_ref(py), call.args.clone_ref(py));
+            let r = run_in_context(py, call.context.bind(py), cb.bind(py), args.bind(py));
+            drop(call);
+            (r, cb, args)
         };
-        let (cb, args) = (call.callback.clone_ref(py), call.args.clone_ref(py));
-        let r = run_in_context(py, call.context.bind(py), cb.bind(py), args.bind(py));
-        drop(call);
         match r {
             Ok(()) => Ok(()),
             Err(e) if e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py) => Err(e),
@@ -1006,6 +1019,26 @@ impl LoopCore {
         Self::call_at_f(slf, when, callback, args, context)
     }
 
+    /// asyncio's `_add_reader(fd, callback, *args)`, with a native handle.
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, callback: Obj, args: Py<PyTuple>) -> PyResult<Obj> {
+        Self::add_io(slf, fd, callback, args, READ)
+    }
+
+    /// asyncio's `_add_writer(fd, callback, *args)`, with a native handle.
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, callback: Obj, args: Py<PyTuple>) -> PyResult<Obj> {
+        Self::add_io(slf, fd, callback, args, WRITE)
+    }
+
+    fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_io(slf, fd, READ)
+    }
+
+    fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_io(slf, fd, WRITE)
+    }
+
     fn _add_callback(&self, handle: Obj) {
         self.push_ready(handle);
     }
@@ -1054,6 +1087,71 @@ impl LoopCore {
 }
 
 impl LoopCore {
+    fn add_io(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, callback: Obj, args: Py<PyTuple>, bit: u32) -> PyResult<Obj> {
+        let py = slf.py();
+        let core = slf.get();
+        core.check_closed()?;
+        let sel = core.selector.get().ok_or_else(|| PyRuntimeError::new_err("the loop has no selector"))?.bind(py);
+        let ctx = copy_context(py)?;
+        let mut h = Handle::new(callback, args, ctx, slf.clone().into_any().unbind(), 0.0);
+        h.persistent = true;
+        let handle = Py::new(py, h)?.into_any();
+        // Tracked like any object (see `persistent`), its context too.
+        if let Some(c) = handle.bind(py).cast::<Handle>()?.get().call.lock().as_ref() {
+            retrack(py, c.context.as_ptr());
+        }
+        let old_key = sel.call_method1("get_map", ())?.call_method1("get", (fd,))?;
+        let old_handle;
+        if old_key.is_none() {
+            let data = if bit == READ { PyTuple::new(py, [handle.bind(py).clone(), py.None().into_bound(py)])? } else { PyTuple::new(py, [py.None().into_bound(py), handle.bind(py).clone()])? };
+            sel.get().register(fd, bit, Some(data.into_any().unbind()))?;
+            old_handle = None;
+        } else {
+            let mask: u32 = old_key.getattr("events")?.extract()?;
+            let data = old_key.getattr("data")?;
+            let (reader, writer) = (data.get_item(0)?, data.get_item(1)?);
+            let new = if bit == READ { PyTuple::new(py, [handle.bind(py).clone(), writer])? } else { PyTuple::new(py, [reader.clone(), handle.bind(py).clone()])? };
+            sel.get().modify(fd, mask | bit, Some(new.into_any().unbind()))?;
+            old_handle = Some(if bit == READ { reader } else { data.get_item(1)? });
+        }
+        if let Some(old) = old_handle {
+            if !old.is_none() {
+                old.call_method0("cancel")?;
+            }
+        }
+        Ok(handle)
+    }
+
+    fn remove_io(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, bit: u32) -> PyResult<bool> {
+        let py = slf.py();
+        let core = slf.get();
+        if core.closed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let Some(sel) = core.selector.get() else { return Ok(false) };
+        let sel = sel.bind(py);
+        let key = sel.call_method1("get_map", ())?.call_method1("get", (fd,))?;
+        if key.is_none() {
+            return Ok(false);
+        }
+        let mask: u32 = key.getattr("events")?.extract()?;
+        let data = key.getattr("data")?;
+        let (reader, writer) = (data.get_item(0)?, data.get_item(1)?);
+        let left = mask & !bit;
+        if left == 0 {
+            sel.get().unregister(fd)?;
+        } else {
+            let new = if bit == READ { PyTuple::new(py, [py.None().into_bound(py), writer.clone()])? } else { PyTuple::new(py, [reader.clone(), py.None().into_bound(py)])? };
+            sel.get().modify(fd, left, Some(new.into_any().unbind()))?;
+        }
+        let gone = if bit == READ { reader } else { writer };
+        if gone.is_none() {
+            return Ok(false);
+        }
+        gone.call_method0("cancel")?;
+        Ok(true)
+    }
+
     fn call_at_f(slf: &Bound<'_, Self>, when: f64, callback: Obj, args: Py<PyTuple>, context: Option<Obj>) -> PyResult<Obj> {
         let py = slf.py();
         let core = slf.get();
