@@ -33,6 +33,7 @@ fn round_trip(size: usize, stop: Stop) -> client::Report {
         stop,
         warmup: 8,
         timeout: BOUND,
+        spin: Duration::from_micros(if size < 4096 { 50 } else { 0 }), // both waiting modes
     };
     let report = client::run(&cfg);
     drop(keep_alive); // EOF on the watched end: the server returns
@@ -76,6 +77,7 @@ fn client_times_out_on_a_silent_server() {
         stop: Stop::Messages(1),
         warmup: 0,
         timeout: Duration::from_millis(200),
+        spin: Duration::from_secs(5), // spinning must still honour the timeout
     };
     let t0 = Instant::now();
     let err = client::run(&cfg).unwrap_err();

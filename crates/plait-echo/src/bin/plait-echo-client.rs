@@ -3,8 +3,11 @@
 //! ```text
 //! plait-echo-client --port P [--host 127.0.0.1] [--conns 10] [--size 1024]
 //!                   [--duration SECONDS | --messages N] [--warmup N]
-//!                   [--cpu N] [--timeout SECONDS]
+//!                   [--cpu N] [--timeout SECONDS] [--spin-us MICROSECONDS]
 //! ```
+//! `--spin-us` polls epoll without blocking for up to that long before
+//! sleeping in it, so an echo that comes back quickly never waits for a
+//! halted vCPU to wake (default 0: always sleep).
 //! Exit status 0 with the JSON report on stdout; 1 with a message on stderr
 //! on any failure (refused connection, short echo, timeout); 2 on bad usage.
 
@@ -17,7 +20,7 @@ use plait_echo::client::{self, Config, Stop};
 use plait_echo::sys::pin_to_cpu;
 
 const USAGE: &str = "usage: plait-echo-client --port P [--host 127.0.0.1] [--conns 10] \
-[--size 1024] [--duration SECONDS | --messages N] [--warmup N] [--cpu N] [--timeout SECONDS]";
+[--size 1024] [--duration SECONDS | --messages N] [--warmup N] [--cpu N] [--timeout SECONDS] [--spin-us MICROSECONDS]";
 
 fn config(args: &Args) -> Result<(Config, Option<usize>), String> {
     let host: String = args.get_or("host", "127.0.0.1".to_string())?;
@@ -46,6 +49,7 @@ fn config(args: &Args) -> Result<(Config, Option<usize>), String> {
         stop,
         warmup: args.get_or("warmup", 0)?,
         timeout: Duration::from_secs_f64(timeout),
+        spin: Duration::from_micros(args.get_or("spin-us", 0)?),
     };
     if cfg.conns == 0 || cfg.size == 0 {
         return Err("--conns and --size must be >= 1".into());
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         std::env::args().skip(1),
         &[
             "host", "port", "conns", "size", "duration", "messages", "warmup", "cpu", "timeout",
+            "spin-us",
         ],
         &[],
     );
