@@ -318,7 +318,7 @@ class EchoTools:
                 return paths
             raise RuntimeError("the native echo tools are not built and cargo is not on PATH: "
                                "install Rust (rustup), then `cargo build --release -p plait-echo`")
-        print("loop: building the native echo tools (cargo build --release -p plait-echo) ...",
+        print("loop: cargo build --release -p plait-echo (the native echo tools) ...",
               file=sys.stderr, flush=True)
         r = subprocess.run([cargo, "build", "--release", "--quiet", "-p", "plait-echo"],
                            cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
