@@ -5,7 +5,9 @@ VENV ?= .venv$(if $(filter python3,$(PY)),,-$(notdir $(PY)))
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 
-.PHONY: help venv build demo test test-rust test-loom test-python bench clean
+PEERS := $(VENV)/.peers-installed
+
+.PHONY: help venv build peers demo test test-rust test-loom test-python bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,7 +27,15 @@ build: $(STAMP) ## build plait in release mode into the virtualenv
 demo: build ## run the side-by-side demo (standard library vs plait)
 	$(VPY) -m plait demo
 
-bench: build ## print the benchmark table (standard library, peers, plait)
+# The benchmark's peer libraries; `make test` does not need them.
+$(PEERS): $(STAMP)
+	$(VPY) -m pip install --quiet uvloop rloop
+	@touch $(PEERS)
+
+peers: $(PEERS) ## install the benchmark peers (uvloop, rloop) into the virtualenv
+
+bench: build $(PEERS) ## print the benchmark table (standard library, peers, plait)
+	cargo build --release -p plait-echo
 	$(VPY) -m plait bench
 
 test-rust: ## cargo test for the core, clippy with warnings as errors

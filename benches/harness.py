@@ -44,6 +44,7 @@ from typing import Callable, Iterator
 #: e.g. "bench_futures", "bench_process", "bench_loop".
 GROUP_MODULES: tuple[str, ...] = (
     "bench_queue", "bench_sync", "bench_futures", "bench_timer", "bench_processes", "bench_process",
+    "bench_loop",
 )
 
 #: The standard-library module that each plait area replaces.  An
@@ -172,6 +173,15 @@ class Workload:
     #: Extra lines printed under the row after it is measured (e.g. memory,
     #: which the rate columns cannot show).  A note that raises is reported.
     notes: Callable[[], list[str]] | None = None
+    #: Called once before the row is measured, outside the watchdog (e.g. to
+    #: build a native tool).  If it raises, the row is reported, not measured.
+    setup: Callable[[], None] | None = None
+    #: Fewer repeats than the run's, for rows whose repeat is a long fixed
+    #: batch (the median of 5 long repeats is as stable as of 9 short ones).
+    max_repeats: int | None = None
+    #: Targets for plait against peers, role -> minimum plait/peer (the event
+    #: loop's ">= uvloop and >= rloop"), judged on the peer's line.
+    peer_targets: dict[str, float] = field(default_factory=dict)
 
     @property
     def full_name(self) -> str:
@@ -186,6 +196,8 @@ class BenchContext:
     plait: Impl | None
     can_pin: bool  # this OS lets us pin a thread to one CPU
     whole_run_pinned: bool  # --pin: the whole process already runs on one CPU
+    quick: bool = False  # --quick: groups may shrink fixed batch sizes
+    repeat_time: float = 0.1  # --time: the target length of one repeat
 
     def pin_modes(self) -> list[tuple[str, bool]]:
         """(label, pin-this-workload) pairs for handoff-bound workloads.
@@ -283,7 +295,15 @@ def measure(workload: Workload, repeats: int, repeat_time: float) -> Measurement
     noisy machine and no column always runs first.
     """
     result = Measurement()
+    if workload.max_repeats is not None:
+        repeats = max(1, min(repeats, workload.max_repeats))
     result.samples = {v.role: [None] * repeats for v in workload.variants}
+    if workload.setup is not None:
+        try:
+            workload.setup()
+        except Exception as exc:  # report, never abort the table
+            result.errors["setup"] = f"{type(exc).__name__}: {exc}"
+            return result
     sizes: dict[int, int] = {}
     live = list(range(len(workload.variants)))
     pin = pinned_to_one_cpu() if workload.pinned else contextlib.nullcontext()
@@ -389,6 +409,8 @@ class Verdict:
     workload: Workload
     ratio: float | None
     passed: bool | None  # None: no target, or plait not measured
+    #: Verdicts of the row's peer targets (plait/peer), where judged.
+    peer_passed: list[bool] = field(default_factory=list)
 
 
 def format_workload(w: Workload, m: Measurement) -> tuple[list[str], Verdict]:
@@ -418,11 +440,22 @@ def format_workload(w: Workload, m: Measurement) -> tuple[list[str], Verdict]:
                  if rate and not (label == "stdlib" and w.stdlib_is_ref)]
         if times:
             lines.append(f"      {MICRO}s/{w.per_op}: " + ", ".join(times))
+    peer_passed: list[bool] = []
     for v in w.variants:
         if v.role not in (STDLIB, REF, PLAIT):
             rate = m.best(v.role)
             peer_ratio = fmt_ratio(m.ratio(v.role, REF))
-            lines.append(f"      {v.role}: {fmt_rate(rate)} {w.unit}/s ({peer_ratio} ref)")
+            line = f"      {v.role}: {fmt_rate(rate)} {w.unit}/s ({peer_ratio} ref)"
+            vs_peer = m.ratio(PLAIT, v.role)
+            if vs_peer is not None:
+                line += f"; plait/{v.role} {fmt_ratio(vs_peer)}"
+            if v.role in w.peer_targets:
+                line += f", target {AT_LEAST}{w.peer_targets[v.role]:g}{TIMES}"
+                if vs_peer is not None:
+                    ok = round(vs_peer, 2) >= w.peer_targets[v.role]
+                    peer_passed.append(ok)
+                    line += " PASS" if ok else " FAIL"
+            lines.append(line)
     for role, message in m.errors.items():
         lines.append(f"      ! {role} failed: {message}")
     if w.notes is not None:
@@ -430,7 +463,7 @@ def format_workload(w: Workload, m: Measurement) -> tuple[list[str], Verdict]:
             lines.extend(f"      {note}" for note in w.notes())
         except Exception as exc:  # report, never abort the table
             lines.append(f"      ! notes failed: {type(exc).__name__}: {exc}")
-    return lines, Verdict(w, judged, passed)
+    return lines, Verdict(w, judged, passed, peer_passed)
 
 
 def header_lines(plait_line: str, opts: argparse.Namespace, pinned_cpu: int | None) -> list[str]:
@@ -490,6 +523,18 @@ def collect(ctx: BenchContext) -> list[Workload]:
     return workloads
 
 
+def legends(groups: set[str]) -> list[str]:
+    """Footer lines of the groups that ran (a module's optional ``LEGEND``):
+    what a group's reference column and units mean where they are not C types."""
+    lines: list[str] = []
+    for module_name in GROUP_MODULES:
+        module = sys.modules.get(module_name)
+        if module is not None and getattr(module, "GROUP", None) in groups:
+            legend = getattr(module, "LEGEND", None)
+            lines.extend(legend() if callable(legend) else legend or ())
+    return lines
+
+
 def select(workloads: list[Workload], filters: list[str]) -> list[Workload]:
     if not filters:
         return workloads
@@ -516,7 +561,7 @@ def run(opts: argparse.Namespace) -> int:
 
     plait, plait_line = plait_impl(opts.as_plait)
     ctx = BenchContext(stdlib=stdlib_impl(), plait=plait, can_pin=can_pin(),
-                       whole_run_pinned=opts.pin)
+                       whole_run_pinned=opts.pin, quick=opts.quick, repeat_time=opts.time)
     workloads = select(collect(ctx), opts.filters)
     if not workloads:
         print(f"bench: no workload matches {' '.join(opts.filters)!r}; try --list",
@@ -549,7 +594,8 @@ def run(opts: argparse.Namespace) -> int:
             print(line, flush=True)
     elapsed = time.perf_counter() - started
 
-    judged = [v for v in verdicts if v.passed is not None]
+    judged = [v.passed for v in verdicts if v.passed is not None]
+    judged += [ok for v in verdicts for ok in v.peer_passed]
     print()
     print("C ref: CPython's own C types, the limit for a primitive called from Python "
           "(C SimpleQ = _queue.SimpleQueue,")
@@ -558,10 +604,12 @@ def run(opts: argparse.Namespace) -> int:
     print("  C queues = worker threads fed by two _queue.SimpleQueue, a pool without futures).")
     print("pairs = put+get or acquire+release; trips = round trips; target is for plait/ref "
           "(plait/std where it says 'std'); --list shows what runs.")
+    for line in legends({w.group for w in workloads}):
+        print(line)
     if plait is None:
         print("targets: not judged, plait is not available")
     else:
-        met = sum(1 for v in judged if v.passed)
+        met = sum(1 for ok in judged if ok)
         print(f"targets met: {met} of {len(judged)}"
               + (" (FAIL rows above)" if met < len(judged) else ""))
         if opts.as_plait:
