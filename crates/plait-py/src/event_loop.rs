@@ -24,7 +24,10 @@ use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use parking_lot::Mutex;
+// The loop's structures are locked for a few instructions at a time, by the
+// loop's thread almost always: the spin mutex, whose unlock is a plain
+// store (parking_lot's is a second atomic read-modify-write).
+use plait_core::spin::SpinMutex as Mutex;
 use plait_core::reactor::{monotonic, Poller, TimerHeap, READ, WRITE};
 use pyo3::exceptions::{PyKeyError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError};
 use pyo3::ffi;
@@ -121,9 +124,11 @@ impl Drop for Call {
     fn drop(&mut self) {
         // A context copy we untracked must be tracked again before it can
         // be freed (CPython's context dealloc untracks unconditionally).
-        // Calls are dropped attached (a handle's run, cancel or dealloc, a
-        // loop's close or dealloc), so this attach is only a check.
-        Python::attach(|py| retrack(py, self.context.as_ptr()));
+        // SAFETY: a Call lives only inside a Handle and is dropped attached:
+        // by the handle's run, cancel or tp_clear, its loop's close, or the
+        // handle's tp_dealloc, all of which CPython runs attached.
+        let py = unsafe { Python::assume_attached() };
+        retrack(py, self.context.as_ptr());
     }
 }
 
@@ -196,8 +201,12 @@ impl Handle {
             let Some(call) = h.call.lock().take() else {
                 return Ok(());
             };
+            let r = run_in_context(py, call.context.bind(py), call.callback.bind(py), call.args.bind(py));
+            if r.is_ok() {
+                drop(call);
+                return Ok(());
+            }
             let (cb, args) = (call.callback.clone_ref(py), call.args.clone_ref(py));
-            let r = run_in_context(py, call.context.bind(py), cb.bind(py), args.bind(py));
             drop(call);
             (r, cb, args)
         };
@@ -665,7 +674,13 @@ impl SelectorMapping {
 struct LoopState {
     ready: VecDeque<Obj>,
     timers: TimerHeap<Obj>,
+    /// Handles that ran and that nothing else refers to, kept for
+    /// `call_soon` to reuse: a steady loop allocates no handle.
+    free: Vec<Obj>,
 }
+
+/// How many spent handles a loop keeps for reuse.
+const FREE_HANDLES: usize = 256;
 
 /// The Rust base of `plait.loop.EventLoop`.
 #[pyclass(module = "plait.loop", name = "_LoopCore", subclass, frozen)]
@@ -692,9 +707,23 @@ impl LoopCore {
     pub(crate) fn soon(slf: &Bound<'_, Self>, callback: Obj, args: Py<PyTuple>, context: Option<Obj>) -> PyResult<Obj> {
         let py = slf.py();
         let ctx = check_context(py, context)?;
+        let core = slf.get();
+        let mut st = core.st.lock();
+        if let Some(obj) = st.free.pop() {
+            // A spent handle of this loop that nothing refers to (see
+            // `recycle`): set it up again, as new.
+            let h = obj.bind(py).cast::<Handle>().expect("only Handles are recycled").get();
+            h.cancelled.store(false, Ordering::Relaxed);
+            let old = h.call.lock().replace(Call { callback, args, context: ctx });
+            st.ready.push_back(obj.clone_ref(py));
+            drop(st);
+            drop(old);
+            return Ok(obj);
+        }
+        drop(st);
         let h = Py::new(py, Handle::new(callback, args, ctx, slf.clone().into_any().unbind(), 0.0))?;
         let obj = untracked(h.into_any());
-        slf.get().push_ready(obj.clone_ref(py));
+        core.push_ready(obj.clone_ref(py));
         Ok(obj)
     }
 
@@ -786,14 +815,21 @@ impl LoopCore {
 
     /// One iteration: poll for I/O, move due timers to the ready queue,
     /// run what was ready at the start of the iteration.
-    fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+    fn run_once(slf: &Bound<'_, Self>, spare: &mut VecDeque<Obj>) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
-        let has_timers = !core.st.lock().timers.is_empty();
-        if has_timers {
+        let (has_timers, ms) = {
+            let st = core.st.lock();
+            (!st.timers.is_empty(), if st.ready.is_empty() { None } else { Some(0) })
+        };
+        if has_timers && core.timer_cancelled.load(Ordering::Relaxed) > 0 {
             core.prune_timers(py)?;
         }
-        let mut ms = core.timeout_ms(py)?;
+        let mut ms = match ms {
+            Some(z) => z,
+            None if !has_timers && !core.stopping.load(Ordering::Acquire) => -1,
+            None => core.timeout_ms(py)?,
+        };
         let sel = core.selector.get().ok_or_else(|| PyRuntimeError::new_err("the loop has no selector"))?;
         if ms != 0 && crate::wait::is_main_thread() {
             // Ctrl-C reaches a main thread blocked here within this bound,
@@ -805,14 +841,15 @@ impl LoopCore {
         // iterations, and always before the loop would block.
         let idle = core.idle_polls.load(Ordering::Relaxed);
         let skip = ms == 0 && idle >= 4 && !idle.is_multiple_of(8);
+        // (Only the loop's thread counts: a plain load and store.)
         let events = if skip {
-            core.idle_polls.fetch_add(1, Ordering::Relaxed);
+            core.idle_polls.store(idle + 1, Ordering::Relaxed);
             Vec::new()
         } else {
             let ev = sel.get().poll(py, ms)?;
             if ev.is_empty() {
                 py.check_signals()?;
-                core.idle_polls.fetch_add(1, Ordering::Relaxed);
+                core.idle_polls.store(idle + 1, Ordering::Relaxed);
             } else {
                 core.idle_polls.store(0, Ordering::Relaxed);
             }
@@ -855,13 +892,15 @@ impl LoopCore {
         }
         // Run what is ready now; what these callbacks schedule waits for
         // the next iteration.
-        let mut batch = std::mem::take(&mut core.st.lock().ready);
+        let mut batch = std::mem::replace(&mut core.st.lock().ready, std::mem::take(spare));
         let debug = core.debug.load(Ordering::Relaxed);
         let handle_type = HANDLE_TYPE.get_or_init(py, || py.get_type::<Handle>().into_any().unbind());
+        let mut spent: Vec<Obj> = Vec::new();
         while let Some(h) = batch.pop_front() {
             let b = h.bind(py);
             let t0 = if debug { monotonic() } else { 0.0 };
-            let r = if b.get_type().is(handle_type.bind(py)) || b.is_instance_of::<Handle>() {
+            let exact = b.get_type().is(handle_type.bind(py));
+            let r = if exact || b.is_instance_of::<Handle>() {
                 Handle::run(b.cast::<Handle>().expect("checked"))
             } else if b.getattr("_cancelled")?.is_truthy()? {
                 Ok(())
@@ -880,8 +919,66 @@ impl LoopCore {
                 let dt = monotonic() - t0;
                 helper(py, "check_slow_callback")?.call1((slf, b, dt))?;
             }
+            if exact && spent.len() < FREE_HANDLES && recyclable(&h, py) {
+                spent.push(h);
+            }
+        }
+        *spare = batch;
+        if !spent.is_empty() {
+            let mut st = core.st.lock();
+            let room = FREE_HANDLES.saturating_sub(st.free.len());
+            let keep: Vec<Obj> = spent.drain(..spent.len().min(room)).collect();
+            st.free.extend(keep);
+            drop(st);
+            drop(spent);
         }
         Ok(())
+    }
+}
+
+static ASYNCIO_MODULES: PyOnceLock<(Obj, Obj, Obj)> = PyOnceLock::new();
+
+/// `asyncio.<module>.<name>`, looked up at each call (as asyncio's own
+/// code does), from the modules imported once.
+fn asyncio_attr<'py>(py: Python<'py>, module: &str, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    let (futures, tasks, base) = ASYNCIO_MODULES.get_or_try_init(py, || -> PyResult<(Obj, Obj, Obj)> {
+        Ok((
+            py.import("asyncio.futures")?.into_any().unbind(),
+            py.import("asyncio.tasks")?.into_any().unbind(),
+            py.import("asyncio.base_events")?.into_any().unbind(),
+        ))
+    })?;
+    let m = match module {
+        "futures" => futures,
+        "tasks" => tasks,
+        _ => base,
+    };
+    m.bind(py).getattr(name)
+}
+
+/// Whether a plain `Handle` that just ran can be reused: nothing but the
+/// caller's `h` refers to it (no other reference, no weak reference), it is
+/// not a reader's or writer's, and it holds nothing any more.
+fn recyclable(h: &Obj, py: Python<'_>) -> bool {
+    let p = h.as_ptr();
+    // SAFETY: attached; `p` is a live object of exact type Handle (checked
+    // by the caller), whose type keeps a weak-reference list at
+    // tp_weaklistoffset (`#[pyclass(weakref)]`); reading the refcount and
+    // that slot are plain reads of the object's memory.
+    let (refs, weak) = unsafe {
+        let off = (*ffi::Py_TYPE(p)).tp_weaklistoffset;
+        let weak = if off > 0 { *(p.cast::<u8>().offset(off) as *const *mut ffi::PyObject) } else { std::ptr::null_mut() };
+        (ffi::Py_REFCNT(p), weak)
+    };
+    if refs != 1 || !weak.is_null() {
+        return false;
+    }
+    match h.bind(py).cast::<Handle>() {
+        Ok(b) => {
+            let hd = b.get();
+            !hd.persistent && hd.call.lock().is_none()
+        }
+        Err(_) => false,
     }
 }
 
@@ -907,7 +1004,7 @@ impl LoopCore {
     #[pyo3(signature = (*_args, **_kwargs))]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
         LoopCore {
-            st: Mutex::new(LoopState { ready: VecDeque::new(), timers: TimerHeap::new() }),
+            st: Mutex::new(LoopState { ready: VecDeque::new(), timers: TimerHeap::new(), free: Vec::new() }),
             selector: std::sync::OnceLock::new(),
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -953,6 +1050,23 @@ impl LoopCore {
 
     fn _plait_set_debug(&self, debug: bool) {
         self.debug.store(debug, Ordering::Relaxed);
+    }
+
+    /// asyncio's `self._debug`, kept here: the core reads it on every
+    /// `call_soon`, and every Future and Task asks `get_debug()`.
+    #[getter(_debug)]
+    fn get_debug_attr(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
+    #[setter(_debug)]
+    fn set_debug_attr(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.debug.store(value.is_truthy()?, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn get_debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
     }
 
     fn _plait_close(&self, py: Python<'_>) {
@@ -1039,6 +1153,29 @@ impl LoopCore {
         Self::remove_io(slf, fd, WRITE)
     }
 
+    /// asyncio's `create_task`: `asyncio.Task(coro, loop=self, name=name,
+    /// context=context)` without a Python frame; with a task factory, in
+    /// debug mode or before Python 3.11, asyncio's own method.
+    #[pyo3(signature = (coro, *, name = None, context = None))]
+    fn create_task<'py>(slf: &Bound<'py, Self>, coro: &Bound<'py, PyAny>, name: Option<Obj>, context: Option<Obj>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let core = slf.get();
+        core.check_closed()?;
+        let kwargs = PyDict::new(py);
+        if core.debug.load(Ordering::Relaxed) || py.version_info() < (3, 11) || !slf.getattr(pyo3::intern!(py, "_task_factory"))?.is_none() {
+            kwargs.set_item("name", name)?;
+            if context.is_some() {
+                kwargs.set_item("context", context)?;
+            }
+            let base = asyncio_attr(py, "base_events", "BaseEventLoop")?.getattr("create_task")?;
+            return base.call((slf, coro), Some(&kwargs));
+        }
+        kwargs.set_item(pyo3::intern!(py, "loop"), slf)?;
+        kwargs.set_item(pyo3::intern!(py, "name"), name)?;
+        kwargs.set_item(pyo3::intern!(py, "context"), context)?;
+        asyncio_attr(py, "tasks", "Task")?.call((coro,), Some(&kwargs))
+    }
+
     fn _add_callback(&self, handle: Obj) {
         self.push_ready(handle);
     }
@@ -1059,7 +1196,7 @@ impl LoopCore {
     }
 
     fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::run_once(slf)
+        Self::run_once(slf, &mut VecDeque::new())
     }
 
     /// `run_forever`'s loop (the Python method does asyncio's setup and
@@ -1067,8 +1204,11 @@ impl LoopCore {
     fn _plait_run_forever(slf: &Bound<'_, Self>) -> PyResult<()> {
         let core = slf.get();
         core.running.store(true, Ordering::Release);
+        // The previous iteration's (empty) batch, reused so that an
+        // iteration allocates no queue.
+        let mut spare = VecDeque::new();
         let r = (|| loop {
-            Self::run_once(slf)?;
+            Self::run_once(slf, &mut spare)?;
             if core.stopping.load(Ordering::Acquire) {
                 return Ok(());
             }
@@ -1101,19 +1241,18 @@ impl LoopCore {
             retrack(py, c.context.as_ptr());
         }
         let old_key = sel.call_method1("get_map", ())?.call_method1("get", (fd,))?;
-        let old_handle;
-        if old_key.is_none() {
+        let old_handle = if old_key.is_none() {
             let data = if bit == READ { PyTuple::new(py, [handle.bind(py).clone(), py.None().into_bound(py)])? } else { PyTuple::new(py, [py.None().into_bound(py), handle.bind(py).clone()])? };
             sel.get().register(fd, bit, Some(data.into_any().unbind()))?;
-            old_handle = None;
+            None
         } else {
             let mask: u32 = old_key.getattr("events")?.extract()?;
             let data = old_key.getattr("data")?;
             let (reader, writer) = (data.get_item(0)?, data.get_item(1)?);
-            let new = if bit == READ { PyTuple::new(py, [handle.bind(py).clone(), writer])? } else { PyTuple::new(py, [reader.clone(), handle.bind(py).clone()])? };
+            let new = if bit == READ { PyTuple::new(py, [handle.bind(py).clone(), writer.clone()])? } else { PyTuple::new(py, [reader.clone(), handle.bind(py).clone()])? };
             sel.get().modify(fd, mask | bit, Some(new.into_any().unbind()))?;
-            old_handle = Some(if bit == READ { reader } else { data.get_item(1)? });
-        }
+            Some(if bit == READ { reader } else { writer })
+        };
         if let Some(old) = old_handle {
             if !old.is_none() {
                 old.call_method0("cancel")?;
