@@ -427,11 +427,6 @@ impl Selector {
         }
         Ok(())
     }
-
-    /// The (reader, writer) handles registered for `fd`.
-    fn data(&self, py: Python<'_>, fd: RawFd) -> Option<Obj> {
-        self.st.lock().keys.get(&fd).map(|r| r.data.clone_ref(py))
-    }
 }
 
 #[pymethods]
@@ -562,55 +557,75 @@ impl Selector {
     /// Wait up to `ms` for readiness; detached unless `ms == 0`. EINTR is
     /// returned as no events (the caller runs signal handlers).
     fn poll(&self, py: Python<'_>, ms: i32) -> PyResult<Vec<(RawFd, u32)>> {
-        let mut raw: Vec<libc::epoll_event> = Vec::with_capacity(64);
-        let epfd = {
+        let mut out = Vec::new();
+        self.poll_into(py, ms, &mut out)?;
+        Ok(out.into_iter().map(|(fd, m, _)| (fd, m)).collect())
+    }
+
+    /// Wait up to `ms` for readiness (detached unless `ms == 0`) and append
+    /// each ready descriptor with its mask and registered data to `out`,
+    /// without allocating in the steady state. EINTR is no events (the
+    /// caller runs signal handlers).
+    fn poll_into(&self, py: Python<'_>, ms: i32, out: &mut Vec<(RawFd, u32, Obj)>) -> PyResult<()> {
+        let cap = {
             let st = self.st.lock();
             if st.poller.is_none() {
                 return Err(PyRuntimeError::new_err("the selector is closed"));
             }
-            raw.reserve(st.keys.len().clamp(1, 1024));
-            self.epfd
+            st.keys.len().clamp(1, 1024)
         };
-        let cap = raw.capacity().min(1024) as libc::c_int;
-        let ptr = raw.as_mut_ptr() as usize;
-        let wait = move || {
-            // SAFETY: `ptr` points at `raw`'s buffer of at least `cap`
-            // events, alive for the call; the epoll fd stays open while the
-            // selector is (closing it while a wait runs is the caller's bug,
-            // and then epoll_wait only fails with EBADF).
-            unsafe { libc::epoll_wait(epfd, ptr as *mut libc::epoll_event, cap, ms) }
-        };
-        let n = if ms == 0 { wait() } else { py.detach(wait) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                return Ok(Vec::new());
+        let epfd = self.epfd;
+        EPOLL_BUF.with(|cell| -> PyResult<()> {
+            let mut raw = cell.borrow_mut();
+            raw.clear();
+            raw.reserve(cap);
+            let ptr = raw.as_mut_ptr() as usize;
+            let wait = move || {
+                // SAFETY: `ptr` points at this thread's buffer with room for
+                // `cap` events, alive and not otherwise used during the call
+                // (the closure runs on this thread); the epoll fd stays open
+                // while the selector is (closing it during a wait is the
+                // caller's bug, and then epoll_wait fails with EBADF).
+                unsafe { libc::epoll_wait(epfd, ptr as *mut libc::epoll_event, cap as libc::c_int, ms) }
+            };
+            let n = if ms == 0 { wait() } else { py.detach(wait) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EINTR) {
+                    return Ok(());
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
-        // SAFETY: epoll_wait initialised the first `n` (<= cap) entries.
-        unsafe { raw.set_len(n as usize) };
-        let st = self.st.lock();
-        let Some(p) = st.poller.as_ref() else { return Ok(Vec::new()) };
-        let mut out = Vec::with_capacity(raw.len());
-        for ev in &raw {
-            let fd = ev.u64 as RawFd;
-            let Some(want) = p.interest(fd) else { continue };
-            let bits = ev.events;
-            let mut mask = 0;
-            if bits & !(libc::EPOLLIN as u32) != 0 {
-                mask |= WRITE;
+            // SAFETY: epoll_wait initialised the first `n` (<= cap) entries.
+            unsafe { raw.set_len(n as usize) };
+            let st = self.st.lock();
+            let Some(p) = st.poller.as_ref() else { return Ok(()) };
+            for ev in raw.iter() {
+                let fd = ev.u64 as RawFd;
+                let Some(want) = p.interest(fd) else { continue };
+                let bits = ev.events;
+                let mut mask = 0;
+                if bits & !(libc::EPOLLIN as u32) != 0 {
+                    mask |= WRITE;
+                }
+                if bits & !(libc::EPOLLOUT as u32) != 0 {
+                    mask |= READ;
+                }
+                mask &= want;
+                if mask != 0 {
+                    if let Some(reg) = st.keys.get(&fd) {
+                        out.push((fd, mask, reg.data.clone_ref(py)));
+                    }
+                }
             }
-            if bits & !(libc::EPOLLOUT as u32) != 0 {
-                mask |= READ;
-            }
-            mask &= want;
-            if mask != 0 {
-                out.push((fd, mask));
-            }
-        }
-        Ok(out)
+            Ok(())
+        })
     }
+}
+
+thread_local! {
+    /// epoll_wait's output buffer, one per thread (a loop runs on one).
+    static EPOLL_BUF: std::cell::RefCell<Vec<libc::epoll_event>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `selector.get_map()`: a live read-only mapping of fd (or file object)
@@ -698,6 +713,14 @@ pub struct LoopCore {
 }
 
 static HANDLE_TYPE: PyOnceLock<Obj> = PyOnceLock::new();
+
+/// What `run_forever`'s iterations reuse, so that an iteration allocates
+/// nothing: the previous (empty) batch and event list.
+#[derive(Default)]
+struct Scratch {
+    spare: VecDeque<Obj>,
+    events: Vec<(RawFd, u32, Obj)>,
+}
 
 /// Fewer cancelled timers than this are left in the heap until they come due.
 const MIN_SCHEDULED_TIMER_HANDLES: usize = 100;
@@ -815,7 +838,7 @@ impl LoopCore {
 
     /// One iteration: poll for I/O, move due timers to the ready queue,
     /// run what was ready at the start of the iteration.
-    fn run_once(slf: &Bound<'_, Self>, spare: &mut VecDeque<Obj>) -> PyResult<()> {
+    fn run_once(slf: &Bound<'_, Self>, scratch: &mut Scratch) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
         let (has_timers, ms) = {
@@ -842,21 +865,19 @@ impl LoopCore {
         let idle = core.idle_polls.load(Ordering::Relaxed);
         let skip = ms == 0 && idle >= 4 && !idle.is_multiple_of(8);
         // (Only the loop's thread counts: a plain load and store.)
-        let events = if skip {
+        let mut events = std::mem::take(&mut scratch.events);
+        if skip {
             core.idle_polls.store(idle + 1, Ordering::Relaxed);
-            Vec::new()
         } else {
-            let ev = sel.get().poll(py, ms)?;
-            if ev.is_empty() {
+            sel.get().poll_into(py, ms, &mut events)?;
+            if events.is_empty() {
                 py.check_signals()?;
                 core.idle_polls.store(idle + 1, Ordering::Relaxed);
             } else {
                 core.idle_polls.store(0, Ordering::Relaxed);
             }
-            ev
-        };
-        for (fd, mask) in events {
-            let Some(data) = sel.get().data(py, fd) else { continue };
+        }
+        for (fd, mask, data) in events.drain(..) {
             let data = data.bind(py);
             let Ok(pair) = data.cast::<PyTuple>() else { continue };
             if pair.len() != 2 {
@@ -892,7 +913,8 @@ impl LoopCore {
         }
         // Run what is ready now; what these callbacks schedule waits for
         // the next iteration.
-        let mut batch = std::mem::replace(&mut core.st.lock().ready, std::mem::take(spare));
+        scratch.events = events;
+        let mut batch = std::mem::replace(&mut core.st.lock().ready, std::mem::take(&mut scratch.spare));
         let debug = core.debug.load(Ordering::Relaxed);
         let handle_type = HANDLE_TYPE.get_or_init(py, || py.get_type::<Handle>().into_any().unbind());
         let mut spent: Vec<Obj> = Vec::new();
@@ -923,7 +945,7 @@ impl LoopCore {
                 spent.push(h);
             }
         }
-        *spare = batch;
+        scratch.spare = batch;
         if !spent.is_empty() {
             let mut st = core.st.lock();
             let room = FREE_HANDLES.saturating_sub(st.free.len());
@@ -1162,7 +1184,9 @@ impl LoopCore {
         let core = slf.get();
         core.check_closed()?;
         let kwargs = PyDict::new(py);
-        if core.debug.load(Ordering::Relaxed) || py.version_info() < (3, 11) || !slf.getattr(pyo3::intern!(py, "_task_factory"))?.is_none() {
+        static BEFORE_311: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let before_311 = *BEFORE_311.get_or_init(|| py.version_info() < (3, 11));
+        if core.debug.load(Ordering::Relaxed) || before_311 || !slf.getattr(pyo3::intern!(py, "_task_factory"))?.is_none() {
             kwargs.set_item("name", name)?;
             if context.is_some() {
                 kwargs.set_item("context", context)?;
@@ -1196,7 +1220,7 @@ impl LoopCore {
     }
 
     fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::run_once(slf, &mut VecDeque::new())
+        Self::run_once(slf, &mut Scratch::default())
     }
 
     /// `run_forever`'s loop (the Python method does asyncio's setup and
@@ -1204,11 +1228,9 @@ impl LoopCore {
     fn _plait_run_forever(slf: &Bound<'_, Self>) -> PyResult<()> {
         let core = slf.get();
         core.running.store(true, Ordering::Release);
-        // The previous iteration's (empty) batch, reused so that an
-        // iteration allocates no queue.
-        let mut spare = VecDeque::new();
+        let mut scratch = Scratch::default();
         let r = (|| loop {
-            Self::run_once(slf, &mut spare)?;
+            Self::run_once(slf, &mut scratch)?;
             if core.stopping.load(Ordering::Acquire) {
                 return Ok(());
             }
