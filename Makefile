@@ -25,6 +25,7 @@ build: $(STAMP) ## build plait in release mode into the virtualenv
 		$(VENV)/bin/maturin develop --release --quiet
 
 demo: build ## run the side-by-side demo (standard library vs plait)
+	cargo build --release --quiet -p plait-echo
 	$(VPY) -m plait demo
 
 # The benchmark's peer libraries; `make test` does not need them.

@@ -379,3 +379,27 @@ def test_loop_works_in_a_forked_child():
         assert plait.run(main()) == 5
 
     run_in_child(child)
+
+
+@pytest.mark.parametrize("loop_name", ["plait", "asyncio"])
+def test_example_http_server_runs_the_same_on_both_loops(loop_name):
+    import urllib.request
+
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "http_server.py")
+    p = subprocess.Popen([sys.executable, example, "--loop", loop_name, "--port", "0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = p.stdout.readline().split()[-1]
+        with urllib.request.urlopen(url, timeout=10) as r:
+            body = r.read().decode()
+        expected = "plait.loop" if loop_name == "plait" else "asyncio"
+        assert body.startswith("hello from ") and expected in body
+        with urllib.request.urlopen(url + "echo?abc", timeout=10) as r:
+            assert r.read() == b"abc\n"
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=10) == 0
+        assert "stopped" in p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
