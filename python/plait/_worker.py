@@ -30,6 +30,7 @@ import traceback
 
 HEADER = struct.Struct("<IB")
 TASK_ID = struct.Struct("<Q")
+TASK_HEADER = struct.Struct("<IBQ")  # a T/R/E frame's header and task id
 
 
 def _read_exact(rfile, n):
@@ -110,24 +111,66 @@ def main(fd):
             _send(sock, "F", _dumps(msg))
             return 3
         _send(sock, "S", b"")
-        while True:
-            fn = args = kwargs = result = None
-            kind, payload = _recv(rfile)
-            if kind != "T":
-                continue
-            (task_id,) = TASK_ID.unpack_from(payload)
-            head = payload[: TASK_ID.size]
-            try:
-                fn, args, kwargs = _wire.decode(payload[TASK_ID.size :])
-                result = fn(*args, **kwargs)
-                body = _wire.encode(result)
-                kind = "R"
-            except BaseException as exc:  # the task's failure, reported
-                body = _error_payload(exc)
-                kind = "E"
-            _send(sock, kind, head + body)
+        _serve(sock, rfile)
     except (EOFError, ConnectionError, OSError):
         return 0
+
+
+def _serve(sock, rfile):
+    """Run task frames until EOF. The parent sends tasks in batches: one
+    read brings in several, parsed in place. Each result is sent before the
+    next task starts, so the results of finished tasks survive a task that
+    kills its worker (the parent reads them after the EOF)."""
+    from plait import _wire
+
+    decode, encode = _wire.decode, _wire.encode
+    unpack_header = TASK_HEADER.unpack_from
+    pack_header = TASK_HEADER.pack
+    sendall = sock.sendall
+    read1 = rfile.read1
+    T = ord("T")
+    R = ord("R")
+    E = ord("E")
+    size = TASK_HEADER.size
+    buf = b""
+    while True:
+        missing = HEADER.size
+        if len(buf) >= HEADER.size:
+            # A frame larger than one read: fetch the rest in one go.
+            missing = 4 + HEADER.unpack_from(buf)[0] - len(buf)
+        if missing > 1 << 16:
+            buf += _read_exact(rfile, missing)
+        elif missing > 0:
+            # Whatever is there, up to 64 KiB: often a batch of frames.
+            chunk = read1(1 << 16)
+            if not chunk:
+                raise EOFError
+            buf = buf + chunk if buf else chunk
+            if len(chunk) < missing:
+                continue
+        end = len(buf)
+        pos = 0
+        view = memoryview(buf)
+        while end - pos >= HEADER.size:
+            length, kind = HEADER.unpack_from(buf, pos)
+            stop = pos + 4 + length
+            if stop > end:
+                break
+            if kind == T and length >= 9:
+                fn = args = kwargs = result = None
+                _, _, task_id = unpack_header(buf, pos)
+                try:
+                    fn, args, kwargs = decode(view[pos + size : stop])
+                    result = fn(*args, **kwargs)
+                    body = encode(result)
+                    kind = R
+                except BaseException as exc:  # the task's failure, reported
+                    body = _error_payload(exc)
+                    kind = E
+                fn = args = kwargs = result = None
+                sendall(pack_header(len(body) + 9, kind, task_id) + body)
+            pos = stop
+        buf = buf[pos:]
 
 
 if __name__ == "__main__":

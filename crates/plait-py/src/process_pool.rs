@@ -16,7 +16,7 @@
 //! `PR_SET_PDEATHSIG`, so none outlives a parent that is killed.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -40,14 +40,19 @@ type Obj = Py<PyAny>;
 const HEADER: usize = 5; // u32 length (kind + payload) | u8 kind
 
 fn frame(kind: u8, payload: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    push_frame(&mut out, kind, payload);
+    out
+}
+
+fn push_frame(out: &mut Vec<u8>, kind: u8, payload: &[&[u8]]) {
     let len: usize = 1 + payload.iter().map(|p| p.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(4 + len);
+    out.reserve(4 + len);
     out.extend_from_slice(&(len as u32).to_le_bytes());
     out.push(kind);
     for p in payload {
         out.extend_from_slice(p);
     }
-    out
 }
 
 /// One submitted call.
@@ -63,9 +68,21 @@ struct Task {
     _shm: Option<Arc<ShmGuard>>,
 }
 
-/// Tasks a worker holds beyond the one it runs: the next one is already in
-/// its socket when the current one ends, so it never waits for us.
-const PREFETCH: usize = 1;
+/// How many tasks a worker may hold (the one it runs plus those waiting in
+/// its socket) starts at `BASE_DEPTH`: the next task is already there when
+/// the current one ends, and a task still waiting can be handed out again
+/// or, before it is sent, cancelled. While a worker's tasks take less than
+/// `FAST_TASK` each, its depth doubles per batch of results, up to
+/// `MAX_DEPTH` (slow start, as TCP's window): a stream of tiny tasks then
+/// travels in large writes and the worker never waits for us. One slow
+/// batch drops it back to `BASE_DEPTH`.
+const BASE_DEPTH: usize = 2;
+const MAX_DEPTH: usize = 64;
+const FAST_TASK: Duration = Duration::from_micros(500);
+/// A worker whose depth grew runs tiny tasks back to back: we look at its
+/// results at most this often instead of waking for each one (results
+/// then wait at most this long; a worker holds enough to stay busy).
+const COALESCE: Duration = Duration::from_micros(100);
 
 enum Cmd {
     Submit(Task),
@@ -77,9 +94,10 @@ enum Cmd {
 struct Shared {
     cmds: Mutex<VecDeque<Cmd>>,
     wake: OwnedFd,
-    /// The supervisor is (about to be) blocked in poll(): senders must
-    /// write the eventfd. Otherwise it will see the command anyway, and a
-    /// burst of submits costs no syscall each.
+    /// The supervisor is (about to be) blocked in poll() and could hand out
+    /// a new task at once: submitters must write the eventfd. Otherwise it
+    /// will see the command anyway, and a burst of submits costs no
+    /// syscall each.
     sleeping: AtomicBool,
     done: CoreEvent,
     broken: Mutex<Option<String>>,
@@ -92,8 +110,12 @@ struct Shared {
 
 impl Shared {
     fn send(&self, cmd: Cmd) {
+        // A submit only needs to wake a supervisor that has somewhere to
+        // put it (it said so by setting `sleeping`); otherwise the next
+        // result wakes it anyway. Cancels and shutdowns always wake it.
+        let urgent = !matches!(cmd, Cmd::Submit(_));
         self.cmds.lock().push_back(cmd);
-        if self.sleeping.load(Ordering::SeqCst) {
+        if urgent || self.sleeping.load(Ordering::SeqCst) {
             self.poke();
         }
     }
@@ -118,6 +140,7 @@ struct Config {
 struct InFlight {
     task: Task,
     deadline: Option<Instant>,
+    sent_at: Instant,
 }
 
 struct Worker {
@@ -129,6 +152,13 @@ struct Worker {
     reported: std::collections::HashSet<std::path::PathBuf>,
     tasks_done: usize,
     rbuf: Vec<u8>,
+    /// Task frames not yet accepted by the socket (never block on a worker
+    /// that is busy with a long task).
+    wbuf: Vec<u8>,
+    /// How many tasks it may hold (see `BASE_DEPTH`).
+    depth: usize,
+    /// When we last read results from it.
+    last_read: Instant,
     crash_log: std::path::PathBuf,
 }
 
@@ -215,6 +245,9 @@ fn spawn_worker(cfg: &Config, id: usize) -> std::io::Result<Worker> {
         reported: std::collections::HashSet::new(),
         tasks_done: 0,
         rbuf: Vec::new(),
+        wbuf: Vec::new(),
+        depth: BASE_DEPTH,
+        last_read: Instant::now(),
         crash_log,
     })
 }
@@ -280,7 +313,7 @@ fn supervise(shared: Arc<Shared>, cfg: Config) {
     let mut queue: VecDeque<Task> = VecDeque::new();
     let mut shutting = false;
     let mut next_worker_id = 0usize;
-    let capacity = 1 + PREFETCH;
+    let mut last_wake = Instant::now();
     loop {
         let mut done: Vec<Done> = Vec::new();
         // 1. Commands.
@@ -392,10 +425,12 @@ fn supervise(shared: Arc<Shared>, cfg: Config) {
             next_worker_id += 1;
             free += 1;
         }
-        // 6. Hand out tasks: idle workers first, then one prefetched each.
+        // 6. Hand out tasks: idle workers first, then level by level up to
+        // each worker's depth, so the queue spreads evenly.
         let mut dispatch: Vec<(usize, Task)> = Vec::new();
         let mut load: Vec<usize> = workers.iter().map(|w| w.inflight.len()).collect();
-        for round in 0..capacity {
+        let deepest = workers.iter().map(|w| w.depth).max().unwrap_or(0);
+        for round in 0..deepest {
             for (wi, w) in workers.iter().enumerate() {
                 if queue.is_empty() {
                     break;
@@ -404,7 +439,7 @@ fn supervise(shared: Arc<Shared>, cfg: Config) {
                     Some(max) => max.saturating_sub(w.tasks_done + load[wi]),
                     None => usize::MAX,
                 };
-                if w.ready && load[wi] == round && room > 0 {
+                if w.ready && load[wi] == round && round < w.depth && room > 0 {
                     if let Some(t) = queue.pop_front() {
                         dispatch.push((wi, t));
                         load[wi] += 1;
@@ -437,19 +472,24 @@ fn supervise(shared: Arc<Shared>, cfg: Config) {
                 }
             });
         }
+        let now = Instant::now();
         for (wi, mut t) in started {
             t.marked_running = true;
             let w = &mut workers[wi];
-            let f = frame(b'T', &[&t.id.to_le_bytes(), &t.payload]);
-            // Its death, if the write fails, is noticed on the next read.
-            let _ = write_all_nb(&mut w.sock, &f);
+            push_frame(&mut w.wbuf, b'T', &[&t.id.to_le_bytes(), &t.payload]);
             if w.inflight.is_empty() {
                 shared.executing.lock().insert(t.id);
-                let deadline = t.timeout.map(|d| Instant::now() + d);
-                w.inflight.push_back(InFlight { task: t, deadline });
+                let deadline = t.timeout.map(|d| now + d);
+                w.inflight.push_back(InFlight { task: t, deadline, sent_at: now });
             } else {
-                w.inflight.push_back(InFlight { task: t, deadline: None });
+                w.inflight.push_back(InFlight { task: t, deadline: None, sent_at: now });
             }
+        }
+        // One write per worker for everything it was handed; what the
+        // socket does not take now goes when poll() says it can.
+        for w in workers.iter_mut().filter(|w| !w.wbuf.is_empty()) {
+            // Its death, if the write fails, is noticed on the next read.
+            flush_nb(w);
         }
         // 7. Finished shutting down?
         if shutting && queue.is_empty() && workers.iter().all(|w| w.inflight.is_empty()) {
@@ -471,17 +511,31 @@ fn supervise(shared: Arc<Shared>, cfg: Config) {
             Some(d) => d.saturating_duration_since(Instant::now()).as_millis().min(1000) as i32 + 1,
             None => 1000,
         };
+        // Workers busy with streams of tiny tasks hold enough work for a
+        // while: let their results pile up a little rather than wake for
+        // each one (see `COALESCE`).
+        if workers.iter().any(|w| w.depth > BASE_DEPTH && !w.inflight.is_empty()) {
+            let since = last_wake.elapsed();
+            if since < COALESCE && next_deadline.is_none_or(|d| d > Instant::now() + COALESCE) {
+                std::thread::sleep(COALESCE - since);
+            }
+        }
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(workers.len() + 1);
         fds.push(libc::pollfd { fd: shared.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 });
         for w in &workers {
-            fds.push(libc::pollfd { fd: w.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            let events = if w.wbuf.is_empty() { libc::POLLIN } else { libc::POLLIN | libc::POLLOUT };
+            fds.push(libc::pollfd { fd: w.sock.as_raw_fd(), events, revents: 0 });
         }
-        shared.sleeping.store(true, Ordering::SeqCst);
+        // Submits need to wake us only if a task could go somewhere now.
+        let can_take = !shutting
+            && (workers.len() < cfg.max_workers || workers.iter().any(|w| w.ready && w.inflight.len() < w.depth));
+        shared.sleeping.store(can_take, Ordering::SeqCst);
         if shared.cmds.lock().is_empty() {
             // SAFETY: `fds` is a valid array of pollfd of the given length.
             unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         }
         shared.sleeping.store(false, Ordering::SeqCst);
+        last_wake = Instant::now();
         if fds[0].revents & libc::POLLIN != 0 {
             let mut buf = 0u64;
             // SAFETY: reading 8 bytes into a valid u64 from our eventfd.
@@ -496,47 +550,60 @@ fn shutting_and_empty(shutting: bool, queue: &VecDeque<Task>) -> bool {
 
 /// Read everything a worker has sent so far; `true` if its socket closed.
 fn drain_socket(w: &mut Worker) -> bool {
-    let mut chunk = [0u8; 65536];
+    const CHUNK: usize = 1 << 16;
     loop {
-        match w.sock.read(&mut chunk) {
-            Ok(0) => return true,
-            Ok(n) => w.rbuf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return true,
+        let len = w.rbuf.len();
+        w.rbuf.reserve(CHUNK);
+        let spare = w.rbuf.capacity() - len;
+        // SAFETY: the pointer and length describe the vector's spare
+        // capacity, which read(2) may fill; the length is only extended by
+        // the count it reports written.
+        let n = unsafe { libc::read(w.sock.as_raw_fd(), w.rbuf.as_mut_ptr().add(len).cast(), spare) };
+        match n {
+            0 => return true,
+            // SAFETY: read(2) initialised these `n` bytes.
+            n if n > 0 => unsafe { w.rbuf.set_len(len + n as usize) },
+            _ => match std::io::Error::last_os_error().kind() {
+                std::io::ErrorKind::WouldBlock => return false,
+                std::io::ErrorKind::Interrupted => continue,
+                _ => return true,
+            },
         }
     }
 }
 
-fn write_all_nb(sock: &mut UnixStream, mut buf: &[u8]) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        match sock.write(buf) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let mut p = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut p, 1, 100) };
-            }
+/// Write what the socket takes now of a worker's pending task frames.
+fn flush_nb(w: &mut Worker) {
+    let mut sent = 0;
+    while sent < w.wbuf.len() {
+        match w.sock.write(&w.wbuf[sent..]) {
+            Ok(0) => break,
+            Ok(n) => sent += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            // WouldBlock: poll() tells us when to go on. Anything else: the
+            // worker is gone, which the next read notices.
+            Err(_) => break,
         }
     }
-    Ok(())
+    w.wbuf.drain(..sent);
 }
 
 fn parse_frames(w: &mut Worker, done: &mut Vec<Done>, shared: &Shared) {
+    let mut pos = 0;
+    let mut results = 0u32;
+    let mut first_sent: Option<Instant> = None;
     loop {
-        if w.rbuf.len() < HEADER {
-            return;
+        let avail = &w.rbuf[pos..];
+        if avail.len() < HEADER {
+            break;
         }
-        let len = u32::from_le_bytes([w.rbuf[0], w.rbuf[1], w.rbuf[2], w.rbuf[3]]) as usize;
-        if w.rbuf.len() < 4 + len {
-            return;
+        let len = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+        if avail.len() < 4 + len {
+            break;
         }
-        let kind = w.rbuf[4];
-        let body: Vec<u8> = w.rbuf[5..4 + len].to_vec();
-        w.rbuf.drain(..4 + len);
+        let kind = avail[4];
+        let body: &[u8] = &w.rbuf[pos + 5..pos + 4 + len];
+        pos += 4 + len;
         match kind {
             b'S' => w.ready = true,
             b'F' => {
@@ -548,8 +615,10 @@ fn parse_frames(w: &mut Worker, done: &mut Vec<Done>, shared: &Shared) {
             b'R' | b'E' if body.len() >= 8 => {
                 let id = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
                 // Workers run their tasks in order: this is the front one.
-                if w.executing() == Some(id) {
+                if w.inflight.front().map(|f| f.task.id) == Some(id) {
                     let f = w.inflight.pop_front().expect("front exists");
+                    results += 1;
+                    first_sent.get_or_insert(f.sent_at);
                     let mut exec = shared.executing.lock();
                     exec.remove(&id);
                     w.tasks_done += 1;
@@ -575,6 +644,15 @@ fn parse_frames(w: &mut Worker, done: &mut Vec<Done>, shared: &Shared) {
             }
             _ => {}
         }
+    }
+    w.rbuf.drain(..pos);
+    if let Some(sent) = first_sent {
+        // The time these results took, from when the first of them could
+        // start (sent, or the previous results read) until now.
+        let now = Instant::now();
+        let per_task = now.saturating_duration_since(w.last_read.max(sent)) / results;
+        w.depth = if per_task < FAST_TASK { (w.depth * 2).min(MAX_DEPTH) } else { BASE_DEPTH };
+        w.last_read = now;
     }
 }
 
