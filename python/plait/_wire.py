@@ -105,6 +105,12 @@ def encode(obj, dumps=None):
     return b"S" + _NAME_LEN.pack(len(name)) + name + pickle.dumps((sizes, stream), protocol=5)
 
 
+def encode_small(obj):
+    """:func:`encode` for a value that holds no buffer anywhere (the
+    caller knows): the plain envelope, without looking for buffers."""
+    return b"P" + pickle.dumps(obj, protocol=5)
+
+
 def decode(data):
     """Rebuild a value from :func:`encode`'s output."""
     view = memoryview(data)

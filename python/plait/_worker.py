@@ -31,6 +31,8 @@ import traceback
 HEADER = struct.Struct("<IB")
 TASK_ID = struct.Struct("<Q")
 TASK_HEADER = struct.Struct("<IBQ")  # a T/R/E frame's header and task id
+#: Result types that hold no buffer (sent without looking for one).
+SCALARS = frozenset({int, float, str, bool, type(None), complex})
 
 
 def _read_exact(rfile, n):
@@ -123,7 +125,7 @@ def _serve(sock, rfile):
     kills its worker (the parent reads them after the EOF)."""
     from plait import _wire
 
-    decode, encode = _wire.decode, _wire.encode
+    decode, encode, encode_small = _wire.decode, _wire.encode, _wire.encode_small
     unpack_header = TASK_HEADER.unpack_from
     pack_header = TASK_HEADER.pack
     sendall = sock.sendall
@@ -162,7 +164,7 @@ def _serve(sock, rfile):
                 try:
                     fn, args, kwargs = decode(view[pos + size : stop])
                     result = fn(*args, **kwargs)
-                    body = encode(result)
+                    body = encode_small(result) if type(result) in SCALARS else encode(result)
                     kind = R
                 except BaseException as exc:  # the task's failure, reported
                     body = _error_payload(exc)
