@@ -83,6 +83,11 @@ const FAST_TASK: Duration = Duration::from_micros(500);
 /// results at most this often instead of waking for each one (results
 /// then wait at most this long; a worker holds enough to stay busy).
 const COALESCE: Duration = Duration::from_micros(100);
+/// A worker left idle this long starts again from `BASE_DEPTH`: the next
+/// burst may be of slow tasks, which a deep worker would take all of
+/// (and tasks it holds are RUNNING: `cancel()` and
+/// `shutdown(cancel_futures=True)` can no longer stop them).
+const IDLE_RESET: Duration = Duration::from_millis(5);
 
 enum Cmd {
     Submit(Task),
@@ -428,6 +433,11 @@ fn supervise(shared: Arc<Shared>, cfg: Config) {
         // 6. Hand out tasks: idle workers first, then level by level up to
         // each worker's depth, so the queue spreads evenly.
         let mut dispatch: Vec<(usize, Task)> = Vec::new();
+        if !queue.is_empty() {
+            for w in workers.iter_mut().filter(|w| w.inflight.is_empty() && w.last_read.elapsed() > IDLE_RESET) {
+                w.depth = BASE_DEPTH;
+            }
+        }
         let mut load: Vec<usize> = workers.iter().map(|w| w.inflight.len()).collect();
         let deepest = workers.iter().map(|w| w.depth).max().unwrap_or(0);
         for round in 0..deepest {
