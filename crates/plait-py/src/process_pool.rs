@@ -619,7 +619,7 @@ fn parse_frames(w: &mut Worker, done: &mut Vec<Done>, shared: &Shared) {
             b'F' => {
                 *shared.broken.lock() = Some(format!(
                     "A process in the process pool was terminated abruptly while the future was running or pending: its initializer failed\n{}",
-                    String::from_utf8_lossy(&body)
+                    String::from_utf8_lossy(body)
                 ));
             }
             b'R' | b'E' if body.len() >= 8 => {
