@@ -159,6 +159,12 @@ def encode(obj, dumps=None, fds=None):
     return b"S" + _NAME_LEN.pack(len(name)) + name + pickle.dumps((sizes, stream), protocol=5)
 
 
+def encode_small(obj):
+    """:func:`encode` for a value that holds no buffer anywhere (the
+    caller knows): the plain envelope, without looking for buffers."""
+    return b"P" + pickle.dumps(obj, protocol=5)
+
+
 def decode(data, taken=None):
     """Rebuild a value from :func:`encode`'s output. ``taken``: the
     ``(buffers, stream offset)`` of an ``M`` envelope, when the caller
@@ -168,7 +174,11 @@ def decode(data, taken=None):
     if kind == b"P":
         return pickle.loads(view[1:])
     if kind == b"M":
-        buffers, at = taken if taken is not None else _plait._shm_take(data)
+        if taken is None:
+            # (A worker decodes a slice of its read buffer: the envelope
+            # itself is small, its buffers are in the segment.)
+            taken = _plait._shm_take(data if type(data) is bytes else bytes(data))
+        buffers, at = taken
         return pickle.loads(view[at:], buffers=buffers)
     (n,) = _NAME_LEN.unpack_from(view, 1)
     path = bytes(view[3 : 3 + n]).decode()

@@ -39,6 +39,9 @@ import traceback
 
 HEADER = struct.Struct("<IB")
 TASK_ID = struct.Struct("<Q")
+TASK_HEADER = struct.Struct("<IBQ")  # a T/R/E frame's header and task id
+#: Result types that hold no buffer (sent without looking for one).
+SCALARS = frozenset({int, float, str, bool, type(None), complex})
 
 
 def _read_exact(rfile, n):
@@ -59,7 +62,12 @@ def _send(sock, kind, payload, fds=()):
     if not fds:
         sock.sendall(data)
         return
-    # Shared-memory segments go with their frame (see plait._wire).
+    _send_frame_with_fds(sock, data, fds)
+
+
+def _send_frame_with_fds(sock, data, fds):
+    # Shared-memory segments go with their frame (see plait._wire); the
+    # descriptors are ours to close once sent.
     try:
         sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
         if sent < len(data):
@@ -142,25 +150,71 @@ def main(fd, inherited=None, crash_log=None):
             _send(sock, "F", msg.encode("utf-8", "replace"))
             return 3
         _send(sock, "S", b"")
-        while True:
-            fn = args = kwargs = result = None
-            kind, payload = _recv(rfile)
-            if kind != "T":
-                continue
-            (task_id,) = TASK_ID.unpack_from(payload)
-            head = payload[: TASK_ID.size]
-            fds = []
-            try:
-                fn, args, kwargs = _wire.decode(payload[TASK_ID.size :])
-                result = fn(*args, **kwargs)
-                body = _wire.encode(result, fds=fds)
-                kind = "R"
-            except BaseException as exc:  # the task's failure, reported
-                body = _error_payload(exc, fds)
-                kind = "E"
-            _send(sock, kind, head + body, fds)
+        _serve(sock, rfile)
     except (EOFError, ConnectionError, OSError):
         return 0
+
+
+def _serve(sock, rfile):
+    """Run task frames until EOF. The parent sends tasks in batches: one
+    read brings in several, parsed in place. Each result is sent before the
+    next task starts, so the results of finished tasks survive a task that
+    kills its worker (the parent reads them after the EOF)."""
+    from plait import _wire
+
+    decode, encode, encode_small = _wire.decode, _wire.encode, _wire.encode_small
+    unpack_header = TASK_HEADER.unpack_from
+    pack_header = TASK_HEADER.pack
+    sendall = sock.sendall
+    read1 = rfile.read1
+    T = ord("T")
+    R = ord("R")
+    E = ord("E")
+    size = TASK_HEADER.size
+    buf = b""
+    while True:
+        missing = HEADER.size
+        if len(buf) >= HEADER.size:
+            # A frame larger than one read: fetch the rest in one go.
+            missing = 4 + HEADER.unpack_from(buf)[0] - len(buf)
+        if missing > 1 << 16:
+            buf += _read_exact(rfile, missing)
+        elif missing > 0:
+            # Whatever is there, up to 64 KiB: often a batch of frames.
+            chunk = read1(1 << 16)
+            if not chunk:
+                raise EOFError
+            buf = buf + chunk if buf else chunk
+            if len(chunk) < missing:
+                continue
+        end = len(buf)
+        pos = 0
+        view = memoryview(buf)
+        while end - pos >= HEADER.size:
+            length, kind = HEADER.unpack_from(buf, pos)
+            stop = pos + 4 + length
+            if stop > end:
+                break
+            if kind == T and length >= 9:
+                fn = args = kwargs = result = None
+                _, _, task_id = unpack_header(buf, pos)
+                fds = []  # a result's shared-memory segment travels along
+                try:
+                    fn, args, kwargs = decode(view[pos + size : stop])
+                    result = fn(*args, **kwargs)
+                    body = encode_small(result) if type(result) in SCALARS else encode(result, fds=fds)
+                    kind = R
+                except BaseException as exc:  # the task's failure, reported
+                    body = _error_payload(exc, fds)
+                    kind = E
+                fn = args = kwargs = result = None
+                frame = pack_header(len(body) + 9, kind, task_id) + body
+                if fds:
+                    _send_frame_with_fds(sock, frame, fds)
+                else:
+                    sendall(frame)
+            pos = stop
+        buf = buf[pos:]
 
 
 def _after_fork():

@@ -318,10 +318,21 @@ def _process_chunk(fn, chunk):
     return [fn(*args) for args in chunk]
 
 
+#: Argument types that can hold no buffer: a call with only these skips
+#: the search for large buffers.
+_SCALARS = frozenset({int, float, str, bool, type(None), complex})
+
+
 def _dumps_call(fn, args, kwargs):
     """The call as the worker receives it (see ``plait._wire``: large
     buffers travel through shared memory)."""
     try:
+        if not kwargs:
+            for a in args:
+                if type(a) not in _SCALARS:
+                    break
+            else:
+                return _wire.encode_small((fn, args, kwargs))
         return _wire.encode(_wire.mark_call(fn, args, kwargs))
     except (_pickle.PicklingError, AttributeError, TypeError) as exc:
         try:

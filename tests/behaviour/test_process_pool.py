@@ -395,3 +395,103 @@ def test_shutdown_before_any_submit_starts_nothing():
     with pytest.raises(RuntimeError):
         ex.submit(square, 1)
     assert set(children()) - before == set()
+
+
+# ---- streams of tiny tasks: workers hold several at once --------------------
+
+
+def ident(i):
+    return i
+
+
+def wait_for_file(path, pid_path=None):
+    """Block until ``path`` exists (the test's say-so), bounded by BOUND."""
+    if pid_path:
+        with open(pid_path + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(pid_path + ".tmp", pid_path)
+    deadline = time.monotonic() + BOUND
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return os.getpid()
+
+
+def test_many_tiny_tasks_complete_once_each_in_order(pool):
+    n = 3000
+    calls = [0] * n
+
+    def counted(i):
+        def done(_f):
+            calls[i] += 1
+        return done
+
+    fs = []
+    for i in range(n):
+        f = pool.submit(ident, i)
+        f.add_done_callback(counted(i))
+        fs.append(f)
+    assert [f.result(BOUND) for f in fs] == list(range(n))
+    assert list(pool.map(ident, range(n))) == list(range(n))
+    _, not_done = cf.wait(fs, timeout=BOUND)
+    assert not not_done and calls == [1] * n
+
+
+def test_results_are_not_held_back_by_a_long_task_behind_them(pool, tmp_path):
+    # Each worker warms up on tiny tasks (and holds several at once), then
+    # one task blocks until this test has seen every earlier result.
+    release = str(tmp_path / "release")
+    fast = [pool.submit(ident, i) for i in range(2000)]
+    blockers = [pool.submit(wait_for_file, release) for _ in range(2)]
+    more = [pool.submit(ident, i) for i in range(20)]
+    try:
+        assert [f.result(BOUND) for f in fast] == list(range(2000))
+        assert not any(b.done() for b in blockers)
+    finally:
+        open(release, "w").close()
+    assert [f.result(BOUND) for f in more] == list(range(20))
+    assert all(isinstance(b.result(BOUND), int) for b in blockers)
+
+
+def test_cancel_after_many_tiny_tasks_kills_only_the_right_worker(pool, tmp_path):
+    release = str(tmp_path / "release")
+    assert [f.result(BOUND) for f in [pool.submit(ident, i) for i in range(2000)]] == list(range(2000))
+    # One worker blocks on `other`; the victim then goes to the idle one,
+    # and the tail queues behind both.
+    other = pool.submit(wait_for_file, release, str(tmp_path / "other.pid"))
+    deadline = time.monotonic() + BOUND
+    while not (tmp_path / "other.pid").exists():
+        assert time.monotonic() < deadline, "the blocking task never started"
+        time.sleep(0.01)
+    victim = pool.submit(wait_for_file, str(tmp_path / "never"), str(tmp_path / "victim.pid"))
+    tail = [pool.submit(ident, i) for i in range(200)]
+    try:
+        while not (tmp_path / "victim.pid").exists():
+            assert time.monotonic() < deadline, "the task to cancel never started"
+            time.sleep(0.01)
+        # It runs (it wrote its pid); the pool may still need a moment to see
+        # that its previous task ended: retry, bounded.
+        while not victim.cancel():
+            assert time.monotonic() < deadline, "a running task could not be cancelled"
+            time.sleep(0.01)
+        assert victim.cancelled()
+        assert not other.done()
+    finally:
+        open(release, "w").close()
+    # The other worker was not touched: its task ends normally, and the tail
+    # (some of it held by the killed worker) runs elsewhere, once each.
+    assert other.result(BOUND) == int((tmp_path / "other.pid").read_text())
+    assert (tmp_path / "other.pid").read_text() != (tmp_path / "victim.pid").read_text()
+    assert [f.result(BOUND) for f in tail] == list(range(200))
+
+
+def test_shutdown_cancels_slow_tasks_queued_after_a_burst_of_tiny_ones():
+    # As CPython's test_cancel_futures, on a pool that just ran a burst of
+    # tiny tasks: the slow ones are not all swallowed by deep workers.
+    with pf.ProcessPoolExecutor(2) as ex:
+        assert list(ex.map(ident, range(2000))) == list(range(2000))
+        time.sleep(0.1)  # the pool is idle again
+        fs = [ex.submit(sleep_return, 0.1) for _ in range(50)]
+        ex.shutdown(cancel_futures=True)
+        cancelled = [f for f in fs if f.cancelled()]
+        assert len(cancelled) > 20
+        assert all(f.result(BOUND) == 0.1 for f in fs if not f.cancelled())

@@ -43,14 +43,19 @@ type Obj = Py<PyAny>;
 const HEADER: usize = 5; // u32 length (kind + payload) | u8 kind
 
 fn frame(kind: u8, payload: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    push_frame(&mut out, kind, payload);
+    out
+}
+
+fn push_frame(out: &mut Vec<u8>, kind: u8, payload: &[&[u8]]) {
     let len: usize = 1 + payload.iter().map(|p| p.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(4 + len);
+    out.reserve(4 + len);
     out.extend_from_slice(&(len as u32).to_le_bytes());
     out.push(kind);
     for p in payload {
         out.extend_from_slice(p);
     }
-    out
 }
 
 /// One submitted call.
@@ -66,9 +71,26 @@ struct Task {
     _shm: Option<Arc<ShmGuard>>,
 }
 
-/// Tasks a worker holds beyond the one it runs: the next one is already in
-/// its socket when the current one ends, so it never waits for us.
-const PREFETCH: usize = 1;
+/// How many tasks a worker may hold (the one it runs plus those waiting in
+/// its socket) starts at `BASE_DEPTH`: the next task is already there when
+/// the current one ends, and a task still waiting can be handed out again
+/// or, before it is sent, cancelled. While a worker's tasks take less than
+/// `FAST_TASK` each, its depth doubles per batch of results, up to
+/// `MAX_DEPTH` (slow start, as TCP's window): a stream of tiny tasks then
+/// travels in large writes and the worker never waits for us. One slow
+/// batch drops it back to `BASE_DEPTH`.
+const BASE_DEPTH: usize = 2;
+const MAX_DEPTH: usize = 64;
+const FAST_TASK: Duration = Duration::from_micros(500);
+/// A worker whose depth grew runs tiny tasks back to back: we look at its
+/// results at most this often instead of waking for each one (results
+/// then wait at most this long; a worker holds enough to stay busy).
+const COALESCE: Duration = Duration::from_micros(100);
+/// A worker left idle this long starts again from `BASE_DEPTH`: the next
+/// burst may be of slow tasks, which a deep worker would take all of
+/// (and tasks it holds are RUNNING: `cancel()` and
+/// `shutdown(cancel_futures=True)` can no longer stop them).
+const IDLE_RESET: Duration = Duration::from_millis(5);
 
 enum Cmd {
     Submit(Task),
@@ -80,9 +102,10 @@ enum Cmd {
 struct Shared {
     cmds: Mutex<VecDeque<Cmd>>,
     wake: OwnedFd,
-    /// The supervisor is (about to be) blocked in poll(): senders must
-    /// write the eventfd. Otherwise it will see the command anyway, and a
-    /// burst of submits costs no syscall each.
+    /// The supervisor is (about to be) blocked in poll() and could hand out
+    /// a new task at once: submitters must write the eventfd. Otherwise it
+    /// will see the command anyway, and a burst of submits costs no
+    /// syscall each.
     sleeping: AtomicBool,
     done: CoreEvent,
     broken: Mutex<Option<String>>,
@@ -95,8 +118,12 @@ struct Shared {
 
 impl Shared {
     fn send(&self, cmd: Cmd) {
+        // A submit only needs to wake a supervisor that has somewhere to
+        // put it (it said so by setting `sleeping`); otherwise the next
+        // result wakes it anyway. Cancels and shutdowns always wake it.
+        let urgent = !matches!(cmd, Cmd::Submit(_));
         self.cmds.lock().push_back(cmd);
-        if self.sleeping.load(Ordering::SeqCst) {
+        if urgent || self.sleeping.load(Ordering::SeqCst) {
             self.poke();
         }
     }
@@ -267,6 +294,7 @@ fn send_with_fd(sock: std::os::fd::RawFd, data: &[u8], fd: std::os::fd::RawFd) -
 struct InFlight {
     task: Task,
     deadline: Option<Instant>,
+    sent_at: Instant,
 }
 
 struct Worker {
@@ -281,6 +309,13 @@ struct Worker {
     /// Descriptors of shared-memory segments that came with its frames
     /// (SCM_RIGHTS), in arrival order, until their frame is parsed.
     fds: VecDeque<OwnedFd>,
+    /// Task frames not yet accepted by the socket (never block on a worker
+    /// that is busy with a long task).
+    wbuf: Vec<u8>,
+    /// How many tasks it may hold (see `BASE_DEPTH`).
+    depth: usize,
+    /// When we last read results from it.
+    last_read: Instant,
     crash_log: std::path::PathBuf,
 }
 
@@ -395,6 +430,9 @@ fn start_worker(child: Proc, mut sock: UnixStream, setup: &[u8], crash_log: std:
         tasks_done: 0,
         rbuf: Vec::new(),
         fds: VecDeque::new(),
+        wbuf: Vec::new(),
+        depth: BASE_DEPTH,
+        last_read: Instant::now(),
         crash_log,
     })
 }
@@ -460,7 +498,7 @@ fn supervise(shared: Arc<Shared>, mut cfg: Config) {
     let mut queue: VecDeque<Task> = VecDeque::new();
     let mut shutting = false;
     let mut next_worker_id = 0usize;
-    let capacity = 1 + PREFETCH;
+    let mut last_wake = Instant::now();
     loop {
         let mut done: Vec<Done> = Vec::new();
         // 1. Commands.
@@ -572,10 +610,17 @@ fn supervise(shared: Arc<Shared>, mut cfg: Config) {
             next_worker_id += 1;
             free += 1;
         }
-        // 6. Hand out tasks: idle workers first, then one prefetched each.
+        // 6. Hand out tasks: idle workers first, then level by level up to
+        // each worker's depth, so the queue spreads evenly.
         let mut dispatch: Vec<(usize, Task)> = Vec::new();
+        if !queue.is_empty() {
+            for w in workers.iter_mut().filter(|w| w.inflight.is_empty() && w.last_read.elapsed() > IDLE_RESET) {
+                w.depth = BASE_DEPTH;
+            }
+        }
         let mut load: Vec<usize> = workers.iter().map(|w| w.inflight.len()).collect();
-        for round in 0..capacity {
+        let deepest = workers.iter().map(|w| w.depth).max().unwrap_or(0);
+        for round in 0..deepest {
             for (wi, w) in workers.iter().enumerate() {
                 if queue.is_empty() {
                     break;
@@ -584,7 +629,7 @@ fn supervise(shared: Arc<Shared>, mut cfg: Config) {
                     Some(max) => max.saturating_sub(w.tasks_done + load[wi]),
                     None => usize::MAX,
                 };
-                if w.ready && load[wi] == round && room > 0 {
+                if w.ready && load[wi] == round && round < w.depth && room > 0 {
                     if let Some(t) = queue.pop_front() {
                         dispatch.push((wi, t));
                         load[wi] += 1;
@@ -617,19 +662,24 @@ fn supervise(shared: Arc<Shared>, mut cfg: Config) {
                 }
             });
         }
+        let now = Instant::now();
         for (wi, mut t) in started {
             t.marked_running = true;
             let w = &mut workers[wi];
-            let f = frame(b'T', &[&t.id.to_le_bytes(), &t.payload]);
-            // Its death, if the write fails, is noticed on the next read.
-            let _ = write_all_nb(&mut w.sock, &f);
+            push_frame(&mut w.wbuf, b'T', &[&t.id.to_le_bytes(), &t.payload]);
             if w.inflight.is_empty() {
                 shared.executing.lock().insert(t.id);
-                let deadline = t.timeout.map(|d| Instant::now() + d);
-                w.inflight.push_back(InFlight { task: t, deadline });
+                let deadline = t.timeout.map(|d| now + d);
+                w.inflight.push_back(InFlight { task: t, deadline, sent_at: now });
             } else {
-                w.inflight.push_back(InFlight { task: t, deadline: None });
+                w.inflight.push_back(InFlight { task: t, deadline: None, sent_at: now });
             }
+        }
+        // One write per worker for everything it was handed; what the
+        // socket does not take now goes when poll() says it can.
+        for w in workers.iter_mut().filter(|w| !w.wbuf.is_empty()) {
+            // Its death, if the write fails, is noticed on the next read.
+            flush_nb(w);
         }
         // 7. Finished shutting down?
         if shutting && queue.is_empty() && workers.iter().all(|w| w.inflight.is_empty()) {
@@ -651,17 +701,31 @@ fn supervise(shared: Arc<Shared>, mut cfg: Config) {
             Some(d) => d.saturating_duration_since(Instant::now()).as_millis().min(1000) as i32 + 1,
             None => 1000,
         };
+        // Workers busy with streams of tiny tasks hold enough work for a
+        // while: let their results pile up a little rather than wake for
+        // each one (see `COALESCE`).
+        if workers.iter().any(|w| w.depth > BASE_DEPTH && !w.inflight.is_empty()) {
+            let since = last_wake.elapsed();
+            if since < COALESCE && next_deadline.is_none_or(|d| d > Instant::now() + COALESCE) {
+                std::thread::sleep(COALESCE - since);
+            }
+        }
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(workers.len() + 1);
         fds.push(libc::pollfd { fd: shared.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 });
         for w in &workers {
-            fds.push(libc::pollfd { fd: w.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            let events = if w.wbuf.is_empty() { libc::POLLIN } else { libc::POLLIN | libc::POLLOUT };
+            fds.push(libc::pollfd { fd: w.sock.as_raw_fd(), events, revents: 0 });
         }
-        shared.sleeping.store(true, Ordering::SeqCst);
+        // Submits need to wake us only if a task could go somewhere now.
+        let can_take = !shutting
+            && (workers.len() < cfg.max_workers || workers.iter().any(|w| w.ready && w.inflight.len() < w.depth));
+        shared.sleeping.store(can_take, Ordering::SeqCst);
         if shared.cmds.lock().is_empty() {
             // SAFETY: `fds` is a valid array of pollfd of the given length.
             unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         }
         shared.sleeping.store(false, Ordering::SeqCst);
+        last_wake = Instant::now();
         if fds[0].revents & libc::POLLIN != 0 {
             let mut buf = 0u64;
             // SAFETY: reading 8 bytes into a valid u64 from our eventfd.
@@ -676,11 +740,19 @@ fn shutting_and_empty(shutting: bool, queue: &VecDeque<Task>) -> bool {
 
 /// Read everything a worker has sent so far; `true` if its socket closed.
 fn drain_socket(w: &mut Worker) -> bool {
-    let mut chunk = [0u8; 65536];
+    const CHUNK: usize = 1 << 16;
     loop {
-        match recv_with_fds(&w.sock, &mut chunk, &mut w.fds) {
+        let len = w.rbuf.len();
+        w.rbuf.reserve(CHUNK);
+        let spare = w.rbuf.capacity() - len;
+        // SAFETY: the pointer and length describe the vector's spare
+        // capacity, which recvmsg(2) may fill; the length is only extended
+        // by the count it reports written.
+        let got = unsafe { recv_with_fds(&w.sock, w.rbuf.as_mut_ptr().add(len), spare, &mut w.fds) };
+        match got {
             Ok(0) => return true,
-            Ok(n) => w.rbuf.extend_from_slice(&chunk[..n]),
+            // SAFETY: recvmsg(2) initialised these `n` bytes.
+            Ok(n) => unsafe { w.rbuf.set_len(len + n) },
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return true,
@@ -690,10 +762,13 @@ fn drain_socket(w: &mut Worker) -> bool {
 
 /// `read`, except that descriptors a worker sent along (SCM_RIGHTS, with a
 /// result whose buffers are in shared memory) are kept, not discarded.
-fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], fds: &mut VecDeque<OwnedFd>) -> std::io::Result<usize> {
+///
+/// # Safety
+/// `buf` must be valid for writes of `len` bytes.
+unsafe fn recv_with_fds(sock: &UnixStream, buf: *mut u8, len: usize, fds: &mut VecDeque<OwnedFd>) -> std::io::Result<usize> {
     const MAX_FDS: usize = 8;
     let mut cbuf = [0u64; 64]; // u64s: cmsg alignment
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut iov = libc::iovec { iov_base: buf.cast(), iov_len: len };
     // SAFETY: a zeroed msghdr is valid; we fill in the pointers below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -727,48 +802,53 @@ fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], fds: &mut VecDeque<OwnedFd>)
     Ok(n as usize)
 }
 
-fn write_all_nb(sock: &mut UnixStream, mut buf: &[u8]) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        match sock.write(buf) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let mut p = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut p, 1, 100) };
-            }
+/// Write what the socket takes now of a worker's pending task frames.
+fn flush_nb(w: &mut Worker) {
+    let mut sent = 0;
+    while sent < w.wbuf.len() {
+        match w.sock.write(&w.wbuf[sent..]) {
+            Ok(0) => break,
+            Ok(n) => sent += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            // WouldBlock: poll() tells us when to go on. Anything else: the
+            // worker is gone, which the next read notices.
+            Err(_) => break,
         }
     }
-    Ok(())
+    w.wbuf.drain(..sent);
 }
 
 fn parse_frames(w: &mut Worker, done: &mut Vec<Done>, shared: &Shared) {
+    let mut pos = 0;
+    let mut results = 0u32;
+    let mut first_sent: Option<Instant> = None;
     loop {
-        if w.rbuf.len() < HEADER {
-            return;
+        let avail = &w.rbuf[pos..];
+        if avail.len() < HEADER {
+            break;
         }
-        let len = u32::from_le_bytes([w.rbuf[0], w.rbuf[1], w.rbuf[2], w.rbuf[3]]) as usize;
-        if w.rbuf.len() < 4 + len {
-            return;
+        let len = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+        if avail.len() < 4 + len {
+            break;
         }
-        let kind = w.rbuf[4];
-        let body: Vec<u8> = w.rbuf[5..4 + len].to_vec();
-        w.rbuf.drain(..4 + len);
+        let kind = avail[4];
+        let body: &[u8] = &w.rbuf[pos + 5..pos + 4 + len];
+        pos += 4 + len;
         match kind {
             b'S' => w.ready = true,
             b'F' => {
                 *shared.broken.lock() = Some(format!(
                     "A process in the process pool was terminated abruptly while the future was running or pending: its initializer failed\n{}",
-                    String::from_utf8_lossy(&body)
+                    String::from_utf8_lossy(body)
                 ));
             }
             b'R' | b'E' if body.len() >= 8 => {
                 let id = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
                 // Workers run their tasks in order: this is the front one.
-                if w.executing() == Some(id) {
+                if w.inflight.front().map(|f| f.task.id) == Some(id) {
                     let f = w.inflight.pop_front().expect("front exists");
+                    results += 1;
+                    first_sent.get_or_insert(f.sent_at);
                     let mut exec = shared.executing.lock();
                     exec.remove(&id);
                     w.tasks_done += 1;
@@ -794,6 +874,15 @@ fn parse_frames(w: &mut Worker, done: &mut Vec<Done>, shared: &Shared) {
             }
             _ => {}
         }
+    }
+    w.rbuf.drain(..pos);
+    if let Some(sent) = first_sent {
+        // The time these results took, from when the first of them could
+        // start (sent, or the previous results read) until now.
+        let now = Instant::now();
+        let per_task = now.saturating_duration_since(w.last_read.max(sent)) / results;
+        w.depth = if per_task < FAST_TASK { (w.depth * 2).min(MAX_DEPTH) } else { BASE_DEPTH };
+        w.last_read = now;
     }
 }
 
