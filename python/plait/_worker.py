@@ -126,9 +126,10 @@ def _setup(setup):
 def main(fd, inherited=None, crash_log=None):
     """Serve tasks on ``fd``. ``inherited``: the setup of a forked worker
     (its initializer and initargs; the rest it has already)."""
-    from plait import _wire
+    from plait import _plait, _wire
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _plait._worker_malloc_tuning()
     sock = socket.socket(fileno=fd)
     rfile = sock.makefile("rb", buffering=1 << 16)
     crash_log = crash_log or os.environ.get("PLAIT_WORKER_CRASH_LOG")
