@@ -495,3 +495,11 @@ def test_shutdown_cancels_slow_tasks_queued_after_a_burst_of_tiny_ones():
         cancelled = [f for f in fs if f.cancelled()]
         assert len(cancelled) > 20
         assert all(f.result(BOUND) == 0.1 for f in fs if not f.cancelled())
+
+
+def test_a_finished_timer_leaves_no_thread_behind(tmp_path):
+    # plait's timer thread ends once idle, so a pool made later still forks.
+    before = ("t = __import__('plait.sync').sync.Timer(0.01, lambda: None); t.start(); t.join(); "
+              "__import__('time').sleep(0.6)")
+    name, parent, _ = run_script(tmp_path, MAIN_NAME.format(before=before, after="pass"))
+    assert name == f"__main__:{parent}"

@@ -239,6 +239,9 @@ pub enum ScheduleError<T> {
     Spawn(io::Error, T),
 }
 
+/// How long the timer thread waits with nothing scheduled before it ends.
+const IDLE_EXIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Runs due payloads on one shared thread. See the module docs.
 ///
 /// Nothing here parks in `parking_lot`'s global table, which a forked child
@@ -348,6 +351,11 @@ impl<T: Send + 'static> TimerThread<T> {
         self.ensure_thread(&mut st)
     }
 
+    /// Whether a timer thread is running (it ends when idle for a while).
+    pub fn has_thread(&self) -> bool {
+        self.state.lock().thread.is_some()
+    }
+
     /// Whether the calling thread is the timer thread.
     pub fn is_timer_thread(&self) -> bool {
         let me = ident();
@@ -425,6 +433,8 @@ impl<T: Send + 'static> TimerThread<T> {
     }
 
     fn ensure_thread(&'static self, st: &mut State<T>) -> io::Result<()> {
+        // (A thread that decided to exit cleared `thread` under this lock,
+        // so a schedule never relies on a thread that is leaving.)
         let generation = fork::generation();
         if st.thread == Some(generation) {
             return Ok(());
@@ -439,6 +449,7 @@ impl<T: Send + 'static> TimerThread<T> {
         self.thread_ident.store(ident(), Ordering::Release);
         let mut st = self.state.lock();
         st.sleeper = Some(std::thread::current());
+        let mut idle_since: Option<Instant> = None;
         loop {
             if st.closed || st.thread != Some(generation) {
                 return;
@@ -466,11 +477,25 @@ impl<T: Send + 'static> TimerThread<T> {
             }
             // Sleep unlocked until the earliest deadline; `schedule` unparks
             // us for an earlier one, `close` to exit. Spurious wakeups just
-            // go round the loop.
+            // go round the loop. With nothing to do for IDLE_EXIT the thread
+            // ends (the next `schedule` starts another): a process that used
+            // a timer once does not keep a thread for good (a process pool
+            // forks its workers only from a process with a single thread).
             let next = st.queue.next_deadline();
+            if next.is_none() && st.in_flight.is_none() {
+                let since = *idle_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= IDLE_EXIT {
+                    st.thread = None;
+                    st.sleeper = None;
+                    self.thread_ident.store(0, Ordering::Release);
+                    return;
+                }
+            } else {
+                idle_since = None;
+            }
             MutexGuard::unlocked(&mut st, || match next {
                 Some(d) => std::thread::park_timeout(d.saturating_duration_since(Instant::now())),
-                None => std::thread::park(),
+                None => std::thread::park_timeout(IDLE_EXIT),
             });
         }
     }

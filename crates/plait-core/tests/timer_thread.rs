@@ -305,3 +305,20 @@ fn a_callback_running_at_fork_is_abandoned_in_the_child() {
     release_tx.send(()).unwrap();
     assert_eq!(cell.wait_done(&bounded()), Outcome::Notified);
 }
+
+#[test]
+fn the_thread_ends_when_idle_and_comes_back_for_the_next_timer() {
+    let (svc, rx) = service::<u8>();
+    let cell = Arc::new(TimerCell::new());
+    svc.schedule(&cell, after(0), false, 1).unwrap();
+    assert_eq!(rx.recv_timeout(BOUND).expect("fired"), 1);
+    assert!(svc.has_thread());
+    let end = Instant::now() + BOUND;
+    while svc.has_thread() && Instant::now() < end {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!svc.has_thread(), "an idle timer thread ends");
+    let again = Arc::new(TimerCell::new());
+    svc.schedule(&again, after(0), false, 2).unwrap();
+    assert_eq!(rx.recv_timeout(BOUND).expect("fired after the restart"), 2);
+}
