@@ -333,7 +333,13 @@ impl<T: Send + 'static> TimerThread<T> {
             st.keep_alive == 0
         };
         cell.finish();
+        // The last pending timer went: wake the thread, which sleeps until
+        // that timer's deadline, so that it can end once idle.
+        let sleeper = if st.queue.is_empty() { st.sleeper.clone() } else { None };
         drop(st);
+        if let Some(t) = sleeper {
+            t.unpark();
+        }
         if idle {
             self.idle.notify_all();
         }

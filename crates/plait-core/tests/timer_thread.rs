@@ -322,3 +322,20 @@ fn the_thread_ends_when_idle_and_comes_back_for_the_next_timer() {
     svc.schedule(&again, after(0), false, 2).unwrap();
     assert_eq!(rx.recv_timeout(BOUND).expect("fired after the restart"), 2);
 }
+
+#[test]
+fn cancelling_the_last_timer_lets_the_thread_end() {
+    let (svc, _rx) = service::<u8>();
+    let cells: Vec<_> = (0..3).map(|_| Arc::new(TimerCell::new())).collect();
+    for (i, c) in cells.iter().enumerate() {
+        svc.schedule(c, Instant::now() + Duration::from_secs(3600), false, i as u8).unwrap();
+    }
+    for c in &cells {
+        assert!(svc.cancel(c).is_some());
+    }
+    let end = Instant::now() + BOUND;
+    while svc.has_thread() && Instant::now() < end {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!svc.has_thread(), "the thread ends though the cancelled deadlines are an hour away");
+}
