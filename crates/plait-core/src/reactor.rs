@@ -23,6 +23,20 @@ pub const READ: u32 = 1;
 /// Writable interest/readiness (asyncio's `selectors.EVENT_WRITE`).
 pub const WRITE: u32 = 2;
 
+/// asyncio's readiness mask for epoll's `events` bits, limited to `want`
+/// (READ | WRITE): an error or hang-up counts as both readable and
+/// writable, as in Python's `EpollSelector`.
+pub fn readiness(events: u32, want: u32) -> u32 {
+    let mut mask = 0;
+    if events & !(libc::EPOLLIN as u32) != 0 {
+        mask |= WRITE;
+    }
+    if events & !(libc::EPOLLOUT as u32) != 0 {
+        mask |= READ;
+    }
+    mask & want
+}
+
 /// Level-triggered epoll with the interest of every descriptor remembered.
 #[derive(Debug)]
 pub struct Poller {
@@ -132,15 +146,7 @@ impl Poller {
         for ev in &self.buf {
             let fd = ev.u64 as RawFd;
             let Some(&want) = self.interest.get(&fd) else { continue };
-            let bits = ev.events;
-            let mut mask = 0;
-            if bits & !(libc::EPOLLIN as u32) != 0 {
-                mask |= WRITE;
-            }
-            if bits & !(libc::EPOLLOUT as u32) != 0 {
-                mask |= READ;
-            }
-            mask &= want;
+            let mask = readiness(ev.events, want);
             if mask != 0 {
                 out.push((fd, mask));
             }

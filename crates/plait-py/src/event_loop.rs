@@ -603,15 +603,7 @@ impl Selector {
             for ev in raw.iter() {
                 let fd = ev.u64 as RawFd;
                 let Some(want) = p.interest(fd) else { continue };
-                let bits = ev.events;
-                let mut mask = 0;
-                if bits & !(libc::EPOLLIN as u32) != 0 {
-                    mask |= WRITE;
-                }
-                if bits & !(libc::EPOLLOUT as u32) != 0 {
-                    mask |= READ;
-                }
-                mask &= want;
+                let mask = plait_core::reactor::readiness(ev.events, want);
                 if mask != 0 {
                     if let Some(reg) = st.keys.get(&fd) {
                         out.push((fd, mask, reg.data.clone_ref(py)));

@@ -220,7 +220,7 @@ impl Zygote {
     /// Have the zygote fork a worker on `child_end`; its pid.
     fn fork_worker(&mut self, child_end: &UnixStream, crash_log: &std::path::Path) -> std::io::Result<libc::pid_t> {
         use std::os::unix::ffi::OsStrExt;
-        send_with_fd(self.sock.as_raw_fd(), crash_log.as_os_str().as_bytes(), child_end.as_raw_fd())?;
+        plait_core::ipc::send_with_fd(self.sock.as_raw_fd(), crash_log.as_os_str().as_bytes(), child_end.as_raw_fd(), libc::MSG_NOSIGNAL)?;
         let mut reply = [0u8; 4];
         self.sock.read_exact(&mut reply)?;
         let pid = i32::from_le_bytes(reply);
@@ -254,40 +254,6 @@ impl Drop for Zygote {
     }
 }
 
-/// One blocking `sendmsg` of `data` with `fd` attached (`SCM_RIGHTS`).
-fn send_with_fd(sock: std::os::fd::RawFd, data: &[u8], fd: std::os::fd::RawFd) -> std::io::Result<()> {
-    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
-    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    let mut cbuf = [0u64; 4]; // room for one aligned cmsg carrying one fd
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space;
-    // SAFETY: msg_control points at `space` (<= 32) bytes of aligned
-    // storage, room for the one header CMSG_FIRSTHDR returns and its fd.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>(), fd);
-    }
-    loop {
-        // SAFETY: `msg` and the buffers it points to outlive the call; the
-        // kernel only reads them.
-        let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
 
 /// A task handed to a worker: the first of a worker's `inflight` is the one
 /// it executes; the others wait in its socket.
