@@ -416,6 +416,22 @@ def _fork_zygote(inherited, die_with_parent):
 _start_lock = threading.Lock()
 
 
+def _single_threaded():
+    """Whether this process has one thread. A thread that just ended (its
+    ``join`` returned) may still be leaving the kernel's list for a moment:
+    when Python knows of no other thread, give such threads 20 ms."""
+    if _plait_mod._thread_count() == 1:
+        return True
+    if threading.active_count() != 1:
+        return False
+    deadline = time.monotonic() + 0.02
+    while time.monotonic() < deadline:
+        time.sleep(0.001)
+        if _plait_mod._thread_count() == 1:
+            return True
+    return False
+
+
 class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
     """A pool of worker processes, like
     ``concurrent.futures.ProcessPoolExecutor`` (and an instance of it), run
@@ -500,7 +516,7 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
                 return
             method = self._plait_method
             if method == "auto":
-                method = "fork" if _plait_mod._thread_count() == 1 else "spawn"
+                method = "fork" if _single_threaded() else "spawn"
             zygote = None
             if method == "fork":
                 try:
