@@ -23,6 +23,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
 
 // The loop's structures are locked for a few instructions at a time, by the
 // loop's thread almost always: the spin mutex, whose unlock is a plain
@@ -700,19 +701,28 @@ pub struct LoopCore {
     running: AtomicBool,
     clock_resolution: AtomicU64,
     timer_cancelled: AtomicUsize,
-    /// Polls with no wait found nothing this many times in a row.
-    idle_polls: AtomicUsize,
 }
 
 static HANDLE_TYPE: PyOnceLock<Obj> = PyOnceLock::new();
 
 /// What `run_forever`'s iterations reuse, so that an iteration allocates
 /// nothing: the previous (empty) batch and event list.
-#[derive(Default)]
 struct Scratch {
     spare: VecDeque<Obj>,
     events: Vec<(RawFd, u32, Obj)>,
+    /// When I/O was last polled, and whether that poll found any.
+    last_poll: Instant,
+    busy_io: bool,
 }
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch { spare: VecDeque::new(), events: Vec::new(), last_poll: Instant::now(), busy_io: true }
+    }
+}
+
+/// With callbacks ready, I/O is polled at most this often (see `run_once`).
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// Fewer cancelled timers than this are left in the heap until they come due.
 const MIN_SCHEDULED_TIMER_HANDLES: usize = 100;
@@ -851,22 +861,20 @@ impl LoopCore {
             // even if the kernel delivered SIGINT to another thread.
             ms = if ms < 0 { 50 } else { ms.min(50) };
         }
-        // With callbacks ready, a poll that found nothing the last times
-        // is skipped on most iterations: I/O is still looked at every few
-        // iterations, and always before the loop would block.
-        let idle = core.idle_polls.load(Ordering::Relaxed);
-        let skip = ms == 0 && idle >= 4 && !idle.is_multiple_of(8);
-        // (Only the loop's thread counts: a plain load and store.)
+        // With callbacks ready, the loop looks at I/O (a poll that does not
+        // wait) at most every POLL_EVERY: each poll is a system call, and a
+        // loop running back-to-back callbacks would otherwise pay one per
+        // iteration. It always polls before it would block, and right
+        // after a poll that found something (more is likely to follow).
         let mut events = std::mem::take(&mut scratch.events);
-        if skip {
-            core.idle_polls.store(idle + 1, Ordering::Relaxed);
-        } else {
+        let now = Instant::now();
+        let skip = ms == 0 && !scratch.busy_io && now.saturating_duration_since(scratch.last_poll) < POLL_EVERY;
+        if !skip {
             sel.get().poll_into(py, ms, &mut events)?;
+            scratch.last_poll = if ms == 0 { now } else { Instant::now() };
+            scratch.busy_io = !events.is_empty();
             if events.is_empty() {
                 py.check_signals()?;
-                core.idle_polls.store(idle + 1, Ordering::Relaxed);
-            } else {
-                core.idle_polls.store(0, Ordering::Relaxed);
             }
         }
         for (fd, mask, data) in events.drain(..) {
@@ -1026,7 +1034,6 @@ impl LoopCore {
             running: AtomicBool::new(false),
             clock_resolution: AtomicU64::new(1e-9f64.to_bits()),
             timer_cancelled: AtomicUsize::new(0),
-            idle_polls: AtomicUsize::new(0),
         }
     }
 
