@@ -38,7 +38,6 @@ import sys
 import traceback
 
 HEADER = struct.Struct("<IB")
-TASK_ID = struct.Struct("<Q")
 TASK_HEADER = struct.Struct("<IBQ")  # a T/R/E frame's header and task id
 #: Result types that hold no buffer (sent without looking for one).
 SCALARS = frozenset({int, float, str, bool, type(None), complex})

@@ -80,6 +80,7 @@ except ImportError as exc:  # 3.11 / 3.12 here
 
 from test_concurrent_futures_suite import (  # the shared plumbing
     FUTURES_PROXY,
+    _plugged_assert_python_ok,
     constant_futures,
     create_future,
     excluded,
@@ -125,17 +126,6 @@ CHILD_PRELUDE = (
 )
 
 
-def _plugged_assert_python_ok(original):
-    def assert_python_ok(*args, **env_vars):
-        args = list(args)
-        if "-c" in args:
-            i = args.index("-c") + 1
-            args[i] = CHILD_PRELUDE + args[i]
-        return original(*args, **env_vars)
-
-    return assert_python_ok
-
-
 class ProcPlug:
     """Points the suite's globals at the implementation under test for one test."""
 
@@ -149,7 +139,7 @@ class ProcPlug:
             names = dict(replacements)
             if "assert_python_ok" in module.__dict__:
                 names["assert_python_ok"] = _plugged_assert_python_ok(
-                    module.__dict__["assert_python_ok"])
+                    module.__dict__["assert_python_ok"], CHILD_PRELUDE)
             for name, value in names.items():
                 if name in module.__dict__:
                     self.addCleanup(setattr, module, name, module.__dict__[name])

@@ -187,12 +187,14 @@ CHILD_PRELUDE = (
 )
 
 
-def _plugged_assert_python_ok(original):
+def _plugged_assert_python_ok(original, prelude=CHILD_PRELUDE):
+    """``assert_python_ok`` with ``prelude`` put first in a ``-c`` script."""
+
     def assert_python_ok(*args, **env_vars):
         args = list(args)
         if "-c" in args:
             i = args.index("-c") + 1
-            args[i] = CHILD_PRELUDE + args[i]
+            args[i] = prelude + args[i]
         return original(*args, **env_vars)
 
     return assert_python_ok

@@ -24,6 +24,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -194,21 +195,9 @@ impl Packet {
             bytes.extend_from_slice(payload);
             return Ok(Packet { bytes, fd: None });
         }
-        let fd = memfd(c"plait-queue-msg")?;
-        let mut off = 0;
-        while off < payload.len() {
-            let rest = &payload[off..];
-            // SAFETY: `rest` is valid for its length; fd is ours.
-            let n = unsafe { libc::pwrite(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len(), off as libc::off_t) };
-            if n < 0 {
-                let e = errno();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            off += n as usize;
-        }
+        let file = std::fs::File::from(memfd(c"plait-queue-msg")?);
+        file.write_all_at(payload, 0)?;
+        let fd = OwnedFd::from(file);
         let mut bytes = vec![KIND_MEMFD];
         bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         Ok(Packet { bytes, fd: Some(fd) })
@@ -335,23 +324,10 @@ pub fn recv_packet<R>(sock: RawFd, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> 
             (KIND_MEMFD, Some(fd)) if n == 9 => {
                 let len = u64::from_le_bytes(buf[1..9].try_into().unwrap()) as usize;
                 let mut data = vec![0u8; len];
-                let mut off = 0;
-                while off < len {
-                    let rest = &mut data[off..];
-                    // SAFETY: `rest` is writable for its length; fd is ours.
-                    let r = unsafe { libc::pread(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), off as libc::off_t) };
-                    if r < 0 {
-                        let e = errno();
-                        if e.kind() == io::ErrorKind::Interrupted {
-                            continue;
-                        }
-                        return Err(e);
-                    }
-                    if r == 0 {
-                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short message file"));
-                    }
-                    off += r as usize;
-                }
+                std::fs::File::from(fd).read_exact_at(&mut data, 0).map_err(|e| match e.kind() {
+                    io::ErrorKind::UnexpectedEof => io::Error::new(io::ErrorKind::UnexpectedEof, "short message file"),
+                    _ => e,
+                })?;
                 Ok(f(&data))
             }
             _ => Err(io::Error::new(io::ErrorKind::InvalidData, "malformed queue packet")),

@@ -422,6 +422,19 @@ impl Selector {
         }
     }
 
+    /// The interest and (reader, writer) handles registered for `fileobj`,
+    /// if it is registered (what `get_map().get(fileobj)` finds).
+    fn entry<'py>(&self, fileobj: &Bound<'py, PyAny>) -> Option<(u32, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let py = fileobj.py();
+        let fd = self.lookup(fileobj).ok()?;
+        let (events, data) = {
+            let st = self.st.lock();
+            let reg = st.keys.get(&fd)?;
+            (st.poller.as_ref()?.interest(fd)?, reg.data.clone_ref(py).into_bound(py))
+        };
+        Some((events, data.get_item(0).ok()?, data.get_item(1).ok()?))
+    }
+
     fn check_events(events: u32) -> PyResult<()> {
         if events == 0 || events & !(READ | WRITE) != 0 {
             return Err(PyValueError::new_err(format!("Invalid events: {events}")));
@@ -658,8 +671,7 @@ impl SelectorMapping {
         self.__getitem__(fileobj).is_ok()
     }
 
-    fn keys(&self, py: Python<'_>) -> Vec<RawFd> {
-        let _ = py;
+    fn keys(&self) -> Vec<RawFd> {
         self.selector.get().st.lock().keys.keys().copied().collect()
     }
 
@@ -672,7 +684,7 @@ impl SelectorMapping {
     }
 
     fn __iter__(&self, py: Python<'_>) -> PyResult<Obj> {
-        let keys = self.keys(py);
+        let keys = self.keys();
         Ok(pyo3::types::PyList::new(py, keys)?.try_iter()?.into_any().unbind())
     }
 }
@@ -698,7 +710,6 @@ pub struct LoopCore {
     stopping: AtomicBool,
     closed: AtomicBool,
     debug: AtomicBool,
-    running: AtomicBool,
     clock_resolution: AtomicU64,
     timer_cancelled: AtomicUsize,
 }
@@ -823,19 +834,18 @@ impl LoopCore {
         Ok(())
     }
 
-    fn timeout_ms(&self, py: Python<'_>) -> PyResult<i32> {
+    fn timeout_ms(&self) -> i32 {
         let st = self.st.lock();
         if !st.ready.is_empty() || self.stopping.load(Ordering::Acquire) {
-            return Ok(0);
+            return 0;
         }
-        let _ = py;
-        Ok(match st.timers.next_when() {
+        match st.timers.next_when() {
             None => -1,
             Some(when) => {
                 let t = (when - monotonic()).clamp(0.0, 24.0 * 3600.0);
                 (t * 1e3).ceil() as i32
             }
-        })
+        }
     }
 
     /// One iteration: poll for I/O, move due timers to the ready queue,
@@ -853,7 +863,7 @@ impl LoopCore {
         let mut ms = match ms {
             Some(z) => z,
             None if !has_timers && !core.stopping.load(Ordering::Acquire) => -1,
-            None => core.timeout_ms(py)?,
+            None => core.timeout_ms(),
         };
         let sel = core.selector.get().ok_or_else(|| PyRuntimeError::new_err("the loop has no selector"))?;
         if ms != 0 && crate::wait::is_main_thread() {
@@ -978,6 +988,13 @@ fn asyncio_attr<'py>(py: Python<'py>, module: &str, name: &str) -> PyResult<Boun
     m.bind(py).getattr(name)
 }
 
+/// A selector key's data, `(reader, writer)`, with `bit`'s side set to
+/// `mine` and the other side to `other`.
+fn io_pair<'py>(py: Python<'py>, bit: u32, mine: Bound<'py, PyAny>, other: Bound<'py, PyAny>) -> PyResult<Obj> {
+    let pair = if bit == READ { [mine, other] } else { [other, mine] };
+    Ok(PyTuple::new(py, pair)?.into_any().unbind())
+}
+
 /// Whether a plain `Handle` that just ran can be reused: nothing but the
 /// caller's `h` refers to it (no other reference, no weak reference), it is
 /// not a reader's or writer's, and it holds nothing any more.
@@ -1031,15 +1048,13 @@ impl LoopCore {
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             debug: AtomicBool::new(false),
-            running: AtomicBool::new(false),
             clock_resolution: AtomicU64::new(1e-9f64.to_bits()),
             timer_cancelled: AtomicUsize::new(0),
         }
     }
 
     /// Called once from `EventLoop.__init__`.
-    fn _plait_bind(&self, py: Python<'_>, selector: Py<Selector>, clock_resolution: f64, debug: bool) {
-        let _ = py;
+    fn _plait_bind(&self, selector: Py<Selector>, clock_resolution: f64, debug: bool) {
         let _ = self.selector.set(selector);
         self.clock_resolution.store(clock_resolution.to_bits(), Ordering::Relaxed);
         self.debug.store(debug, Ordering::Relaxed);
@@ -1226,7 +1241,6 @@ impl LoopCore {
     /// cleanup around it).
     fn _plait_run_forever(slf: &Bound<'_, Self>) -> PyResult<()> {
         let core = slf.get();
-        core.running.store(true, Ordering::Release);
         let mut scratch = Scratch::default();
         let r = (|| loop {
             Self::run_once(slf, &mut scratch)?;
@@ -1235,7 +1249,6 @@ impl LoopCore {
             }
         })();
         core.stopping.store(false, Ordering::Release);
-        core.running.store(false, Ordering::Release);
         r
     }
 
@@ -1261,23 +1274,20 @@ impl LoopCore {
         if let Some(c) = handle.bind(py).cast::<Handle>()?.get().call.lock().as_ref() {
             retrack(py, c.context.as_ptr());
         }
-        let old_key = sel.call_method1("get_map", ())?.call_method1("get", (fd,))?;
-        let old_handle = if old_key.is_none() {
-            let data = if bit == READ { PyTuple::new(py, [handle.bind(py).clone(), py.None().into_bound(py)])? } else { PyTuple::new(py, [py.None().into_bound(py), handle.bind(py).clone()])? };
-            sel.get().register(fd, bit, Some(data.into_any().unbind()))?;
-            None
-        } else {
-            let mask: u32 = old_key.getattr("events")?.extract()?;
-            let data = old_key.getattr("data")?;
-            let (reader, writer) = (data.get_item(0)?, data.get_item(1)?);
-            let new = if bit == READ { PyTuple::new(py, [handle.bind(py).clone(), writer.clone()])? } else { PyTuple::new(py, [reader.clone(), handle.bind(py).clone()])? };
-            sel.get().modify(fd, mask | bit, Some(new.into_any().unbind()))?;
-            Some(if bit == READ { reader } else { writer })
-        };
-        if let Some(old) = old_handle {
-            if !old.is_none() {
-                old.call_method0("cancel")?;
+        let none = py.None().into_bound(py);
+        let old = match sel.get().entry(fd) {
+            None => {
+                sel.get().register(fd, bit, Some(io_pair(py, bit, handle.bind(py).clone(), none)?))?;
+                None
             }
+            Some((mask, reader, writer)) => {
+                let (old, other) = if bit == READ { (reader, writer) } else { (writer, reader) };
+                sel.get().modify(fd, mask | bit, Some(io_pair(py, bit, handle.bind(py).clone(), other)?))?;
+                Some(old)
+            }
+        };
+        if let Some(old) = old.filter(|o| !o.is_none()) {
+            old.call_method0("cancel")?;
         }
         Ok(handle)
     }
@@ -1289,22 +1299,15 @@ impl LoopCore {
             return Ok(false);
         }
         let Some(sel) = core.selector.get() else { return Ok(false) };
-        let sel = sel.bind(py);
-        let key = sel.call_method1("get_map", ())?.call_method1("get", (fd,))?;
-        if key.is_none() {
-            return Ok(false);
-        }
-        let mask: u32 = key.getattr("events")?.extract()?;
-        let data = key.getattr("data")?;
-        let (reader, writer) = (data.get_item(0)?, data.get_item(1)?);
+        let sel = sel.get();
+        let Some((mask, reader, writer)) = sel.entry(fd) else { return Ok(false) };
+        let (gone, other) = if bit == READ { (reader, writer) } else { (writer, reader) };
         let left = mask & !bit;
         if left == 0 {
-            sel.get().unregister(fd)?;
+            sel.unregister(fd)?;
         } else {
-            let new = if bit == READ { PyTuple::new(py, [py.None().into_bound(py), writer.clone()])? } else { PyTuple::new(py, [reader.clone(), py.None().into_bound(py)])? };
-            sel.get().modify(fd, left, Some(new.into_any().unbind()))?;
+            sel.modify(fd, left, Some(io_pair(py, bit, py.None().into_bound(py), other)?))?;
         }
-        let gone = if bit == READ { reader } else { writer };
         if gone.is_none() {
             return Ok(false);
         }

@@ -21,6 +21,7 @@ use std::ffi::CStr;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyType};
@@ -63,16 +64,6 @@ pub fn _plait_install_transport(cls: &Bound<'_, PyType>, slow_write: Py<PyAny>, 
     Ok(())
 }
 
-fn attr<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, pyo3::types::PyString>) -> PyResult<Bound<'py, PyAny>> {
-    obj.getattr(name)
-}
-
-macro_rules! interned {
-    ($py:expr, $s:literal) => {
-        pyo3::intern!($py, $s)
-    };
-}
-
 /// Call asyncio's own method with self and the arguments we were given.
 ///
 /// # Safety
@@ -113,14 +104,14 @@ fn fast_write(py: Python<'_>, slf: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -
         }
     };
     if len == 0
-        || attr(slf, interned!(py, "_eof"))?.is_truthy()?
-        || !attr(slf, interned!(py, "_empty_waiter"))?.is_none()
-        || attr(slf, interned!(py, "_conn_lost"))?.is_truthy()?
-        || attr(slf, interned!(py, "_buffer"))?.len()? != 0
+        || slf.getattr(intern!(py, "_eof"))?.is_truthy()?
+        || !slf.getattr(intern!(py, "_empty_waiter"))?.is_none()
+        || slf.getattr(intern!(py, "_conn_lost"))?.is_truthy()?
+        || slf.getattr(intern!(py, "_buffer"))?.len()? != 0
     {
         return Ok(None);
     }
-    let fd: i32 = attr(slf, interned!(py, "_sock_fd"))?.extract()?;
+    let fd: i32 = slf.getattr(intern!(py, "_sock_fd"))?.extract()?;
     // SAFETY: `ptr` is valid for `len` bytes (the bytes/bytearray we hold a
     // reference to, unchanged: no Python code runs during the call).
     let n = unsafe { libc::send(fd, ptr.cast(), len, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
@@ -148,7 +139,7 @@ unsafe extern "C" fn write(slf: *mut ffi::PyObject, args: *const *mut ffi::PyObj
             Ok(Some(n)) => {
                 // Part sent: asyncio's write buffers the rest.
                 let rest = (|| -> PyResult<Bound<'_, PyAny>> {
-                    let mv = py.import("builtins")?.getattr("memoryview")?.call1((&*data,))?;
+                    let mv = pyo3::types::PyMemoryView::from(&data)?;
                     mv.get_item(pyo3::types::PySlice::new(py, n as isize, isize::MAX, 1))
                 })();
                 return match rest {
@@ -172,14 +163,14 @@ unsafe extern "C" fn write(slf: *mut ffi::PyObject, args: *const *mut ffi::PyObj
 }
 
 fn read_ready_impl(py: Python<'_>, this: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
-    if !attr(this, interned!(py, "_plait_native"))?.is_truthy()? {
+    if !this.getattr(intern!(py, "_plait_native"))?.is_truthy()? {
         let Some(f) = SLOW_READ_READY.get(py) else { return Ok(None) };
         return f.bind(py).call1((this,)).map(|r| Some(r.unbind()));
     }
-    if attr(this, interned!(py, "_conn_lost"))?.is_truthy()? {
+    if this.getattr(intern!(py, "_conn_lost"))?.is_truthy()? {
         return Ok(None);
     }
-    let fd: i32 = attr(this, interned!(py, "_sock_fd"))?.extract()?;
+    let fd: i32 = this.getattr(intern!(py, "_sock_fd"))?.extract()?;
     let got = RECV_BUF.with(|b| {
         let mut buf = b.borrow_mut();
         // SAFETY: `buf` is a live buffer of MAX_SIZE bytes.
@@ -195,21 +186,21 @@ fn read_ready_impl(py: Python<'_>, this: &Bound<'_, PyAny>) -> PyResult<Option<P
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => return Ok(None),
         Err(e) => {
             let exc = PyErr::from(e).into_value(py);
-            this.call_method1(interned!(py, "_fatal_error"), (exc, "Fatal read error on socket transport"))?;
+            this.call_method1(intern!(py, "_fatal_error"), (exc, "Fatal read error on socket transport"))?;
             return Ok(None);
         }
     };
     if data.as_bytes().is_empty() {
-        this.call_method0(interned!(py, "_read_ready__on_eof"))?;
+        this.call_method0(intern!(py, "_read_ready__on_eof"))?;
         return Ok(None);
     }
-    let protocol = attr(this, interned!(py, "_protocol"))?;
-    if let Err(e) = protocol.call_method1(interned!(py, "data_received"), (data,)) {
+    let protocol = this.getattr(intern!(py, "_protocol"))?;
+    if let Err(e) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
         if e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py) {
             return Err(e);
         }
         let exc = e.into_value(py);
-        this.call_method1(interned!(py, "_fatal_error"), (exc, "Fatal error: protocol.data_received() call failed."))?;
+        this.call_method1(intern!(py, "_fatal_error"), (exc, "Fatal error: protocol.data_received() call failed."))?;
     }
     Ok(None)
 }
