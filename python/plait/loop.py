@@ -75,6 +75,12 @@ class EventLoop(_LoopCore, _unix_events._UnixSelectorEventLoop):
         # The core needs its selector before asyncio's __init__ registers
         # its self-pipe; clock resolution and debug flag come after.
         self._plait_bind(selector, 1e-9, False)
+        if type(self).call_soon is _LoopCore.call_soon:
+            # Bound once and kept on the instance: asyncio's C tasks and
+            # futures look ``loop.call_soon`` up for every step and callback,
+            # and would otherwise make (and collect) a bound method each
+            # time. A subclass that overrides call_soon keeps its own.
+            self.call_soon = self.call_soon
         super().__init__(selector)
         self._plait_bind(selector, self._clock_resolution, bool(self._debug))
 

@@ -102,6 +102,55 @@ def test_call_soon_order_args_and_context(loop):
     assert seen == [(1, (), "outer"), (2, ("a", "b"), "inner"), (3, (), "explicit")]
 
 
+def test_handle_args_and_error_report_keep_their_arguments(loop):
+    # None, one and several arguments are kept differently inside; asyncio's
+    # view of them (``_args``, the error report's repr) is the same tuple.
+    def cb(*a):
+        pass
+
+    hs = [loop.call_soon(cb), loop.call_soon(cb, 1), loop.call_soon(cb, 1, "two")]
+    assert [h._args for h in hs] == [(), (1,), (1, "two")]
+    reports = []
+    loop.set_exception_handler(lambda lp, ctx: reports.append(ctx))
+
+    def bad(x):
+        raise ValueError(x)
+
+    loop.call_soon(bad, "only")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert [h._args for h in hs] == [None, None, None]  # let go once run
+    assert len(reports) == 1 and reports[0]["exception"].args == ("only",)
+    assert ".bad('only') at " in reports[0]["message"]
+    t1 = loop.call_at(5.0, cb, 1)
+    t2 = loop.call_at(5.0, cb, 1)
+    t3 = loop.call_at(5.0, cb, 2)
+    assert t1 == t2 and t1 != t3
+    for t in (t1, t2, t3):
+        t.cancel()
+
+
+def test_a_subclass_overriding_call_soon_is_called(loop):
+    seen = []
+
+    class Loop(plait.loop.EventLoop):
+        def call_soon(self, callback, *args, context=None):
+            seen.append(callback)
+            return super().call_soon(callback, *args, context=context)
+
+    sub = Loop()
+    try:
+        async def main():
+            await asyncio.sleep(0)  # the task's steps go through call_soon
+            return 7
+
+        assert sub.run_until_complete(main()) == 7
+        assert seen, "the subclass's call_soon was bypassed"
+    finally:
+        sub.close()
+    assert "call_soon" in vars(loop)  # the plain loop keeps its bound call_soon
+
+
 def test_handle_and_timer_handle_contract(loop):
     ran = []
     h = loop.call_soon(ran.append, "no")

@@ -23,13 +23,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
 
 // The loop's structures are locked for a few instructions at a time, by the
 // loop's thread almost always: the spin mutex, whose unlock is a plain
 // store (parking_lot's is a second atomic read-modify-write).
 use plait_core::spin::SpinMutex as Mutex;
-use plait_core::reactor::{monotonic, Poller, TimerHeap, READ, WRITE};
+use plait_core::reactor::{monotonic, Pace, Poller, TimerHeap, READ, WRITE};
 use pyo3::exceptions::{PyKeyError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -79,15 +78,71 @@ fn retrack(_py: Python<'_>, obj: *mut ffi::PyObject) {
     }
 }
 
+/// A handle's arguments. None or one (most callbacks: a task's step, a
+/// future's done callback) are kept as they are, so neither making nor
+/// running the handle builds a tuple.
+pub(crate) enum Args {
+    Zero,
+    One(Obj),
+    Many(Py<PyTuple>),
+}
+
+impl Args {
+    pub(crate) fn from_tuple(py: Python<'_>, t: Py<PyTuple>) -> Args {
+        let b = t.bind(py);
+        match b.len() {
+            0 => Args::Zero,
+            1 => Args::One(b.get_item(0).expect("one item").unbind()),
+            _ => Args::Many(t),
+        }
+    }
+
+    fn to_tuple(&self, py: Python<'_>) -> PyResult<Py<PyTuple>> {
+        Ok(match self {
+            Args::Zero => PyTuple::empty(py).unbind(),
+            Args::One(a) => PyTuple::new(py, [a.bind(py)])?.unbind(),
+            Args::Many(t) => t.clone_ref(py),
+        })
+    }
+
+    fn clone_ref(&self, py: Python<'_>) -> Args {
+        match self {
+            Args::Zero => Args::Zero,
+            Args::One(a) => Args::One(a.clone_ref(py)),
+            Args::Many(t) => Args::Many(t.clone_ref(py)),
+        }
+    }
+
+    fn visit(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        match self {
+            Args::Zero => Ok(()),
+            Args::One(a) => visit.call(a),
+            Args::Many(t) => visit.call(t),
+        }
+    }
+
+    /// `cb(*args)`.
+    fn call(&self, py: Python<'_>, cb: &Bound<'_, PyAny>) -> PyResult<()> {
+        let r = match self {
+            // SAFETY: attached; `cb` and the argument are live for the call.
+            Args::Zero => unsafe { ffi::PyObject_CallNoArgs(cb.as_ptr()) },
+            Args::One(a) => unsafe { ffi::PyObject_CallOneArg(cb.as_ptr(), a.as_ptr()) },
+            Args::Many(t) => return cb.call1(t.bind(py)).map(drop),
+        };
+        // SAFETY: `r` is a new reference or NULL with an exception set.
+        unsafe { Bound::from_owned_ptr_or_err(py, r) }.map(drop)
+    }
+}
+
 /// Call `cb(*args)` inside `ctx`, as `ctx.run(cb, *args)` does.
-fn run_in_context<'py>(py: Python<'py>, ctx: &Bound<'py, PyAny>, cb: &Bound<'py, PyAny>, args: &Bound<'py, PyTuple>) -> PyResult<()> {
+fn run_in_context<'py>(py: Python<'py>, ctx: &Bound<'py, PyAny>, cb: &Bound<'py, PyAny>, args: &Args) -> PyResult<()> {
     // SAFETY: attached; `ctx` is a live object (a contextvars.Context, as
     // checked when the handle was made). Enter fails (with an exception
     // set) if the context is already entered, as Context.run does.
     if unsafe { PyContext_Enter(ctx.as_ptr()) } < 0 {
         return Err(PyErr::fetch(py));
     }
-    let r = cb.call1(args.clone()).map(drop);
+    let r = args.call(py, cb);
     // SAFETY: exiting the context entered above, in the same thread.
     if unsafe { PyContext_Exit(ctx.as_ptr()) } < 0 {
         return Err(PyErr::fetch(py));
@@ -117,7 +172,7 @@ fn check_context(py: Python<'_>, context: Option<Obj>) -> PyResult<Obj> {
 /// cancelled, or its loop closed.
 struct Call {
     callback: Obj,
-    args: Py<PyTuple>,
+    args: Args,
     context: Obj,
 }
 
@@ -160,7 +215,7 @@ pub struct Handle {
 }
 
 impl Handle {
-    fn new(callback: Obj, args: Py<PyTuple>, context: Obj, loop_: Obj, when: f64) -> Self {
+    fn new(callback: Obj, args: Args, context: Obj, loop_: Obj, when: f64) -> Self {
         Handle {
             call: Mutex::new(Some(Call { callback, args, context })),
             loop_,
@@ -197,12 +252,12 @@ impl Handle {
             let Some((cb, args, ctx)) = h.call.lock().as_ref().map(|c| (c.callback.clone_ref(py), c.args.clone_ref(py), c.context.clone_ref(py))) else {
                 return Ok(());
             };
-            (run_in_context(py, ctx.bind(py), cb.bind(py), args.bind(py)), cb, args)
+            (run_in_context(py, ctx.bind(py), cb.bind(py), &args), cb, args)
         } else {
             let Some(call) = h.call.lock().take() else {
                 return Ok(());
             };
-            let r = run_in_context(py, call.context.bind(py), call.callback.bind(py), call.args.bind(py));
+            let r = run_in_context(py, call.context.bind(py), call.callback.bind(py), &call.args);
             if r.is_ok() {
                 drop(call);
                 return Ok(());
@@ -215,7 +270,7 @@ impl Handle {
             Ok(()) => Ok(()),
             Err(e) if e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py) => Err(e),
             Err(e) => {
-                helper(py, "report_callback_error")?.call1((slf, e.into_value(py), cb, args))?;
+                helper(py, "report_callback_error")?.call1((slf, e.into_value(py), cb, args.to_tuple(py)?))?;
                 Ok(())
             }
         }
@@ -249,7 +304,7 @@ impl Handle {
         if let Some(g) = self.call.try_lock() {
             if let Some(c) = &*g {
                 visit.call(&c.callback)?;
-                visit.call(&c.args)?;
+                c.args.visit(&visit)?;
                 visit.call(&c.context)?;
             }
         }
@@ -271,8 +326,9 @@ impl Handle {
     }
 
     #[getter]
-    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.call.lock().as_ref().map(|c| c.args.clone_ref(py))
+    fn _args(&self, py: Python<'_>) -> PyResult<Option<Py<PyTuple>>> {
+        let args = self.call.lock().as_ref().map(|c| c.args.clone_ref(py));
+        args.map(|a| a.to_tuple(py)).transpose()
     }
 
     #[getter]
@@ -334,13 +390,19 @@ impl TimerHandle {
         };
         let (a, b) = (slf.as_super(), o.borrow());
         let b = b.as_super();
+        // What the handles call, taken out of their locks before any
+        // Python comparison runs.
+        let what = |h: &Handle| h.call.lock().as_ref().map(|c| (c.callback.clone_ref(py), c.args.clone_ref(py)));
         let same = || {
             a.when == b.when
                 && a.cancelled.load(Ordering::Acquire) == b.cancelled.load(Ordering::Acquire)
-                && match (&*a.call.lock(), &*b.call.lock()) {
-                    (Some(x), Some(y)) => {
-                        x.callback.bind(py).eq(y.callback.bind(py)).unwrap_or(false)
-                            && x.args.bind(py).eq(y.args.bind(py)).unwrap_or(false)
+                && match (what(a), what(b)) {
+                    (Some((xc, xa)), Some((yc, ya))) => {
+                        xc.bind(py).eq(yc.bind(py)).unwrap_or(false)
+                            && match (xa.to_tuple(py), ya.to_tuple(py)) {
+                                (Ok(x), Ok(y)) => x.bind(py).eq(y.bind(py)).unwrap_or(false),
+                                _ => false,
+                            }
                     }
                     (None, None) => true,
                     _ => false,
@@ -722,13 +784,16 @@ struct Scratch {
     spare: VecDeque<Obj>,
     events: Vec<(RawFd, u32, Obj)>,
     /// When I/O was last polled, and whether that poll found any.
-    last_poll: Instant,
+    last_poll: u64,
+    pace: Pace,
     busy_io: bool,
+    /// Handles that ran this iteration and can be reused.
+    spent: Vec<Obj>,
 }
 
 impl Default for Scratch {
     fn default() -> Self {
-        Scratch { spare: VecDeque::new(), events: Vec::new(), last_poll: Instant::now(), busy_io: true }
+        Scratch { spare: VecDeque::new(), events: Vec::new(), last_poll: Pace::now(), pace: Pace::new(POLL_EVERY), busy_io: true, spent: Vec::new() }
     }
 }
 
@@ -740,7 +805,7 @@ const MIN_SCHEDULED_TIMER_HANDLES: usize = 100;
 
 impl LoopCore {
     /// Make a handle for `callback(*args)` in `context` and queue it.
-    pub(crate) fn soon(slf: &Bound<'_, Self>, callback: Obj, args: Py<PyTuple>, context: Option<Obj>) -> PyResult<Obj> {
+    pub(crate) fn soon(slf: &Bound<'_, Self>, callback: Obj, args: Args, context: Option<Obj>) -> PyResult<Obj> {
         let py = slf.py();
         let ctx = check_context(py, context)?;
         let core = slf.get();
@@ -783,7 +848,7 @@ impl LoopCore {
         if let Ok(n) = h.cast::<Handle>() {
             return Ok(n.get().cancelled.load(Ordering::Acquire));
         }
-        h.getattr("_cancelled")?.is_truthy()
+        h.getattr(pyo3::intern!(h.py(), "_cancelled"))?.is_truthy()
     }
 
     fn set_scheduled(h: &Bound<'_, PyAny>, on: bool) -> PyResult<()> {
@@ -877,11 +942,11 @@ impl LoopCore {
         // iteration. It always polls before it would block, and right
         // after a poll that found something (more is likely to follow).
         let mut events = std::mem::take(&mut scratch.events);
-        let now = Instant::now();
-        let skip = ms == 0 && !scratch.busy_io && now.saturating_duration_since(scratch.last_poll) < POLL_EVERY;
+        let now = Pace::now();
+        let skip = ms == 0 && !scratch.busy_io && !scratch.pace.passed(scratch.last_poll, now);
         if !skip {
             sel.get().poll_into(py, ms, &mut events)?;
-            scratch.last_poll = if ms == 0 { now } else { Instant::now() };
+            scratch.last_poll = if ms == 0 { now } else { Pace::now() };
             scratch.busy_io = !events.is_empty();
             if events.is_empty() {
                 py.check_signals()?;
@@ -927,17 +992,17 @@ impl LoopCore {
         let mut batch = std::mem::replace(&mut core.st.lock().ready, std::mem::take(&mut scratch.spare));
         let debug = core.debug.load(Ordering::Relaxed);
         let handle_type = HANDLE_TYPE.get_or_init(py, || py.get_type::<Handle>().into_any().unbind());
-        let mut spent: Vec<Obj> = Vec::new();
+        let mut spent = std::mem::take(&mut scratch.spent);
         while let Some(h) = batch.pop_front() {
             let b = h.bind(py);
             let t0 = if debug { monotonic() } else { 0.0 };
             let exact = b.get_type().is(handle_type.bind(py));
             let r = if exact || b.is_instance_of::<Handle>() {
                 Handle::run(b.cast::<Handle>().expect("checked"))
-            } else if b.getattr("_cancelled")?.is_truthy()? {
+            } else if b.getattr(pyo3::intern!(py, "_cancelled"))?.is_truthy()? {
                 Ok(())
             } else {
-                b.call_method0("_run").map(drop)
+                b.call_method0(pyo3::intern!(py, "_run")).map(drop)
             };
             if let Err(e) = r {
                 // Not run yet: back to the front, in order.
@@ -959,11 +1024,11 @@ impl LoopCore {
         if !spent.is_empty() {
             let mut st = core.st.lock();
             let room = FREE_HANDLES.saturating_sub(st.free.len());
-            let keep: Vec<Obj> = spent.drain(..spent.len().min(room)).collect();
-            st.free.extend(keep);
+            st.free.extend(spent.drain(..spent.len().min(room)));
             drop(st);
-            drop(spent);
+            spent.clear(); // what did not fit, freed outside the lock
         }
+        scratch.spent = spent;
         Ok(())
     }
 }
@@ -972,7 +1037,7 @@ static ASYNCIO_MODULES: PyOnceLock<(Obj, Obj, Obj)> = PyOnceLock::new();
 
 /// `asyncio.<module>.<name>`, looked up at each call (as asyncio's own
 /// code does), from the modules imported once.
-fn asyncio_attr<'py>(py: Python<'py>, module: &str, name: &str) -> PyResult<Bound<'py, PyAny>> {
+fn asyncio_attr<'py>(py: Python<'py>, module: &str, name: &Bound<'py, pyo3::types::PyString>) -> PyResult<Bound<'py, PyAny>> {
     let (futures, tasks, base) = ASYNCIO_MODULES.get_or_try_init(py, || -> PyResult<(Obj, Obj, Obj)> {
         Ok((
             py.import("asyncio.futures")?.into_any().unbind(),
@@ -1034,7 +1099,7 @@ fn timer_when(h: &Bound<'_, PyAny>) -> PyResult<f64> {
     if let Ok(n) = h.cast::<Handle>() {
         return Ok(n.get().when);
     }
-    h.getattr("_when")?.extract()
+    h.getattr(pyo3::intern!(h.py(), "_when"))?.extract()
 }
 
 #[pymethods]
@@ -1148,7 +1213,7 @@ impl LoopCore {
         if core.debug.load(Ordering::Relaxed) {
             return helper(py, "debug_call_soon_internal")?.call1((slf, callback, args, context)).map(Bound::unbind);
         }
-        Self::soon(slf, callback, args, context)
+        Self::soon(slf, callback, Args::from_tuple(slf.py(), args), context)
     }
 
     #[pyo3(signature = (delay, callback, *args, context = None))]
@@ -1197,21 +1262,29 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        let kwargs = PyDict::new(py);
         static BEFORE_311: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         let before_311 = *BEFORE_311.get_or_init(|| py.version_info() < (3, 11));
         if core.debug.load(Ordering::Relaxed) || before_311 || !slf.getattr(pyo3::intern!(py, "_task_factory"))?.is_none() {
+            let kwargs = PyDict::new(py);
             kwargs.set_item("name", name)?;
             if context.is_some() {
                 kwargs.set_item("context", context)?;
             }
-            let base = asyncio_attr(py, "base_events", "BaseEventLoop")?.getattr("create_task")?;
+            let base = asyncio_attr(py, "base_events", pyo3::intern!(py, "BaseEventLoop"))?.getattr(pyo3::intern!(py, "create_task"))?;
             return base.call((slf, coro), Some(&kwargs));
         }
-        kwargs.set_item(pyo3::intern!(py, "loop"), slf)?;
-        kwargs.set_item(pyo3::intern!(py, "name"), name)?;
-        kwargs.set_item(pyo3::intern!(py, "context"), context)?;
-        asyncio_attr(py, "tasks", "Task")?.call((coro,), Some(&kwargs))
+        // Task(coro, loop=self, name=name, context=context), called with
+        // keyword names rather than a dict (no dict to build and collect).
+        static KWNAMES: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+        let kwnames = KWNAMES.get_or_try_init(py, || PyTuple::new(py, ["loop", "name", "context"]).map(Bound::unbind))?;
+        let task_type = asyncio_attr(py, "tasks", pyo3::intern!(py, "Task"))?;
+        let none = py.None();
+        let name = name.unwrap_or_else(|| none.clone_ref(py));
+        let context = context.unwrap_or_else(|| none.clone_ref(py));
+        let argv = [coro.as_ptr(), slf.as_ptr(), name.as_ptr(), context.as_ptr()];
+        // SAFETY: attached; `argv` holds one positional argument and the
+        // three keyword values `kwnames` names, all live for the call.
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyObject_Vectorcall(task_type.as_ptr(), argv.as_ptr(), 1, kwnames.as_ptr())) }
     }
 
     fn _add_callback(&self, handle: Obj) {
@@ -1267,7 +1340,7 @@ impl LoopCore {
         core.check_closed()?;
         let sel = core.selector.get().ok_or_else(|| PyRuntimeError::new_err("the loop has no selector"))?.bind(py);
         let ctx = copy_context(py)?;
-        let mut h = Handle::new(callback, args, ctx, slf.clone().into_any().unbind(), 0.0);
+        let mut h = Handle::new(callback, Args::from_tuple(py, args), ctx, slf.clone().into_any().unbind(), 0.0);
         h.persistent = true;
         let handle = Py::new(py, h)?.into_any();
         // Tracked like any object (see `persistent`), its context too.
@@ -1326,7 +1399,7 @@ impl LoopCore {
             return Ok(h.unbind());
         }
         let ctx = check_context(py, context)?;
-        let h = Handle::new(callback, args, ctx, slf.clone().into_any().unbind(), when);
+        let h = Handle::new(callback, Args::from_tuple(py, args), ctx, slf.clone().into_any().unbind(), when);
         h.scheduled.store(true, Ordering::Release);
         let obj = untracked(Py::new(py, (TimerHandle, h))?.into_any());
         core.st.lock().timers.push(when, obj.clone_ref(py));

@@ -29,7 +29,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 use pyo3::Borrowed;
 
-use crate::event_loop::LoopCore;
+use crate::event_loop::{Args, LoopCore};
 use crate::queue::{less, no_compare, Queue, SimpleQueue};
 
 static QUEUE_PUT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -293,9 +293,14 @@ unsafe extern "C" fn call_soon(
     let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
     // SAFETY: kwnames is NULL or a tuple of str (fastcall convention).
     let nkw = if kwnames.is_null() { 0 } else { unsafe { ffi::PyTuple_GET_SIZE(kwnames) } };
-    let context_kw = nkw == 1
-        // SAFETY: kwnames holds one str; comparing it with a C string.
-        && unsafe { ffi::PyUnicode_CompareWithASCIIString(ffi::PyTuple_GET_ITEM(kwnames, 0), c"context".as_ptr()) } == 0;
+    let context_kw = nkw == 1 && {
+        // SAFETY: kwnames holds one str. Keyword names are usually the
+        // interned string itself (one pointer comparison); otherwise the
+        // text is compared.
+        let k = unsafe { ffi::PyTuple_GET_ITEM(kwnames, 0) };
+        std::ptr::eq(k, pyo3::intern!(py, "context").as_ptr())
+            || unsafe { ffi::PyUnicode_CompareWithASCIIString(k, c"context".as_ptr()) } == 0
+    };
     if nargs >= 1 && (nkw == 0 || context_kw) {
         // SAFETY: `slf` is a _LoopCore (or subclass) instance.
         let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<LoopCore>() };
@@ -305,10 +310,7 @@ unsafe extern "C" fn call_soon(
             let all = unsafe { std::slice::from_raw_parts(args, (nargs + nkw) as usize) };
             // SAFETY: every entry is a live object borrowed for the call.
             let callback = unsafe { Borrowed::from_ptr(py, all[0]) }.to_owned().unbind();
-            let rest = all[1..nargs as usize].iter().map(|&p| {
-                // SAFETY: as above.
-                unsafe { Borrowed::from_ptr(py, p) }
-            });
+            let rest = &all[1..nargs as usize];
             let context = if context_kw {
                 // SAFETY: as above.
                 let c = unsafe { Borrowed::from_ptr(py, all[nargs as usize]) };
@@ -320,8 +322,20 @@ unsafe extern "C" fn call_soon(
             } else {
                 None
             };
-            let r = pyo3::types::PyTuple::new(py, rest)
-                .and_then(|t| LoopCore::soon(&this.to_owned(), callback, t.unbind(), context));
+            let args = match rest {
+                [] => Ok(Args::Zero),
+                // SAFETY: a live object borrowed for the call.
+                [one] => Ok(Args::One(unsafe { Borrowed::from_ptr(py, *one) }.to_owned().unbind())),
+                many => pyo3::types::PyTuple::new(
+                    py,
+                    many.iter().map(|&p| {
+                        // SAFETY: as above.
+                        unsafe { Borrowed::from_ptr(py, p) }
+                    }),
+                )
+                .map(|t| Args::Many(t.unbind())),
+            };
+            let r = args.and_then(|a| LoopCore::soon(&this.to_owned(), callback, a, context));
             return match r {
                 Ok(h) => h.into_ptr(),
                 Err(e) => {
