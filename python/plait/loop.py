@@ -136,6 +136,10 @@ def new_event_loop():
 def run(main, *, debug=None):
     """Run the coroutine ``main`` on a new plait loop and return its result,
     as ``asyncio.run`` does (Ctrl-C cancels ``main`` and exits cleanly)."""
+    if events._get_running_loop() is not None:
+        # As asyncio.run: refuse before making a loop (a Runner made here
+        # could not close its loop from inside another).
+        raise RuntimeError("plait.run() cannot be called from a running event loop")
     if sys.version_info >= (3, 11):
         with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
             return runner.run(main)

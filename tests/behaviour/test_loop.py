@@ -459,3 +459,35 @@ def test_example_http_server_runs_the_same_on_both_loops(loop_name):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_a_dropped_loop_is_garbage_collected():
+    # A closed loop, one that served a connection, and one never closed
+    # (asyncio warns about it, and still frees it) all go away once dropped.
+    import gc
+    import warnings
+    import weakref
+
+    async def served():
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.01)  # the server side's close completes
+
+    refs = []
+    for close in (True, False):
+        lp = plait.new_event_loop()
+        lp.run_until_complete(served() if close else asyncio.sleep(0.001))
+        if close:
+            lp.close()
+        refs.append(weakref.ref(lp))
+        del lp
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    assert [r() for r in refs] == [None, None]

@@ -627,6 +627,23 @@ impl Selector {
     fn __exit__(&self, _a: Obj, _b: Obj, _c: Obj) {
         self.close();
     }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        // The keys' data are the loop's reader and writer handles, which
+        // refer back to the loop: the collector must see them.
+        if let Some(st) = self.st.try_lock() {
+            for r in st.keys.values() {
+                visit.call(&r.key)?;
+                visit.call(&r.data)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let keys = std::mem::take(&mut self.st.lock().keys);
+        drop(keys);
+    }
 }
 
 impl Selector {
@@ -811,6 +828,8 @@ impl LoopCore {
         let core = slf.get();
         let mut st = core.st.lock();
         if let Some(obj) = st.free.pop() {
+            // SAFETY: attached; `obj` is a live Handle, tracked while spare.
+            unsafe { ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) };
             // A spent handle of this loop that nothing refers to (see
             // `recycle`): set it up again, as new.
             let h = obj.bind(py).cast::<Handle>().expect("only Handles are recycled").get();
@@ -1022,6 +1041,12 @@ impl LoopCore {
         }
         scratch.spare = batch;
         if !spent.is_empty() {
+            // A spare handle holds nothing but its loop; tracked while
+            // spare so the collector sees that reference (a loop dropped
+            // without close() is still collected).
+            for h in &spent {
+                retrack(py, h.as_ptr());
+            }
             let mut st = core.st.lock();
             let room = FREE_HANDLES.saturating_sub(st.free.len());
             st.free.extend(spent.drain(..spent.len().min(room)));
@@ -1136,17 +1161,23 @@ impl LoopCore {
             for h in st.timers.iter() {
                 visit.call(h)?;
             }
+            // Spare handles are tracked (see `run_once`), so the collector
+            // sees their reference to this loop.
+            for h in st.free.iter() {
+                visit.call(h)?;
+            }
         }
         Ok(())
     }
 
     fn __clear__(&self) {
-        let (ready, timers) = {
+        let (ready, timers, free) = {
             let mut st = self.st.lock();
-            (std::mem::take(&mut st.ready), st.timers.drain())
+            (std::mem::take(&mut st.ready), st.timers.drain(), std::mem::take(&mut st.free))
         };
         drop(ready);
         drop(timers);
+        drop(free);
     }
 
     fn _plait_set_debug(&self, debug: bool) {
@@ -1172,10 +1203,12 @@ impl LoopCore {
 
     fn _plait_close(&self, py: Python<'_>) {
         self.closed.store(true, Ordering::Release);
-        let (ready, timers) = {
+        let (ready, timers, free) = {
             let mut st = self.st.lock();
-            (std::mem::take(&mut st.ready), st.timers.drain())
+            (std::mem::take(&mut st.ready), st.timers.drain(), std::mem::take(&mut st.free))
         };
+        // Spare handles refer to this loop: a closed loop needs none.
+        drop(free);
         for t in &timers {
             let _ = Self::set_scheduled(t.bind(py), false);
         }
