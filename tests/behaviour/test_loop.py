@@ -491,3 +491,43 @@ def test_a_dropped_loop_is_garbage_collected():
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
     assert [r() for r in refs] == [None, None]
+
+
+def test_protocol_receives_large_then_small_messages_intact(loop):
+    # Large reads switch the transport to receiving straight into bytes
+    # objects of the size waiting; small reads switch it back. Every byte
+    # must arrive, in order, either way.
+    import hashlib
+
+    got = bytearray()
+    done = loop.create_future()
+    blob = os.urandom(3 * 1024 * 1024) + b"tail" * 10
+
+    class Sink(asyncio.Protocol):
+        def data_received(self, data):
+            assert type(data) is bytes
+            got.extend(data)
+            if len(got) >= len(blob) + 5 and not done.done():
+                done.set_result(None)
+
+    async def main():
+        server = await loop.create_server(Sink, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        view = memoryview(blob)
+        for i in range(0, len(blob), 200_000):
+            writer.write(view[i:i + 200_000])
+            await writer.drain()
+            await asyncio.sleep(0)
+        for piece in (b"a", b"bc", b"de"):
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        await asyncio.wait_for(done, 10)
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    loop.run_until_complete(main())
+    assert hashlib.sha256(got).digest() == hashlib.sha256(blob + b"abcde").digest()

@@ -7,7 +7,8 @@
 //!
 //! * `_read_ready`, what the loop calls when the socket is readable: one
 //!   `recv` into a reused buffer (asyncio's `sock.recv(256 KiB)` maps and
-//!   unmaps a fresh 256 KiB block for every message), then
+//!   unmaps a fresh 256 KiB block for every message), or, while reads are
+//!   large, straight into a bytes object of the size waiting; then
 //!   `protocol.data_received(data)`, with asyncio's error handling;
 //! * `write(data)`, when nothing is buffered: one `send`, and done if it
 //!   took everything.
@@ -33,8 +34,60 @@ static SLOW_READ_READY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 /// asyncio's `_SelectorSocketTransport.max_size`.
 const MAX_SIZE: usize = 256 * 1024;
 
+/// Reads at least this large switch the thread to reading straight into
+/// the bytes object (see `recv_bytes`).
+const BIG_READ: usize = 32 * 1024;
+
 thread_local! {
     static RECV_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; MAX_SIZE]);
+    /// Whether this thread's last read was large.
+    static BIG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// One `recv` of up to MAX_SIZE bytes from `fd`, as a bytes object.
+///
+/// Small reads land in a reused buffer and are copied into a bytes object
+/// of their size. After a large read, the next read first asks how much is
+/// waiting (FIONREAD) and receives straight into a bytes object of that
+/// size, which saves copying a large message once more.
+fn recv_bytes<'py>(py: Python<'py>, fd: i32) -> std::io::Result<Bound<'py, PyBytes>> {
+    if BIG.get() {
+        let mut avail: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through a valid pointer.
+        let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut avail) };
+        if r == 0 && avail > 0 {
+            let want = (avail as usize).min(MAX_SIZE);
+            // SAFETY: attached; a NULL source makes a bytes object of `want`
+            // bytes whose contents are not set yet (not zeroed either: recv
+            // fills them before anything can see the object).
+            let raw = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), want as ffi::Py_ssize_t) };
+            if raw.is_null() {
+                drop(PyErr::take(py)); // MemoryError: reported as the read's error
+                return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory));
+            }
+            // SAFETY: `raw` is the new reference just made.
+            let data = unsafe { Bound::from_owned_ptr(py, raw).cast_into_unchecked::<PyBytes>() };
+            // SAFETY: the bytes object's storage is `want` bytes long and
+            // nothing else refers to the object yet.
+            let got = unsafe { libc::recv(fd, ffi::PyBytes_AsString(raw).cast(), want, libc::MSG_DONTWAIT) };
+            if got < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = got as usize;
+            BIG.set(n >= BIG_READ);
+            return Ok(if n == want { data } else { PyBytes::new(py, &data.as_bytes()[..n]) });
+        }
+    }
+    RECV_BUF.with(|b| {
+        let mut buf = b.borrow_mut();
+        // SAFETY: `buf` is a live buffer of MAX_SIZE bytes.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), MAX_SIZE, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        BIG.set(n as usize >= BIG_READ);
+        Ok(PyBytes::new(py, &buf[..n as usize]))
+    })
 }
 
 fn install(ty: &Bound<'_, PyType>, name: &'static CStr, meth: ffi::PyMethodDefPointer, flags: i32) -> PyResult<()> {
@@ -171,17 +224,7 @@ fn read_ready_impl(py: Python<'_>, this: &Bound<'_, PyAny>) -> PyResult<Option<P
         return Ok(None);
     }
     let fd: i32 = this.getattr(intern!(py, "_sock_fd"))?.extract()?;
-    let got = RECV_BUF.with(|b| {
-        let mut buf = b.borrow_mut();
-        // SAFETY: `buf` is a live buffer of MAX_SIZE bytes.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), MAX_SIZE, libc::MSG_DONTWAIT) };
-        if n < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(PyBytes::new(py, &buf[..n as usize]))
-        }
-    });
-    let data = match got {
+    let data = match recv_bytes(py, fd) {
         Ok(d) => d,
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => return Ok(None),
         Err(e) => {
