@@ -124,8 +124,9 @@ impl Args {
     /// `cb(*args)`.
     fn call(&self, py: Python<'_>, cb: &Bound<'_, PyAny>) -> PyResult<()> {
         let r = match self {
-            // SAFETY: attached; `cb` and the argument are live for the call.
+            // SAFETY: attached; `cb` is live for the call.
             Args::Zero => unsafe { ffi::PyObject_CallNoArgs(cb.as_ptr()) },
+            // SAFETY: attached; `cb` and the argument are live for the call.
             Args::One(a) => unsafe { ffi::PyObject_CallOneArg(cb.as_ptr(), a.as_ptr()) },
             Args::Many(t) => return cb.call1(t.bind(py)).map(drop),
         };
