@@ -137,6 +137,32 @@ def test_handle_args_and_error_report_keep_their_arguments(loop):
         t.cancel()
 
 
+def test_reused_handles_stand_for_their_own_call(loop):
+    # call_soon reuses a handle object once nobody holds it any more; a
+    # handle somebody holds (or watches through a weak reference) keeps
+    # standing for its own call, pending or not.
+    import weakref
+
+    ran = []
+    loop.call_soon(ran.append, "dropped at once")  # its handle is reused below
+    kept = loop.call_soon(ran.append, "kept, then cancelled")
+    watched = loop.call_soon(ran.append, "watched")
+    ref = weakref.ref(watched)
+    del watched
+    later = loop.call_soon(ran.append, "later, cancelled")
+    assert later is not kept and later is not ref()
+    kept.cancel()
+    later.cancel()
+    assert kept.cancelled() and later.cancelled() and not ref().cancelled()
+    assert ref()._args == ("watched",)
+    others = [loop.call_soon(ran.append, i) for i in range(5)]
+    assert len({id(h) for h in others}) == 5  # all held: all distinct
+    del others
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert ran == ["dropped at once", "watched", 0, 1, 2, 3, 4]
+
+
 def test_a_subclass_overriding_call_soon_is_called(loop):
     seen = []
 

@@ -23,6 +23,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 // The loop's structures are locked for a few instructions at a time, by the
 // loop's thread almost always: the spin mutex, whose unlock is a plain
@@ -181,9 +182,10 @@ impl Drop for Call {
     fn drop(&mut self) {
         // A context copy we untracked must be tracked again before it can
         // be freed (CPython's context dealloc untracks unconditionally).
-        // SAFETY: a Call lives only inside a Handle and is dropped attached:
-        // by the handle's run, cancel or tp_clear, its loop's close, or the
-        // handle's tp_dealloc, all of which CPython runs attached.
+        // SAFETY: a Call lives only inside an Entry and is dropped attached:
+        // by a run, cancel or tp_clear, `call_soon` setting the entry up
+        // again, its loop's close or tp_clear, or the last handle's or ready
+        // queue's reference to the entry going, all of which run attached.
         let py = unsafe { Python::assume_attached() };
         retrack(py, self.context.as_ptr());
     }
@@ -191,17 +193,82 @@ impl Drop for Call {
 
 /// `asyncio.Handle`'s contract, made and run in Rust (`call_soon`).
 ///
-/// A handle and the context copy it makes are not tracked by the garbage
-/// collector: a loop holding a million pending handles would otherwise
-/// make every collection walk them all (that cost `call_soon` three
-/// quarters of its time). That is safe because a handle lets go of its
-/// callback, arguments and context once it ran or was cancelled (or its
-/// loop closed): a cycle through a handle can only exist while the loop
-/// still holds the handle. `get_context()` hands the context to Python
-/// code, so it puts the handle and its context back in the collector's
-/// sight first. (So `get_context()` on a handle that ran returns None.)
+/// The call itself lives in an [`Entry`]; the loop's ready queue holds
+/// `call_soon` entries, not handle objects, so a handle its caller drops
+/// (asyncio's C tasks and futures always do) is free to stand for the next
+/// call at once (see `LoopCore::soon`).
+///
+/// Pending work is kept out of the garbage collector's sight: the ready
+/// queue's entries are not Python objects, and timers and handles made
+/// outside the pool are untracked, as is the context copy a handle makes.
+/// A loop holding a million pending callbacks would otherwise make every
+/// collection walk them all (that once cost `call_soon` three quarters of
+/// its time). That is safe because an entry lets go of its callback,
+/// arguments and context once it ran or was cancelled (or its loop
+/// closed): a cycle through it can only exist while the loop still holds
+/// it. `get_context()` hands the context to Python code, so it puts the
+/// handle and its context back in the collector's sight first. (So
+/// `get_context()` on a handle that ran returns None.)
 #[pyclass(module = "plait.loop", name = "Handle", frozen, subclass, weakref)]
 pub struct Handle {
+    /// What this handle stands for. `call_soon`'s handles are rebound to a
+    /// new entry when they are reused (see `LoopCore::soon`); that happens
+    /// only while nothing but the loop's pool refers to the handle.
+    e: std::cell::UnsafeCell<Arc<Entry>>,
+}
+
+// SAFETY: the entry is only replaced (`Handle::rebind`) while the loop's
+// pool holds the sole reference to the handle (no other reference, no weak
+// reference) and the thread is attached: no other thread, and no other
+// code in this one, can be reading it then. Everything else reads it.
+unsafe impl Sync for Handle {}
+
+impl std::ops::Deref for Handle {
+    type Target = Entry;
+    fn deref(&self) -> &Entry {
+        // SAFETY: see `unsafe impl Sync for Handle`: no replacement can
+        // happen while a reference to the handle (ours) exists.
+        unsafe { &*self.e.get() }
+    }
+}
+
+impl Handle {
+    fn wrap(e: Arc<Entry>) -> Self {
+        Handle { e: std::cell::UnsafeCell::new(e) }
+    }
+
+    fn entry(&self) -> &Arc<Entry> {
+        // SAFETY: as in `deref`.
+        unsafe { &*self.e.get() }
+    }
+
+    /// Point the handle at `e`, returning the entry it stood for.
+    ///
+    /// # Safety
+    /// Only while nothing but the caller refers to the handle object
+    /// (refcount 1, no weak reference), attached.
+    unsafe fn rebind(&self, e: Arc<Entry>) -> Arc<Entry> {
+        // SAFETY: exclusive, by the caller's contract.
+        unsafe { std::mem::replace(&mut *self.e.get(), e) }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // The entry may outlive its handle (pending in the ready queue):
+        // it must not point at a freed object.
+        let _ = self.owner.compare_exchange(
+            (self as *const Handle).cast_mut().cast(),
+            std::ptr::null_mut(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+}
+
+/// What a handle stands for: the call, its state, and (for a pending
+/// `call_soon`) the loop's ready queue's own reference.
+pub struct Entry {
     call: Mutex<Option<Call>>,
     loop_: Obj,
     cancelled: AtomicBool,
@@ -213,17 +280,25 @@ pub struct Handle {
     persistent: bool,
     /// Only a `TimerHandle`'s.
     when: f64,
+    /// The `Handle` that stands for this entry, if one does (its error
+    /// report names it); set and cleared attached. Keyed by the address
+    /// of the Rust `Handle` value (cleared by its drop).
+    owner: std::sync::atomic::AtomicPtr<ffi::PyObject>,
+    /// The Python object of `owner` (valid while `owner` is set).
+    owner_obj: std::sync::atomic::AtomicPtr<ffi::PyObject>,
 }
 
-impl Handle {
-    fn new(callback: Obj, args: Args, context: Obj, loop_: Obj, when: f64) -> Self {
-        Handle {
-            call: Mutex::new(Some(Call { callback, args, context })),
+impl Entry {
+    fn new(call: Call, loop_: Obj, when: f64, persistent: bool) -> Self {
+        Entry {
+            call: Mutex::new(Some(call)),
             loop_,
             cancelled: AtomicBool::new(false),
             scheduled: AtomicBool::new(false),
-            persistent: false,
+            persistent,
             when,
+            owner: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+            owner_obj: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 
@@ -237,25 +312,23 @@ impl Handle {
         true
     }
 
-    /// Run the callback; an exception other than SystemExit and
-    /// KeyboardInterrupt goes to the loop's exception handler.
-    fn run(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let h = slf.get();
-        if h.cancelled.load(Ordering::Acquire) {
+    /// Run the callback. An exception other than SystemExit and
+    /// KeyboardInterrupt goes to the loop's exception handler, naming the
+    /// handle `report_as` gives.
+    fn run<'py>(&self, py: Python<'py>, report_as: impl FnOnce() -> PyResult<Bound<'py, PyAny>>) -> PyResult<()> {
+        if self.cancelled.load(Ordering::Acquire) {
             return Ok(());
         }
-        // A handle runs once: what it calls is taken out now. (So handles
-        // need no garbage-collector support: a handle that ran or was
-        // cancelled refers to nothing that could make a cycle, and one
-        // that is pending is the loop's until it runs.)
-        let (r, cb, args) = if h.persistent {
-            let Some((cb, args, ctx)) = h.call.lock().as_ref().map(|c| (c.callback.clone_ref(py), c.args.clone_ref(py), c.context.clone_ref(py))) else {
+        // A handle runs once: what it calls is taken out now. (So a handle
+        // that ran or was cancelled refers to nothing that could make a
+        // cycle, and one that is pending is the loop's until it runs.)
+        let (r, cb, args) = if self.persistent {
+            let Some((cb, args, ctx)) = self.call.lock().as_ref().map(|c| (c.callback.clone_ref(py), c.args.clone_ref(py), c.context.clone_ref(py))) else {
                 return Ok(());
             };
             (run_in_context(py, ctx.bind(py), cb.bind(py), &args), cb, args)
         } else {
-            let Some(call) = h.call.lock().take() else {
+            let Some(call) = self.call.lock().take() else {
                 return Ok(());
             };
             let r = run_in_context(py, call.context.bind(py), call.callback.bind(py), &call.args);
@@ -271,10 +344,27 @@ impl Handle {
             Ok(()) => Ok(()),
             Err(e) if e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py) => Err(e),
             Err(e) => {
-                helper(py, "report_callback_error")?.call1((slf, e.into_value(py), cb, args.to_tuple(py)?))?;
+                helper(py, "report_callback_error")?.call1((report_as()?, e.into_value(py), cb, args.to_tuple(py)?))?;
                 Ok(())
             }
         }
+    }
+}
+
+impl Handle {
+    fn run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.get().deref_entry().run(slf.py(), || Ok(slf.clone().into_any()))
+    }
+
+    fn deref_entry(&self) -> &Entry {
+        self
+    }
+
+    /// Record `obj` (this handle's Python object) as the one that stands
+    /// for its entry.
+    fn own(&self, obj: *mut ffi::PyObject) {
+        self.owner_obj.store(obj, Ordering::Release);
+        self.owner.store((self as *const Handle).cast_mut().cast(), Ordering::Release);
     }
 }
 
@@ -301,6 +391,13 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        // What the entry holds is this handle's to report only while the
+        // handle is the entry's sole owner: a pending `call_soon` entry is
+        // also the loop's (and stays out of the collector's sight, like the
+        // loop's other pending work).
+        if Arc::strong_count(self.entry()) != 1 {
+            return Ok(());
+        }
         visit.call(&self.loop_)?;
         if let Some(g) = self.call.try_lock() {
             if let Some(c) = &*g {
@@ -313,6 +410,9 @@ impl Handle {
     }
 
     fn __clear__(&self) {
+        if Arc::strong_count(self.entry()) != 1 {
+            return;
+        }
         let gone = self.call.lock().take();
         drop(gone);
     }
@@ -771,16 +871,30 @@ impl SelectorMapping {
 
 // ---- the loop ----------------------------------------------------------------
 
-struct LoopState {
-    ready: VecDeque<Obj>,
-    timers: TimerHeap<Obj>,
-    /// Handles that ran and that nothing else refers to, kept for
-    /// `call_soon` to reuse: a steady loop allocates no handle.
-    free: Vec<Obj>,
+/// What the ready queue holds: a `call_soon` entry (its handle may be gone
+/// already, or reused), or a handle object (a due timer, a reader or
+/// writer, asyncio's own handles in debug mode).
+enum Ready {
+    Soon(Arc<Entry>),
+    Obj(Obj),
 }
 
-/// How many spent handles a loop keeps for reuse.
-const FREE_HANDLES: usize = 256;
+struct LoopState {
+    ready: VecDeque<Ready>,
+    timers: TimerHeap<Obj>,
+    /// `call_soon`'s handles, reused once nothing else refers to them.
+    /// Most callers drop the handle at once (asyncio's C tasks and futures
+    /// always do), so one handle object serves call after call, pending or
+    /// not: a steady loop allocates none, and a burst (create_task of many
+    /// coroutines) allocates none either, which keeps CPython's garbage
+    /// collector, which counts allocations, from being set off by them.
+    pool: Vec<Obj>,
+}
+
+/// How many handles the pool keeps.
+const POOL_HANDLES: usize = 64;
+/// How many pooled handles `call_soon` looks at for a free one.
+const POOL_SCAN: usize = 4;
 
 /// The Rust base of `plait.loop.EventLoop`.
 #[pyclass(module = "plait.loop", name = "_LoopCore", subclass, frozen)]
@@ -799,19 +913,17 @@ static HANDLE_TYPE: PyOnceLock<Obj> = PyOnceLock::new();
 /// What `run_forever`'s iterations reuse, so that an iteration allocates
 /// nothing: the previous (empty) batch and event list.
 struct Scratch {
-    spare: VecDeque<Obj>,
+    spare: VecDeque<Ready>,
     events: Vec<(RawFd, u32, Obj)>,
     /// When I/O was last polled, and whether that poll found any.
     last_poll: u64,
     pace: Pace,
     busy_io: bool,
-    /// Handles that ran this iteration and can be reused.
-    spent: Vec<Obj>,
 }
 
 impl Default for Scratch {
     fn default() -> Self {
-        Scratch { spare: VecDeque::new(), events: Vec::new(), last_poll: Pace::now(), pace: Pace::new(POLL_EVERY), busy_io: true, spent: Vec::new() }
+        Scratch { spare: VecDeque::new(), events: Vec::new(), last_poll: Pace::now(), pace: Pace::new(POLL_EVERY), busy_io: true }
     }
 }
 
@@ -827,25 +939,57 @@ impl LoopCore {
         let py = slf.py();
         let ctx = check_context(py, context)?;
         let core = slf.get();
-        let mut st = core.st.lock();
-        if let Some(obj) = st.free.pop() {
-            // SAFETY: attached; `obj` is a live Handle, tracked while spare.
-            unsafe { ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) };
-            // A spent handle of this loop that nothing refers to (see
-            // `recycle`): set it up again, as new.
-            let h = obj.bind(py).cast::<Handle>().expect("only Handles are recycled").get();
-            h.cancelled.store(false, Ordering::Relaxed);
-            let old = h.call.lock().replace(Call { callback, args, context: ctx });
-            st.ready.push_back(obj.clone_ref(py));
-            drop(st);
+        let call = Call { callback, args, context: ctx };
+        // A pooled handle that nothing else refers to any more.
+        let reuse = {
+            let st = core.st.lock();
+            let n = st.pool.len();
+            st.pool[n.saturating_sub(POOL_SCAN)..].iter().rev().find(|h| exclusive(h)).map(|h| h.clone_ref(py))
+        };
+        if let Some(obj) = reuse {
+            let h = obj.bind(py).cast::<Handle>().expect("only Handles are pooled").get();
+            if Arc::strong_count(h.entry()) == 1 {
+                // Its call ran (or was dropped): the entry is set up again.
+                let e = Arc::clone(h.entry());
+                e.cancelled.store(false, Ordering::Relaxed);
+                let old = e.call.lock().replace(call);
+                core.st.lock().ready.push_back(Ready::Soon(e));
+                drop(old); // outside the lock: a decref may run __del__
+                return Ok(obj);
+            }
+            // Its call is still pending: the handle stands for a new entry.
+            let e = Arc::new(Entry::new(call, slf.clone().into_any().unbind(), 0.0, false));
+            // SAFETY: attached, and nothing refers to the handle but the
+            // pool and `obj`, both ours (`exclusive` checked it, and no
+            // Python code ran since).
+            let old = unsafe { h.rebind(Arc::clone(&e)) };
+            let _ = old.owner.compare_exchange(
+                (h as *const Handle).cast_mut().cast(),
+                std::ptr::null_mut(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            h.own(obj.as_ptr());
+            core.st.lock().ready.push_back(Ready::Soon(e));
             drop(old);
             return Ok(obj);
         }
-        drop(st);
-        let h = Py::new(py, Handle::new(callback, args, ctx, slf.clone().into_any().unbind(), 0.0))?;
-        let obj = untracked(h.into_any());
-        core.push_ready(obj.clone_ref(py));
-        Ok(obj)
+        let e = Arc::new(Entry::new(call, slf.clone().into_any().unbind(), 0.0, false));
+        let h = Py::new(py, Handle::wrap(Arc::clone(&e)))?;
+        h.get().own(h.as_ptr());
+        let obj = h.into_any();
+        let pooled = {
+            let mut st = core.st.lock();
+            st.ready.push_back(Ready::Soon(e));
+            let room = st.pool.len() < POOL_HANDLES;
+            if room {
+                st.pool.push(obj.clone_ref(py));
+            }
+            room
+        };
+        // A pooled handle stays in the collector's sight (the loop visits
+        // it); any other is left out of it, as the loop's pending work is.
+        Ok(if pooled { obj } else { untracked(obj) })
     }
 
     /// `call_soon` may take the fast path: open, not in debug mode.
@@ -854,7 +998,7 @@ impl LoopCore {
     }
 
     fn push_ready(&self, h: Obj) {
-        self.st.lock().ready.push_back(h);
+        self.st.lock().ready.push_back(Ready::Obj(h));
     }
 
     fn check_closed(&self) -> PyResult<()> {
@@ -1012,17 +1156,20 @@ impl LoopCore {
         let mut batch = std::mem::replace(&mut core.st.lock().ready, std::mem::take(&mut scratch.spare));
         let debug = core.debug.load(Ordering::Relaxed);
         let handle_type = HANDLE_TYPE.get_or_init(py, || py.get_type::<Handle>().into_any().unbind());
-        let mut spent = std::mem::take(&mut scratch.spent);
-        while let Some(h) = batch.pop_front() {
-            let b = h.bind(py);
+        while let Some(item) = batch.pop_front() {
             let t0 = if debug { monotonic() } else { 0.0 };
-            let exact = b.get_type().is(handle_type.bind(py));
-            let r = if exact || b.is_instance_of::<Handle>() {
-                Handle::run(b.cast::<Handle>().expect("checked"))
-            } else if b.getattr(pyo3::intern!(py, "_cancelled"))?.is_truthy()? {
-                Ok(())
-            } else {
-                b.call_method0(pyo3::intern!(py, "_run")).map(drop)
+            let r = match &item {
+                Ready::Soon(e) => e.run(py, || handle_for(py, e)),
+                Ready::Obj(h) => {
+                    let b = h.bind(py);
+                    if b.get_type().is(handle_type.bind(py)) || b.is_instance_of::<Handle>() {
+                        Handle::run(b.cast::<Handle>().expect("checked"))
+                    } else if b.getattr(pyo3::intern!(py, "_cancelled"))?.is_truthy()? {
+                        Ok(())
+                    } else {
+                        b.call_method0(pyo3::intern!(py, "_run")).map(drop)
+                    }
+                }
             };
             if let Err(e) = r {
                 // Not run yet: back to the front, in order.
@@ -1034,29 +1181,30 @@ impl LoopCore {
             }
             if debug {
                 let dt = monotonic() - t0;
-                helper(py, "check_slow_callback")?.call1((slf, b, dt))?;
-            }
-            if exact && spent.len() < FREE_HANDLES && recyclable(&h, py) {
-                spent.push(h);
+                let h = match &item {
+                    Ready::Soon(e) => handle_for(py, e)?,
+                    Ready::Obj(h) => h.bind(py).clone(),
+                };
+                helper(py, "check_slow_callback")?.call1((slf, h, dt))?;
             }
         }
         scratch.spare = batch;
-        if !spent.is_empty() {
-            // A spare handle holds nothing but its loop; tracked while
-            // spare so the collector sees that reference (a loop dropped
-            // without close() is still collected).
-            for h in &spent {
-                retrack(py, h.as_ptr());
-            }
-            let mut st = core.st.lock();
-            let room = FREE_HANDLES.saturating_sub(st.free.len());
-            st.free.extend(spent.drain(..spent.len().min(room)));
-            drop(st);
-            spent.clear(); // what did not fit, freed outside the lock
-        }
-        scratch.spent = spent;
         Ok(())
     }
+}
+
+/// The handle that stands for a `call_soon` entry (to name it in a report):
+/// the one made for it if it still does, or a new one.
+fn handle_for<'py>(py: Python<'py>, e: &Arc<Entry>) -> PyResult<Bound<'py, PyAny>> {
+    let obj = e.owner_obj.load(Ordering::Acquire);
+    if !e.owner.load(Ordering::Acquire).is_null() && !obj.is_null() {
+        // SAFETY: attached; `owner` is cleared when that handle is freed
+        // or rebound (both attached), so the object is alive.
+        return Ok(unsafe { Bound::from_borrowed_ptr(py, obj) });
+    }
+    let h = Bound::new(py, Handle::wrap(Arc::clone(e)))?;
+    h.get().own(h.as_ptr());
+    Ok(h.into_any())
 }
 
 static ASYNCIO_MODULES: PyOnceLock<(Obj, Obj, Obj)> = PyOnceLock::new();
@@ -1086,29 +1234,18 @@ fn io_pair<'py>(py: Python<'py>, bit: u32, mine: Bound<'py, PyAny>, other: Bound
     Ok(PyTuple::new(py, pair)?.into_any().unbind())
 }
 
-/// Whether a plain `Handle` that just ran can be reused: nothing but the
-/// caller's `h` refers to it (no other reference, no weak reference), it is
-/// not a reader's or writer's, and it holds nothing any more.
-fn recyclable(h: &Obj, py: Python<'_>) -> bool {
+/// Whether nothing but the caller's `h` refers to the object: no other
+/// reference and no weak reference (a pooled handle that can be reused).
+fn exclusive(h: &Obj) -> bool {
     let p = h.as_ptr();
-    // SAFETY: attached; `p` is a live object of exact type Handle (checked
-    // by the caller), whose type keeps a weak-reference list at
+    // SAFETY: attached; `p` is a live object of exact type Handle (only
+    // those are pooled), whose type keeps a weak-reference list at
     // tp_weaklistoffset (`#[pyclass(weakref)]`); reading the refcount and
     // that slot are plain reads of the object's memory.
-    let (refs, weak) = unsafe {
+    unsafe {
         let off = (*ffi::Py_TYPE(p)).tp_weaklistoffset;
         let weak = if off > 0 { *(p.cast::<u8>().offset(off) as *const *mut ffi::PyObject) } else { std::ptr::null_mut() };
-        (ffi::Py_REFCNT(p), weak)
-    };
-    if refs != 1 || !weak.is_null() {
-        return false;
-    }
-    match h.bind(py).cast::<Handle>() {
-        Ok(b) => {
-            let hd = b.get();
-            !hd.persistent && hd.call.lock().is_none()
-        }
-        Err(_) => false,
+        ffi::Py_REFCNT(p) == 1 && weak.is_null()
     }
 }
 
@@ -1134,7 +1271,7 @@ impl LoopCore {
     #[pyo3(signature = (*_args, **_kwargs))]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
         LoopCore {
-            st: Mutex::new(LoopState { ready: VecDeque::new(), timers: TimerHeap::new(), free: Vec::new() }),
+            st: Mutex::new(LoopState { ready: VecDeque::new(), timers: TimerHeap::new(), pool: Vec::new() }),
             selector: std::sync::OnceLock::new(),
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -1156,15 +1293,17 @@ impl LoopCore {
             visit.call(s)?;
         }
         if let Some(st) = self.st.try_lock() {
-            for h in st.ready.iter() {
-                visit.call(h)?;
+            for item in st.ready.iter() {
+                if let Ready::Obj(h) = item {
+                    visit.call(h)?;
+                }
             }
             for h in st.timers.iter() {
                 visit.call(h)?;
             }
-            // Spare handles are tracked (see `run_once`), so the collector
+            // Pooled handles are tracked (see `soon`), so the collector
             // sees their reference to this loop.
-            for h in st.free.iter() {
+            for h in st.pool.iter() {
                 visit.call(h)?;
             }
         }
@@ -1172,13 +1311,13 @@ impl LoopCore {
     }
 
     fn __clear__(&self) {
-        let (ready, timers, free) = {
+        let (ready, timers, pool) = {
             let mut st = self.st.lock();
-            (std::mem::take(&mut st.ready), st.timers.drain(), std::mem::take(&mut st.free))
+            (std::mem::take(&mut st.ready), st.timers.drain(), std::mem::take(&mut st.pool))
         };
         drop(ready);
         drop(timers);
-        drop(free);
+        drop(pool);
     }
 
     fn _plait_set_debug(&self, debug: bool) {
@@ -1204,20 +1343,29 @@ impl LoopCore {
 
     fn _plait_close(&self, py: Python<'_>) {
         self.closed.store(true, Ordering::Release);
-        let (ready, timers, free) = {
+        let (ready, timers, pool) = {
             let mut st = self.st.lock();
-            (std::mem::take(&mut st.ready), st.timers.drain(), std::mem::take(&mut st.free))
+            (std::mem::take(&mut st.ready), st.timers.drain(), std::mem::take(&mut st.pool))
         };
-        // Spare handles refer to this loop: a closed loop needs none.
-        drop(free);
+        // Pooled handles refer to this loop: a closed loop needs none.
+        drop(pool);
         for t in &timers {
             let _ = Self::set_scheduled(t.bind(py), false);
         }
         // They will never run: let go of what they hold (see [`Handle`]).
-        for h in ready.iter().chain(timers.iter()) {
+        for item in &ready {
+            match item {
+                Ready::Soon(e) => drop(e.call.lock().take()),
+                Ready::Obj(h) => {
+                    if let Ok(n) = h.bind(py).cast::<Handle>() {
+                        drop(n.get().call.lock().take());
+                    }
+                }
+            }
+        }
+        for h in &timers {
             if let Ok(n) = h.bind(py).cast::<Handle>() {
-                let gone = n.get().call.lock().take();
-                drop(gone);
+                drop(n.get().call.lock().take());
             }
         }
         drop(ready);
@@ -1374,8 +1522,8 @@ impl LoopCore {
         core.check_closed()?;
         let sel = core.selector.get().ok_or_else(|| PyRuntimeError::new_err("the loop has no selector"))?.bind(py);
         let ctx = copy_context(py)?;
-        let mut h = Handle::new(callback, Args::from_tuple(py, args), ctx, slf.clone().into_any().unbind(), 0.0);
-        h.persistent = true;
+        let call = Call { callback, args: Args::from_tuple(py, args), context: ctx };
+        let h = Handle::wrap(Arc::new(Entry::new(call, slf.clone().into_any().unbind(), 0.0, true)));
         let handle = Py::new(py, h)?.into_any();
         // Tracked like any object (see `persistent`), its context too.
         if let Some(c) = handle.bind(py).cast::<Handle>()?.get().call.lock().as_ref() {
@@ -1433,7 +1581,8 @@ impl LoopCore {
             return Ok(h.unbind());
         }
         let ctx = check_context(py, context)?;
-        let h = Handle::new(callback, Args::from_tuple(py, args), ctx, slf.clone().into_any().unbind(), when);
+        let call = Call { callback, args: Args::from_tuple(py, args), context: ctx };
+        let h = Handle::wrap(Arc::new(Entry::new(call, slf.clone().into_any().unbind(), when, false)));
         h.scheduled.store(true, Ordering::Release);
         let obj = untracked(Py::new(py, (TimerHandle, h))?.into_any());
         core.st.lock().timers.push(when, obj.clone_ref(py));
