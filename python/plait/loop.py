@@ -147,9 +147,8 @@ def run(main, *, debug=None):
 
 
 def _run_310(main, debug):
-    # asyncio.run of 3.10, with a plait loop.
-    if events._get_running_loop() is not None:
-        raise RuntimeError("asyncio.run() cannot be called from a running event loop")
+    # asyncio.run of 3.10, with a plait loop (run() has refused a
+    # running loop already).
     if not asyncio.iscoroutine(main):
         raise ValueError(f"a coroutine was expected, got {main!r}")
     loop = new_event_loop()

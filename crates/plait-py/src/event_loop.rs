@@ -257,12 +257,7 @@ impl Drop for Handle {
     fn drop(&mut self) {
         // The entry may outlive its handle (pending in the ready queue):
         // it must not point at a freed object.
-        let _ = self.owner.compare_exchange(
-            (self as *const Handle).cast_mut().cast(),
-            std::ptr::null_mut(),
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        self.disown(self);
     }
 }
 
@@ -353,11 +348,8 @@ impl Entry {
 
 impl Handle {
     fn run(slf: &Bound<'_, Self>) -> PyResult<()> {
-        slf.get().deref_entry().run(slf.py(), || Ok(slf.clone().into_any()))
-    }
-
-    fn deref_entry(&self) -> &Entry {
-        self
+        let e: &Entry = slf.get();
+        e.run(slf.py(), || Ok(slf.clone().into_any()))
     }
 
     /// Record `obj` (this handle's Python object) as the one that stands
@@ -365,6 +357,13 @@ impl Handle {
     fn own(&self, obj: *mut ffi::PyObject) {
         self.owner_obj.store(obj, Ordering::Release);
         self.owner.store((self as *const Handle).cast_mut().cast(), Ordering::Release);
+    }
+}
+
+impl Entry {
+    /// Forget `h` as the handle that stands for this entry, if it is.
+    fn disown(&self, h: &Handle) {
+        let _ = self.owner.compare_exchange((h as *const Handle).cast_mut().cast(), std::ptr::null_mut(), Ordering::AcqRel, Ordering::Acquire);
     }
 }
 
@@ -963,12 +962,7 @@ impl LoopCore {
             // pool and `obj`, both ours (`exclusive` checked it, and no
             // Python code ran since).
             let old = unsafe { h.rebind(Arc::clone(&e)) };
-            let _ = old.owner.compare_exchange(
-                (h as *const Handle).cast_mut().cast(),
-                std::ptr::null_mut(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+            old.disown(h);
             h.own(obj.as_ptr());
             core.st.lock().ready.push_back(Ready::Soon(e));
             drop(old);
@@ -1353,21 +1347,19 @@ impl LoopCore {
             let _ = Self::set_scheduled(t.bind(py), false);
         }
         // They will never run: let go of what they hold (see [`Handle`]).
+        let release = |e: &Entry| drop(e.call.lock().take());
+        let release_obj = |h: &Obj| {
+            if let Ok(n) = h.bind(py).cast::<Handle>() {
+                release(n.get());
+            }
+        };
         for item in &ready {
             match item {
-                Ready::Soon(e) => drop(e.call.lock().take()),
-                Ready::Obj(h) => {
-                    if let Ok(n) = h.bind(py).cast::<Handle>() {
-                        drop(n.get().call.lock().take());
-                    }
-                }
+                Ready::Soon(e) => release(e),
+                Ready::Obj(h) => release_obj(h),
             }
         }
-        for h in &timers {
-            if let Ok(n) = h.bind(py).cast::<Handle>() {
-                drop(n.get().call.lock().take());
-            }
-        }
+        timers.iter().for_each(release_obj);
         drop(ready);
         drop(timers);
     }
