@@ -557,3 +557,60 @@ def test_protocol_receives_large_then_small_messages_intact(loop):
 
     loop.run_until_complete(main())
     assert hashlib.sha256(got).digest() == hashlib.sha256(blob + b"abcde").digest()
+
+
+def test_transport_state_changes_reach_the_native_paths(loop):
+    # The native read and write read the transport's state from slots that
+    # asyncio's own code assigns: a BufferedProtocol swapped in by
+    # set_protocol gets the next data, through asyncio's read path, and a
+    # closed transport's write is dropped as asyncio drops it.
+    events = []
+    done = loop.create_future()
+
+    class Second(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(64)
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            events.append(("second", bytes(self.buf[:nbytes])))
+            done.set_result(None)
+
+    transports = []
+
+    class First(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            transports.append(transport)
+
+        def data_received(self, data):
+            events.append(("first", data))
+            self.transport.write(b"reply")
+            self.transport.set_protocol(Second())
+
+    async def main():
+        server = await loop.create_server(First, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"one")
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.readexactly(5), 10)
+        writer.write(b"two")
+        await writer.drain()
+        await asyncio.wait_for(done, 10)
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return reply
+
+    assert loop.run_until_complete(main()) == b"reply"
+    t = transports[0]
+    t.close()
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert t._conn_lost == 1
+    t.write(b"after close")  # counted and dropped, as asyncio does
+    assert t._conn_lost == 2
+    assert events == [("first", b"one"), ("second", b"two")]

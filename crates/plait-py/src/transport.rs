@@ -16,6 +16,11 @@
 //! Anything else — a buffered protocol, a partial or failed send, data
 //! already buffered, a closing transport, wrong arguments — goes to
 //! asyncio's own method, unchanged, so behaviour is asyncio's.
+//!
+//! The state both paths read (`_conn_lost`, `_sock_fd`, `_protocol`, …) is
+//! declared in `_SocketTransport.__slots__`, so asyncio's Python code keeps
+//! reading and writing it as attributes while these paths read each one
+//! with a single load at the slot's offset, found once at install time.
 
 use std::cell::RefCell;
 use std::ffi::CStr;
@@ -30,6 +35,77 @@ use pyo3::Borrowed;
 
 static SLOW_WRITE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static SLOW_READ_READY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static SLOTS: PyOnceLock<Slots> = PyOnceLock::new();
+
+/// Where in a `_SocketTransport` instance each of its `__slots__` lives.
+struct Slots {
+    native: isize,
+    conn_lost: isize,
+    sock_fd: isize,
+    protocol: isize,
+    eof: isize,
+    empty_waiter: isize,
+    buffer: isize,
+}
+
+impl Slots {
+    /// Find each slot's offset from its member descriptor in `cls.__dict__`.
+    fn of(cls: &Bound<'_, PyType>) -> PyResult<Slots> {
+        let offset = |name: &str| -> PyResult<isize> {
+            let d = cls.getattr("__dict__")?.get_item(name)?;
+            // SAFETY: type checks on a live object; a member descriptor's
+            // `d_member` points at its (static, or type-owned) PyMemberDef.
+            // The struct field is typed PyGetSetDef before 3.11 in pyo3-ffi,
+            // but CPython stores a PyMemberDef there on every version.
+            unsafe {
+                if ffi::Py_TYPE(d.as_ptr()) != &raw mut ffi::PyMemberDescr_Type {
+                    return Err(pyo3::exceptions::PyTypeError::new_err(format!("{name} is not a slot")));
+                }
+                let m = (*d.as_ptr().cast::<ffi::PyMemberDescrObject>()).d_member.cast::<ffi::PyMemberDef>();
+                if (*m).type_code != ffi::Py_T_OBJECT_EX || (*m).flags & ffi::Py_READONLY != 0 {
+                    return Err(pyo3::exceptions::PyTypeError::new_err(format!("{name} is not a writable object slot")));
+                }
+                Ok((*m).offset)
+            }
+        };
+        Ok(Slots {
+            native: offset("_plait_native")?,
+            conn_lost: offset("_conn_lost")?,
+            sock_fd: offset("_sock_fd")?,
+            protocol: offset("_protocol")?,
+            eof: offset("_eof")?,
+            empty_waiter: offset("_empty_waiter")?,
+            buffer: offset("_buffer")?,
+        })
+    }
+}
+
+/// The object in `obj`'s slot at `off`, or None while the slot is unset.
+///
+/// # Safety
+/// `obj` is a live instance of the class `SLOTS` was read from (or of a
+/// subclass, which keeps the offsets), and the caller is attached. The
+/// result is borrowed from the slot: the caller must not run Python code,
+/// which could reassign the slot, while it still uses it.
+unsafe fn slot<'a, 'py>(py: Python<'py>, obj: *mut ffi::PyObject, off: isize) -> Option<Borrowed<'a, 'py, PyAny>> {
+    // SAFETY: per the contract, `off` is a slot of `obj`'s layout holding a
+    // PyObject pointer or NULL.
+    let p = unsafe { *obj.cast::<u8>().offset(off).cast::<*mut ffi::PyObject>() };
+    // SAFETY: non-NULL slot contents are a live object the instance owns.
+    (!p.is_null()).then(|| unsafe { Borrowed::from_ptr(py, p) })
+}
+
+/// Whether the slot holds a true value; an unset slot reads as None.
+///
+/// # Safety
+/// As for `slot`.
+unsafe fn slot_true(py: Python<'_>, obj: *mut ffi::PyObject, off: isize) -> PyResult<Option<bool>> {
+    // SAFETY: forwarded contract.
+    match unsafe { slot(py, obj, off) } {
+        None => Ok(None),
+        Some(v) => v.is_truthy().map(Some),
+    }
+}
 
 /// asyncio's `_SelectorSocketTransport.max_size`.
 const MAX_SIZE: usize = 256 * 1024;
@@ -109,7 +185,8 @@ fn install(ty: &Bound<'_, PyType>, name: &'static CStr, meth: ffi::PyMethodDefPo
 #[pyfunction]
 pub fn _plait_install_transport(cls: &Bound<'_, PyType>, slow_write: Py<PyAny>, slow_read_ready: Py<PyAny>) -> PyResult<()> {
     let py = cls.py();
-    if SLOW_WRITE.set(py, slow_write).is_err() || SLOW_READ_READY.set(py, slow_read_ready).is_err() {
+    let slots = Slots::of(cls)?;
+    if SLOW_WRITE.set(py, slow_write).is_err() || SLOW_READ_READY.set(py, slow_read_ready).is_err() || SLOTS.set(py, slots).is_err() {
         return Ok(()); // installed already
     }
     install(cls, c"write", ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: write }, ffi::METH_FASTCALL | ffi::METH_KEYWORDS)?;
@@ -156,15 +233,40 @@ fn fast_write(py: Python<'_>, slf: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -
             return Ok(None);
         }
     };
-    if len == 0
-        || slf.getattr(intern!(py, "_eof"))?.is_truthy()?
-        || !slf.getattr(intern!(py, "_empty_waiter"))?.is_none()
-        || slf.getattr(intern!(py, "_conn_lost"))?.is_truthy()?
-        || slf.getattr(intern!(py, "_buffer"))?.len()? != 0
-    {
+    if len == 0 {
         return Ok(None);
     }
-    let fd: i32 = slf.getattr(intern!(py, "_sock_fd"))?.extract()?;
+    let Some(slots) = SLOTS.get(py) else { return Ok(None) };
+    let obj = slf.as_ptr();
+    // SAFETY: `slf` is an instance of the transport class (the method
+    // descriptor checked). Each slot is read and done with before the next;
+    // the buffer's length is its size field, or len() of a deque (3.12+),
+    // neither of which runs Python code.
+    let fd: i32 = unsafe {
+        if slot_true(py, obj, slots.eof)? != Some(false)
+            || !slot(py, obj, slots.empty_waiter).is_some_and(|w| w.is_none())
+            || slot_true(py, obj, slots.conn_lost)? != Some(false)
+        {
+            return Ok(None);
+        }
+        match slot(py, obj, slots.buffer) {
+            Some(b) if ffi::PyByteArray_CheckExact(b.as_ptr()) != 0 => {
+                if ffi::PyByteArray_Size(b.as_ptr()) != 0 {
+                    return Ok(None);
+                }
+            }
+            Some(b) => {
+                if b.len()? != 0 {
+                    return Ok(None);
+                }
+            }
+            None => return Ok(None),
+        }
+        match slot(py, obj, slots.sock_fd) {
+            Some(fd) => fd.extract()?,
+            None => return Ok(None),
+        }
+    };
     // SAFETY: `ptr` is valid for `len` bytes (the bytes/bytearray we hold a
     // reference to, unchanged: no Python code runs during the call).
     let n = unsafe { libc::send(fd, ptr.cast(), len, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
@@ -216,14 +318,27 @@ unsafe extern "C" fn write(slf: *mut ffi::PyObject, args: *const *mut ffi::PyObj
 }
 
 fn read_ready_impl(py: Python<'_>, this: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
-    if !this.getattr(intern!(py, "_plait_native"))?.is_truthy()? {
+    let slow = || -> PyResult<Option<Py<PyAny>>> {
         let Some(f) = SLOW_READ_READY.get(py) else { return Ok(None) };
-        return f.bind(py).call1((this,)).map(|r| Some(r.unbind()));
+        f.bind(py).call1((this,)).map(|r| Some(r.unbind()))
+    };
+    let Some(slots) = SLOTS.get(py) else { return slow() };
+    let obj = this.as_ptr();
+    // SAFETY: `this` is an instance of the transport class (the method
+    // descriptor checked); flags are read and done with before any Python
+    // code runs.
+    let (native, lost) = unsafe { (slot_true(py, obj, slots.native)?, slot_true(py, obj, slots.conn_lost)?) };
+    if native != Some(true) || lost.is_none() {
+        return slow();
     }
-    if this.getattr(intern!(py, "_conn_lost"))?.is_truthy()? {
+    if lost == Some(true) {
         return Ok(None);
     }
-    let fd: i32 = this.getattr(intern!(py, "_sock_fd"))?.extract()?;
+    // SAFETY: as above; the fd is extracted at once.
+    let fd: i32 = match unsafe { slot(py, obj, slots.sock_fd) } {
+        Some(fd) => fd.extract()?,
+        None => return slow(),
+    };
     let data = match recv_bytes(py, fd) {
         Ok(d) => d,
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => return Ok(None),
@@ -237,7 +352,12 @@ fn read_ready_impl(py: Python<'_>, this: &Bound<'_, PyAny>) -> PyResult<Option<P
         this.call_method0(intern!(py, "_read_ready__on_eof"))?;
         return Ok(None);
     }
-    let protocol = this.getattr(intern!(py, "_protocol"))?;
+    // SAFETY: as above; the protocol is taken as a new reference before
+    // data_received (Python code that may replace it) runs.
+    let protocol = match unsafe { slot(py, obj, slots.protocol) } {
+        Some(p) => p.to_owned(),
+        None => return Err(pyo3::exceptions::PyAttributeError::new_err("_protocol")),
+    };
     if let Err(e) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
         if e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py) {
             return Err(e);
