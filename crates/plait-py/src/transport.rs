@@ -220,8 +220,9 @@ fn into_ptr(py: Python<'_>, r: PyResult<Option<Py<PyAny>>>) -> *mut ffi::PyObjec
     }
 }
 
-/// The fast write: the whole of `data` sent at once, or asyncio's write.
-fn fast_write(py: Python<'_>, slf: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+/// The fast write: one `send` of `data`, giving (bytes sent, length of
+/// `data`), or None where asyncio's write must handle it.
+fn fast_write(py: Python<'_>, slf: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<Option<(usize, usize)>> {
     // SAFETY: type checks and buffer access on a live object, attached.
     let (ptr, len) = unsafe {
         let p = data.as_ptr();
@@ -273,7 +274,7 @@ fn fast_write(py: Python<'_>, slf: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -
     if n < 0 {
         return Ok(None); // asyncio's write sees the same error, or EAGAIN
     }
-    Ok(Some(n as usize))
+    Ok(Some((n as usize, len)))
 }
 
 unsafe extern "C" fn write(slf: *mut ffi::PyObject, args: *const *mut ffi::PyObject, nargsf: ffi::Py_ssize_t, kwnames: *mut ffi::PyObject) -> *mut ffi::PyObject {
@@ -290,8 +291,8 @@ unsafe extern "C" fn write(slf: *mut ffi::PyObject, args: *const *mut ffi::PyObj
         let this = unsafe { Borrowed::from_ptr(py, slf) };
         let data = unsafe { Borrowed::from_ptr(py, all[0]) };
         match fast_write(py, &this, &data) {
-            Ok(Some(n)) if n == data.len().unwrap_or(usize::MAX) => return py.None().into_ptr(),
-            Ok(Some(n)) => {
+            Ok(Some((n, len))) if n == len => return py.None().into_ptr(),
+            Ok(Some((n, _))) => {
                 // Part sent: asyncio's write buffers the rest.
                 let rest = (|| -> PyResult<Bound<'_, PyAny>> {
                     let mv = pyo3::types::PyMemoryView::from(&data)?;
