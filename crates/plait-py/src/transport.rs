@@ -98,12 +98,13 @@ unsafe fn slot<'a, 'py>(py: Python<'py>, obj: *mut ffi::PyObject, off: isize) ->
 /// Whether the slot holds a true value; an unset slot reads as None.
 ///
 /// # Safety
-/// As for `slot`.
+/// As for `slot`, except that the value is held by a new reference while
+/// its truth is asked (an odd value's `__bool__` is Python code).
 unsafe fn slot_true(py: Python<'_>, obj: *mut ffi::PyObject, off: isize) -> PyResult<Option<bool>> {
     // SAFETY: forwarded contract.
     match unsafe { slot(py, obj, off) } {
         None => Ok(None),
-        Some(v) => v.is_truthy().map(Some),
+        Some(v) => v.to_owned().is_truthy().map(Some),
     }
 }
 
@@ -241,8 +242,8 @@ fn fast_write(py: Python<'_>, slf: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -
     let obj = slf.as_ptr();
     // SAFETY: `slf` is an instance of the transport class (the method
     // descriptor checked). Each slot is read and done with before the next;
-    // the buffer's length is its size field, or len() of a deque (3.12+),
-    // neither of which runs Python code.
+    // a value whose use could run Python code (truth, len() of a buffer
+    // that is not a bytearray) is held by a new reference meanwhile.
     let fd: i32 = unsafe {
         if slot_true(py, obj, slots.eof)? != Some(false)
             || !slot(py, obj, slots.empty_waiter).is_some_and(|w| w.is_none())
@@ -257,14 +258,14 @@ fn fast_write(py: Python<'_>, slf: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -
                 }
             }
             Some(b) => {
-                if b.len()? != 0 {
+                if b.to_owned().len()? != 0 {
                     return Ok(None);
                 }
             }
             None => return Ok(None),
         }
         match slot(py, obj, slots.sock_fd) {
-            Some(fd) => fd.extract()?,
+            Some(fd) => fd.to_owned().extract()?,
             None => return Ok(None),
         }
     };
@@ -326,8 +327,7 @@ fn read_ready_impl(py: Python<'_>, this: &Bound<'_, PyAny>) -> PyResult<Option<P
     let Some(slots) = SLOTS.get(py) else { return slow() };
     let obj = this.as_ptr();
     // SAFETY: `this` is an instance of the transport class (the method
-    // descriptor checked); flags are read and done with before any Python
-    // code runs.
+    // descriptor checked); `slot_true` holds each flag while asking it.
     let (native, lost) = unsafe { (slot_true(py, obj, slots.native)?, slot_true(py, obj, slots.conn_lost)?) };
     if native != Some(true) || lost.is_none() {
         return slow();
@@ -335,9 +335,9 @@ fn read_ready_impl(py: Python<'_>, this: &Bound<'_, PyAny>) -> PyResult<Option<P
     if lost == Some(true) {
         return Ok(None);
     }
-    // SAFETY: as above; the fd is extracted at once.
+    // SAFETY: as above; the fd is extracted at once, from a new reference.
     let fd: i32 = match unsafe { slot(py, obj, slots.sock_fd) } {
-        Some(fd) => fd.extract()?,
+        Some(fd) => fd.to_owned().extract()?,
         None => return slow(),
     };
     let data = match recv_bytes(py, fd) {
