@@ -76,8 +76,11 @@ class EventLoop(_LoopCore, _unix_events._UnixSelectorEventLoop):
         elif not isinstance(selector, Selector):
             raise TypeError(f"plait.loop.EventLoop needs a plait.loop.Selector, not {type(selector).__name__}")
         # The core needs its selector before asyncio's __init__ registers
-        # its self-pipe; clock resolution and debug flag come after.
-        self._plait_bind(selector, 1e-9, False)
+        # its self-pipe; clock resolution and debug flag come after. It
+        # calls ``self.time()`` for timers only when a subclass overrides
+        # it or it is replaced on the instance (a patched or virtual clock).
+        bind = (self.__dict__, type(self).time is not _LoopCore.time)
+        self._plait_bind(selector, 1e-9, False, *bind)
         if type(self).call_soon is _LoopCore.call_soon:
             # Bound once and kept on the instance: asyncio's C tasks and
             # futures look ``loop.call_soon`` up for every step and callback,
@@ -85,7 +88,7 @@ class EventLoop(_LoopCore, _unix_events._UnixSelectorEventLoop):
             # time. A subclass that overrides call_soon keeps its own.
             self.call_soon = self.call_soon
         super().__init__(selector)
-        self._plait_bind(selector, self._clock_resolution, bool(self._debug))
+        self._plait_bind(selector, self._clock_resolution, bool(self._debug), *bind)
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return _SocketTransport(self, sock, protocol, waiter, extra, server)

@@ -614,3 +614,53 @@ def test_transport_state_changes_reach_the_native_paths(loop):
     t.write(b"after close")  # counted and dropped, as asyncio does
     assert t._conn_lost == 2
     assert events == [("first", b"one"), ("second", b"two")]
+
+
+def test_timers_follow_a_patched_or_overridden_clock(loop):
+    # asyncio's loop asks self.time() when it schedules call_later and when
+    # it decides which timers are due, so tests (aiohttp's among them) patch
+    # loop.time to make time pass, and virtual clocks override it.
+    from unittest import mock
+
+    async def patched():
+        fired = []
+        now = loop.time()
+        with mock.patch.object(loop, "time") as clock:
+            clock.return_value = now
+            loop.call_at(now + 1000, fired.append, "at")
+            loop.call_later(500, fired.append, "later")
+            await asyncio.sleep(0)
+            assert fired == []
+            clock.return_value = now + 1000
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert fired == ["later", "at"]
+        # Unpatched, the real clock again: a day-long timer stays pending.
+        h = loop.call_later(86400, fired.append, "day")
+        await asyncio.sleep(0.01)
+        assert fired == ["later", "at"]
+        h.cancel()
+
+    # (no wait_for here: its timeout would fire when the clock jumps)
+    loop.run_until_complete(patched())
+
+    class VirtualClockLoop(plait.EventLoop):
+        offset = 0.0
+
+        def time(self):
+            return super().time() + self.offset
+
+    vloop = VirtualClockLoop()
+    try:
+        async def jump():
+            fired = []
+            vloop.call_later(3600, fired.append, "hour")
+            await asyncio.sleep(0)
+            vloop.offset = 3600.0
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            return fired
+
+        assert vloop.run_until_complete(jump()) == ["hour"]
+    finally:
+        vloop.close()

@@ -905,6 +905,11 @@ pub struct LoopCore {
     debug: AtomicBool,
     clock_resolution: AtomicU64,
     timer_cancelled: AtomicUsize,
+    /// A subclass defines its own `time()`.
+    time_overridden: AtomicBool,
+    /// The instance's `__dict__`, where a patched `time` (mock.patch.object,
+    /// a virtual clock) would be.
+    inst_dict: Mutex<Option<Py<PyDict>>>,
 }
 
 static HANDLE_TYPE: PyOnceLock<Obj> = PyOnceLock::new();
@@ -1057,7 +1062,26 @@ impl LoopCore {
         Ok(())
     }
 
-    fn timeout_ms(&self) -> i32 {
+    /// The loop's time: the monotonic clock, unless `time()` is overridden
+    /// by a subclass or replaced on the instance, in which case that is
+    /// called, as asyncio's loop calls `self.time()` for timers.
+    fn now(slf: &Bound<'_, Self>) -> PyResult<f64> {
+        let py = slf.py();
+        let core = slf.get();
+        if !core.time_overridden.load(Ordering::Relaxed) {
+            let dict = core.inst_dict.lock().as_ref().map(|d| d.clone_ref(py));
+            let patched = match dict {
+                Some(d) => d.bind(py).get_item(pyo3::intern!(py, "time"))?.is_some(),
+                None => false,
+            };
+            if !patched {
+                return Ok(monotonic());
+            }
+        }
+        slf.call_method0(pyo3::intern!(py, "time"))?.extract()
+    }
+
+    fn timeout_ms(&self, now: f64) -> i32 {
         let st = self.st.lock();
         if !st.ready.is_empty() || self.stopping.load(Ordering::Acquire) {
             return 0;
@@ -1065,7 +1089,7 @@ impl LoopCore {
         match st.timers.next_when() {
             None => -1,
             Some(when) => {
-                let t = (when - monotonic()).clamp(0.0, 24.0 * 3600.0);
+                let t = (when - now).clamp(0.0, 24.0 * 3600.0);
                 (t * 1e3).ceil() as i32
             }
         }
@@ -1086,7 +1110,7 @@ impl LoopCore {
         let mut ms = match ms {
             Some(z) => z,
             None if !has_timers && !core.stopping.load(Ordering::Acquire) => -1,
-            None => core.timeout_ms(),
+            None => core.timeout_ms(Self::now(slf)?),
         };
         let sel = core.selector.get().ok_or_else(|| PyRuntimeError::new_err("the loop has no selector"))?;
         if ms != 0 && crate::wait::is_main_thread() {
@@ -1132,7 +1156,7 @@ impl LoopCore {
             }
         }
         // Timers due now (within the clock's resolution).
-        let end = if has_timers { monotonic() + f64::from_bits(core.clock_resolution.load(Ordering::Relaxed)) } else { f64::NEG_INFINITY };
+        let end = if has_timers { Self::now(slf)? + f64::from_bits(core.clock_resolution.load(Ordering::Relaxed)) } else { f64::NEG_INFINITY };
         loop {
             let due = core.st.lock().timers.pop_due(end);
             let Some((_, h)) = due else { break };
@@ -1272,12 +1296,16 @@ impl LoopCore {
             debug: AtomicBool::new(false),
             clock_resolution: AtomicU64::new(1e-9f64.to_bits()),
             timer_cancelled: AtomicUsize::new(0),
+            time_overridden: AtomicBool::new(false),
+            inst_dict: Mutex::new(None),
         }
     }
 
-    /// Called once from `EventLoop.__init__`.
-    fn _plait_bind(&self, selector: Py<Selector>, clock_resolution: f64, debug: bool) {
+    /// Called from `EventLoop.__init__`, before and after asyncio's.
+    fn _plait_bind(&self, selector: Py<Selector>, clock_resolution: f64, debug: bool, inst_dict: Py<PyDict>, time_overridden: bool) {
         let _ = self.selector.set(selector);
+        *self.inst_dict.lock() = Some(inst_dict);
+        self.time_overridden.store(time_overridden, Ordering::Relaxed);
         self.clock_resolution.store(clock_resolution.to_bits(), Ordering::Relaxed);
         self.debug.store(debug, Ordering::Relaxed);
     }
@@ -1301,6 +1329,11 @@ impl LoopCore {
                 visit.call(h)?;
             }
         }
+        if let Some(d) = self.inst_dict.try_lock() {
+            if let Some(d) = d.as_ref() {
+                visit.call(d)?;
+            }
+        }
         Ok(())
     }
 
@@ -1312,6 +1345,8 @@ impl LoopCore {
         drop(ready);
         drop(timers);
         drop(pool);
+        let dict = self.inst_dict.lock().take();
+        drop(dict);
     }
 
     fn _plait_set_debug(&self, debug: bool) {
@@ -1396,7 +1431,7 @@ impl LoopCore {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
         let delay: f64 = delay.extract()?;
-        Self::call_at_f(slf, monotonic() + delay, callback, args, context)
+        Self::call_at_f(slf, Self::now(slf)? + delay, callback, args, context)
     }
 
     #[pyo3(signature = (when, callback, *args, context = None))]
