@@ -664,3 +664,20 @@ def test_timers_follow_a_patched_or_overridden_clock(loop):
         assert vloop.run_until_complete(jump()) == ["hour"]
     finally:
         vloop.close()
+
+
+def test_timer_when_is_what_call_at_was_given(loop):
+    # asyncio's TimerHandle keeps `when` as given: aiohttp schedules its
+    # timeouts at whole seconds (an int) and checks what it scheduled.
+    at_int = loop.call_at(10**6, lambda: None)
+    at_float = loop.call_at(10.5, lambda: None)
+    later = loop.call_later(1, lambda: None)
+    try:
+        assert at_int.when() == 10**6 and type(at_int.when()) is int
+        assert at_int._when == 10**6 and type(at_int._when) is int
+        assert at_float.when() == 10.5 and type(at_float.when()) is float
+        assert type(later.when()) is float
+        assert at_float < at_int
+    finally:
+        for h in (at_int, at_float, later):
+            h.cancel()

@@ -460,17 +460,25 @@ impl Handle {
 
 /// `asyncio.TimerHandle`'s contract (`call_later`, `call_at`).
 #[pyclass(module = "plait.loop", name = "TimerHandle", frozen, extends = Handle)]
-pub struct TimerHandle;
+pub struct TimerHandle {
+    /// The int `call_at` was given, which `when()` returns as given, as
+    /// asyncio's does (aiohttp schedules at whole seconds); None for a float.
+    when_int: Option<Obj>,
+}
 
 #[pymethods]
 impl TimerHandle {
-    fn when(slf: PyRef<'_, Self>) -> f64 {
-        slf.as_super().when
+    fn when(slf: PyRef<'_, Self>) -> PyResult<Obj> {
+        Self::_when(slf)
     }
 
     #[getter]
-    fn _when(slf: PyRef<'_, Self>) -> f64 {
-        slf.as_super().when
+    fn _when(slf: PyRef<'_, Self>) -> PyResult<Obj> {
+        let py = slf.py();
+        match &slf.when_int {
+            Some(w) => Ok(w.clone_ref(py)),
+            None => Ok(pyo3::types::PyFloat::new(py, slf.as_super().when).into_any().unbind()),
+        }
     }
 
     #[getter]
@@ -1431,7 +1439,7 @@ impl LoopCore {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
         let delay: f64 = delay.extract()?;
-        Self::call_at_f(slf, Self::now(slf)? + delay, callback, args, context)
+        Self::call_at_f(slf, Self::now(slf)? + delay, None, callback, args, context)
     }
 
     #[pyo3(signature = (when, callback, *args, context = None))]
@@ -1439,8 +1447,9 @@ impl LoopCore {
         if when.is_none() {
             return Err(PyTypeError::new_err("when cannot be None"));
         }
+        let when_int = when.is_exact_instance_of::<PyInt>().then(|| when.clone().unbind());
         let when: f64 = when.extract()?;
-        Self::call_at_f(slf, when, callback, args, context)
+        Self::call_at_f(slf, when, when_int, callback, args, context)
     }
 
     /// asyncio's `_add_reader(fd, callback, *args)`, with a native handle.
@@ -1597,12 +1606,13 @@ impl LoopCore {
         Ok(true)
     }
 
-    fn call_at_f(slf: &Bound<'_, Self>, when: f64, callback: Obj, args: Py<PyTuple>, context: Option<Obj>) -> PyResult<Obj> {
+    fn call_at_f(slf: &Bound<'_, Self>, when: f64, when_int: Option<Obj>, callback: Obj, args: Py<PyTuple>, context: Option<Obj>) -> PyResult<Obj> {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
         if core.debug.load(Ordering::Relaxed) {
-            let h = helper(py, "debug_call_at")?.call1((slf, when, callback, args, context))?;
+            let w = when_int.unwrap_or_else(|| pyo3::types::PyFloat::new(py, when).into_any().unbind());
+            let h = helper(py, "debug_call_at")?.call1((slf, w, callback, args, context))?;
             h.setattr("_scheduled", true)?;
             core.st.lock().timers.push(when, h.clone().unbind());
             return Ok(h.unbind());
@@ -1611,7 +1621,7 @@ impl LoopCore {
         let call = Call { callback, args: Args::from_tuple(py, args), context: ctx };
         let h = Handle::wrap(Arc::new(Entry::new(call, slf.clone().into_any().unbind(), when, false)));
         h.scheduled.store(true, Ordering::Release);
-        let obj = untracked(Py::new(py, (TimerHandle, h))?.into_any());
+        let obj = untracked(Py::new(py, (TimerHandle { when_int }, h))?.into_any());
         core.st.lock().timers.push(when, obj.clone_ref(py));
         Ok(obj)
     }
