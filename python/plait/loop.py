@@ -31,6 +31,7 @@ Differences from asyncio's loop:
 """
 
 import asyncio
+import socket
 import sys
 import threading
 from asyncio import events
@@ -55,12 +56,19 @@ class _SocketTransport(_selector_events._SelectorSocketTransport):
     The state those paths read lives in slots, which asyncio's code still
     uses as attributes and the native code reads at a fixed offset."""
 
-    __slots__ = ("_plait_native", "_conn_lost", "_sock_fd", "_protocol", "_eof", "_empty_waiter", "_buffer")
+    __slots__ = ("_plait_plain", "_plait_native", "_conn_lost", "_sock_fd", "_protocol", "_eof",
+                 "_empty_waiter", "_buffer")
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        # A socket subclass may override recv and send, which asyncio's
+        # transport calls: its reads and writes stay asyncio's.
+        self._plait_plain = type(sock) is socket.socket
+        super().__init__(loop, sock, protocol, waiter, extra, server)
 
     def set_protocol(self, protocol):
         super().set_protocol(protocol)
         # A BufferedProtocol's reads stay asyncio's (get_buffer/buffer_updated).
-        self._plait_native = not isinstance(protocol, _protocols.BufferedProtocol)
+        self._plait_native = self._plait_plain and not isinstance(protocol, _protocols.BufferedProtocol)
 
 
 _plait_install_transport(_SocketTransport, _selector_events._SelectorSocketTransport.write,
@@ -78,9 +86,9 @@ class EventLoop(_LoopCore, _unix_events._UnixSelectorEventLoop):
         # The core needs its selector before asyncio's __init__ registers
         # its self-pipe; clock resolution and debug flag come after. It
         # calls ``self.time()`` for timers only when a subclass overrides
-        # it or it is replaced on the instance (a patched or virtual clock).
-        bind = (self.__dict__, type(self).time is not _LoopCore.time)
-        self._plait_bind(selector, 1e-9, False, *bind)
+        # it or it is set on the instance (a patched or virtual clock).
+        time_overridden = type(self).time is not _LoopCore.time
+        self._plait_bind(selector, 1e-9, False, time_overridden)
         if type(self).call_soon is _LoopCore.call_soon:
             # Bound once and kept on the instance: asyncio's C tasks and
             # futures look ``loop.call_soon`` up for every step and callback,
@@ -88,7 +96,8 @@ class EventLoop(_LoopCore, _unix_events._UnixSelectorEventLoop):
             # time. A subclass that overrides call_soon keeps its own.
             self.call_soon = self.call_soon
         super().__init__(selector)
-        self._plait_bind(selector, self._clock_resolution, bool(self._debug), *bind)
+        self._plait_bind(selector, self._clock_resolution, bool(self._debug), time_overridden)
+        self._plait_own_fds_registered()
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return _SocketTransport(self, sock, protocol, waiter, extra, server)

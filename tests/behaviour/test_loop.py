@@ -681,3 +681,83 @@ def test_timer_when_is_what_call_at_was_given(loop):
     finally:
         for h in (at_int, at_float, later):
             h.cancel()
+
+
+def test_socket_data_is_seen_within_two_iterations(loop):
+    # asyncio's loop polls I/O on every iteration, and programs' tests count
+    # on it (websockets' wait two sleep(0)s for the other side to get a
+    # frame), so plait's must too while any socket is watched, even with
+    # callbacks ready all the time.
+    import socket
+
+    a, b = socket.socketpair()
+    got = []
+
+    class Recorder(asyncio.Protocol):
+        def data_received(self, data):
+            got.append(data)
+
+    async def main():
+        ta, _ = await loop.create_connection(asyncio.Protocol, sock=a)
+        tb, _ = await loop.create_connection(Recorder, sock=b)
+        busy = True
+
+        async def spin():  # keeps a callback ready on every iteration
+            while busy:
+                await asyncio.sleep(0)
+
+        spinner = asyncio.ensure_future(spin())
+        for i in range(200):
+            ta.write(b"x%d" % i)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert b"".join(got).endswith(b"x%d" % i), (i, got[-3:])
+        busy = False
+        await spinner
+        ta.close()
+        tb.close()
+
+    loop.run_until_complete(main())
+
+
+def test_socket_subclass_recv_and_send_are_called(loop):
+    # asyncio's transport calls the socket's own recv and send, so a
+    # subclass that overrides them (tracing, test doubles) sees every call.
+    import socket
+
+    calls = []
+
+    class Tracked(socket.socket):
+        def recv(self, *args):
+            calls.append("recv")
+            return super().recv(*args)
+
+        def send(self, *args):
+            calls.append("send")
+            return super().send(*args)
+
+    a, b = socket.socketpair()
+    tracked = Tracked(a.family, a.type, fileno=a.detach())
+    echoed = loop.create_future()
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    class Client(asyncio.Protocol):
+        def data_received(self, data):
+            echoed.set_result(data)
+
+    async def main():
+        t1, _ = await loop.create_connection(Echo, sock=tracked)
+        t2, _ = await loop.create_connection(Client, sock=b)
+        t2.write(b"ping")
+        assert await asyncio.wait_for(echoed, 10) == b"ping"
+        t1.close()
+        t2.close()
+
+    loop.run_until_complete(main())
+    assert "recv" in calls and "send" in calls

@@ -547,6 +547,8 @@ struct SelState {
 pub struct Selector {
     st: Mutex<SelState>,
     epfd: RawFd,
+    /// How many file objects are registered (read without the lock).
+    count: AtomicUsize,
 }
 
 static SELECTOR_KEY: PyOnceLock<Obj> = PyOnceLock::new();
@@ -619,7 +621,7 @@ impl Selector {
     fn new() -> PyResult<Self> {
         let poller = Poller::new()?;
         let epfd = poller.fd();
-        Ok(Selector { st: Mutex::new(SelState { poller: Some(poller), keys: HashMap::new() }), epfd })
+        Ok(Selector { st: Mutex::new(SelState { poller: Some(poller), keys: HashMap::new() }), epfd, count: AtomicUsize::new(0) })
     }
 
     #[pyo3(signature = (fileobj, events, data = None))]
@@ -639,6 +641,7 @@ impl Selector {
         };
         poller.register(fd, events)?;
         st.keys.insert(fd, Registration { key: key.clone_ref(py), data });
+        self.count.store(st.keys.len(), Ordering::Relaxed);
         Ok(key)
     }
 
@@ -652,6 +655,7 @@ impl Selector {
         if let Some(p) = st.poller.as_mut() {
             p.unregister(fd);
         }
+        self.count.store(st.keys.len(), Ordering::Relaxed);
         drop(st);
         let Registration { key, data } = reg;
         drop(data);
@@ -720,6 +724,7 @@ impl Selector {
         let mut st = self.st.lock();
         let keys = std::mem::take(&mut st.keys);
         st.poller = None;
+        self.count.store(0, Ordering::Relaxed);
         drop(st);
         drop(keys);
     }
@@ -915,9 +920,12 @@ pub struct LoopCore {
     timer_cancelled: AtomicUsize,
     /// A subclass defines its own `time()`.
     time_overridden: AtomicBool,
-    /// The instance's `__dict__`, where a patched `time` (mock.patch.object,
-    /// a virtual clock) would be.
-    inst_dict: Mutex<Option<Py<PyDict>>>,
+    /// How many file objects the loop registers for itself (its self-pipe):
+    /// more than this means someone watches I/O (see `run_once`).
+    own_fds: AtomicUsize,
+    /// `time` is set on the instance (mock.patch.object, a virtual clock);
+    /// kept by `__setattr__`/`__delattr__`.
+    time_patched: AtomicBool,
 }
 
 static HANDLE_TYPE: PyOnceLock<Obj> = PyOnceLock::new();
@@ -1076,17 +1084,25 @@ impl LoopCore {
     fn now(slf: &Bound<'_, Self>) -> PyResult<f64> {
         let py = slf.py();
         let core = slf.get();
-        if !core.time_overridden.load(Ordering::Relaxed) {
-            let dict = core.inst_dict.lock().as_ref().map(|d| d.clone_ref(py));
-            let patched = match dict {
-                Some(d) => d.bind(py).get_item(pyo3::intern!(py, "time"))?.is_some(),
-                None => false,
-            };
-            if !patched {
-                return Ok(monotonic());
-            }
+        if !core.time_overridden.load(Ordering::Relaxed) && !core.time_patched.load(Ordering::Relaxed) {
+            return Ok(monotonic());
         }
         slf.call_method0(pyo3::intern!(py, "time"))?.extract()
+    }
+
+    /// `object.__setattr__` (`value` NULL: `__delattr__`), noting whether
+    /// `time` is now set on the instance.
+    fn set_attr(slf: &Bound<'_, Self>, name: &Bound<'_, pyo3::types::PyString>, value: *mut ffi::PyObject) -> PyResult<()> {
+        let py = slf.py();
+        // SAFETY: attached; `slf` and `name` are live, `value` is a live
+        // object or NULL (delete), as PyObject_GenericSetAttr takes them.
+        if unsafe { ffi::PyObject_GenericSetAttr(slf.as_ptr(), name.as_ptr(), value) } < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        if name.as_ptr() == pyo3::intern!(py, "time").as_ptr() || name.to_str().is_ok_and(|n| n == "time") {
+            slf.get().time_patched.store(!value.is_null(), Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn timeout_ms(&self, now: f64) -> i32 {
@@ -1126,14 +1142,18 @@ impl LoopCore {
             // even if the kernel delivered SIGINT to another thread.
             ms = if ms < 0 { 50 } else { ms.min(50) };
         }
-        // With callbacks ready, the loop looks at I/O (a poll that does not
-        // wait) at most every POLL_EVERY: each poll is a system call, and a
-        // loop running back-to-back callbacks would otherwise pay one per
-        // iteration. It always polls before it would block, and right
-        // after a poll that found something (more is likely to follow).
+        // Like asyncio's, every iteration polls I/O while anything besides
+        // the loop's self-pipe is registered: programs (and their tests)
+        // count on data from a socket being seen within an iteration or
+        // two. With only the self-pipe (signals, wake-ups) and callbacks
+        // ready, the loop polls at most every POLL_EVERY: each poll is a
+        // system call, which a loop running back-to-back callbacks would
+        // otherwise pay per iteration. It always polls before it would
+        // block, and right after a poll that found something.
         let mut events = std::mem::take(&mut scratch.events);
         let now = Pace::now();
-        let skip = ms == 0 && !scratch.busy_io && !scratch.pace.passed(scratch.last_poll, now);
+        let watched = sel.get().count.load(Ordering::Relaxed) > core.own_fds.load(Ordering::Relaxed);
+        let skip = ms == 0 && !watched && !scratch.busy_io && !scratch.pace.passed(scratch.last_poll, now);
         if !skip {
             sel.get().poll_into(py, ms, &mut events)?;
             scratch.last_poll = if ms == 0 { now } else { Pace::now() };
@@ -1305,14 +1325,32 @@ impl LoopCore {
             clock_resolution: AtomicU64::new(1e-9f64.to_bits()),
             timer_cancelled: AtomicUsize::new(0),
             time_overridden: AtomicBool::new(false),
-            inst_dict: Mutex::new(None),
+            own_fds: AtomicUsize::new(usize::MAX),
+            time_patched: AtomicBool::new(false),
+        }
+    }
+
+    /// Attributes are set as on any object; setting `time` on the instance
+    /// makes the core call it for timers (see `now`).
+    fn __setattr__(slf: &Bound<'_, Self>, name: &Bound<'_, pyo3::types::PyString>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::set_attr(slf, name, value.as_ptr())
+    }
+
+    fn __delattr__(slf: &Bound<'_, Self>, name: &Bound<'_, pyo3::types::PyString>) -> PyResult<()> {
+        Self::set_attr(slf, name, std::ptr::null_mut())
+    }
+
+    /// Called at the end of `EventLoop.__init__`: what is registered now is
+    /// the loop's own.
+    fn _plait_own_fds_registered(&self) {
+        if let Some(sel) = self.selector.get() {
+            self.own_fds.store(sel.get().count.load(Ordering::Relaxed), Ordering::Relaxed);
         }
     }
 
     /// Called from `EventLoop.__init__`, before and after asyncio's.
-    fn _plait_bind(&self, selector: Py<Selector>, clock_resolution: f64, debug: bool, inst_dict: Py<PyDict>, time_overridden: bool) {
+    fn _plait_bind(&self, selector: Py<Selector>, clock_resolution: f64, debug: bool, time_overridden: bool) {
         let _ = self.selector.set(selector);
-        *self.inst_dict.lock() = Some(inst_dict);
         self.time_overridden.store(time_overridden, Ordering::Relaxed);
         self.clock_resolution.store(clock_resolution.to_bits(), Ordering::Relaxed);
         self.debug.store(debug, Ordering::Relaxed);
@@ -1337,11 +1375,6 @@ impl LoopCore {
                 visit.call(h)?;
             }
         }
-        if let Some(d) = self.inst_dict.try_lock() {
-            if let Some(d) = d.as_ref() {
-                visit.call(d)?;
-            }
-        }
         Ok(())
     }
 
@@ -1353,8 +1386,6 @@ impl LoopCore {
         drop(ready);
         drop(timers);
         drop(pool);
-        let dict = self.inst_dict.lock().take();
-        drop(dict);
     }
 
     fn _plait_set_debug(&self, debug: bool) {

@@ -13,6 +13,9 @@
 //! * `write(data)`, when nothing is buffered: one `send`, and done if it
 //!   took everything.
 //!
+//! Both go by the file descriptor, so they serve only a plain
+//! `socket.socket`; a subclass's own `recv`/`send` are asyncio's to call.
+//!
 //! Anything else — a buffered protocol, a partial or failed send, data
 //! already buffered, a closing transport, wrong arguments — goes to
 //! asyncio's own method, unchanged, so behaviour is asyncio's.
@@ -39,6 +42,7 @@ static SLOTS: PyOnceLock<Slots> = PyOnceLock::new();
 
 /// Where in a `_SocketTransport` instance each of its `__slots__` lives.
 struct Slots {
+    plain: isize,
     native: isize,
     conn_lost: isize,
     sock_fd: isize,
@@ -69,6 +73,7 @@ impl Slots {
             }
         };
         Ok(Slots {
+            plain: offset("_plait_plain")?,
             native: offset("_plait_native")?,
             conn_lost: offset("_conn_lost")?,
             sock_fd: offset("_sock_fd")?,
@@ -245,7 +250,8 @@ fn fast_write(py: Python<'_>, slf: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -
     // a value whose use could run Python code (truth, len() of a buffer
     // that is not a bytearray) is held by a new reference meanwhile.
     let fd: i32 = unsafe {
-        if slot_true(py, obj, slots.eof)? != Some(false)
+        if slot_true(py, obj, slots.plain)? != Some(true)
+            || slot_true(py, obj, slots.eof)? != Some(false)
             || !slot(py, obj, slots.empty_waiter).is_some_and(|w| w.is_none())
             || slot_true(py, obj, slots.conn_lost)? != Some(false)
         {
