@@ -97,7 +97,6 @@ class EventLoop(_LoopCore, _unix_events._UnixSelectorEventLoop):
             self.call_soon = self.call_soon
         super().__init__(selector)
         self._plait_bind(selector, self._clock_resolution, bool(self._debug), time_overridden)
-        self._plait_own_fds_registered()
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return _SocketTransport(self, sock, protocol, waiter, extra, server)

@@ -1099,7 +1099,7 @@ impl LoopCore {
         if unsafe { ffi::PyObject_GenericSetAttr(slf.as_ptr(), name.as_ptr(), value) } < 0 {
             return Err(PyErr::fetch(py));
         }
-        if name.as_ptr() == pyo3::intern!(py, "time").as_ptr() || name.to_str().is_ok_and(|n| n == "time") {
+        if name.to_str().is_ok_and(|n| n == "time") {
             slf.get().time_patched.store(!value.is_null(), Ordering::Relaxed);
         }
         Ok(())
@@ -1340,17 +1340,13 @@ impl LoopCore {
         Self::set_attr(slf, name, std::ptr::null_mut())
     }
 
-    /// Called at the end of `EventLoop.__init__`: what is registered now is
-    /// the loop's own.
-    fn _plait_own_fds_registered(&self) {
+    /// Called from `EventLoop.__init__`, before and after asyncio's: what
+    /// is registered by the last call (asyncio's self-pipe) is the loop's own.
+    fn _plait_bind(&self, selector: Py<Selector>, clock_resolution: f64, debug: bool, time_overridden: bool) {
+        let _ = self.selector.set(selector);
         if let Some(sel) = self.selector.get() {
             self.own_fds.store(sel.get().count.load(Ordering::Relaxed), Ordering::Relaxed);
         }
-    }
-
-    /// Called from `EventLoop.__init__`, before and after asyncio's.
-    fn _plait_bind(&self, selector: Py<Selector>, clock_resolution: f64, debug: bool, time_overridden: bool) {
-        let _ = self.selector.set(selector);
         self.time_overridden.store(time_overridden, Ordering::Relaxed);
         self.clock_resolution.store(clock_resolution.to_bits(), Ordering::Relaxed);
         self.debug.store(debug, Ordering::Relaxed);
