@@ -71,8 +71,20 @@ class _SocketTransport(_selector_events._SelectorSocketTransport):
         self._plait_native = self._plait_plain and not isinstance(protocol, _protocols.BufferedProtocol)
 
 
+def _pause_stream(reader: asyncio.StreamReader) -> None:
+    """The end of StreamReader.feed_data, for the transport's native reads
+    into a reader's buffer: the buffer is past twice the limit."""
+    try:
+        reader._transport.pause_reading()  # type: ignore[attr-defined]
+    except NotImplementedError:
+        reader._transport = None  # type: ignore[attr-defined]
+    else:
+        reader._paused = True  # type: ignore[attr-defined]
+
+
 _plait_install_transport(_SocketTransport, _selector_events._SelectorSocketTransport.write,
-                         _selector_events._SelectorSocketTransport._read_ready)
+                         _selector_events._SelectorSocketTransport._read_ready,
+                         asyncio.StreamReaderProtocol, asyncio.StreamReader, _pause_stream)
 
 
 class EventLoop(_LoopCore, _unix_events._UnixSelectorEventLoop):

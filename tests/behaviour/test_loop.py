@@ -4,6 +4,7 @@ run on the loop in tests/conformance/test_asyncio_suites.py; this file
 covers what they do not. Every wait is bounded."""
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
@@ -614,6 +615,195 @@ def test_transport_state_changes_reach_the_native_paths(loop):
     t.write(b"after close")  # counted and dropped, as asyncio does
     assert t._conn_lost == 2
     assert events == [("first", b"one"), ("second", b"two")]
+
+
+BOTH_LOOPS = pytest.mark.parametrize("factory", [asyncio.new_event_loop, plait.new_event_loop],
+                                     ids=["asyncio", "plait"])
+
+
+def _run_streams(factory, handler, client, limit=2 ** 16):
+    """Serve `handler` with asyncio.start_server on a fresh loop from
+    `factory`, run `client(port)` against it, and return both results."""
+    async def main():
+        result = {}
+
+        async def handle(reader, writer):
+            try:
+                result["server"] = await handler(reader, writer)
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, limit=limit)
+        port = server.sockets[0].getsockname()[1]
+        got = await asyncio.wait_for(client(port), 30)
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.01)
+        return got, result.get("server")
+
+    lp = factory()
+    try:
+        return lp.run_until_complete(main())
+    finally:
+        lp.close()
+
+
+async def _send(port, payload):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload)
+    await writer.drain()
+    writer.write_eof()
+    back = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    return back
+
+
+@BOTH_LOOPS
+def test_stream_reads_of_every_size_arrive_whole(factory):
+    # plait's transport reads straight into a StreamReader's buffer: small
+    # reads through its reused buffer, large ones straight in. Mixed sizes
+    # echoed through start_server/open_connection come back byte for byte.
+    sizes = [1, 1000, 70000, 5, 300000, 64 * 1024, 2, 1 << 20]
+    payload = b"".join(os.urandom(n) for n in sizes)
+
+    async def echo(reader, writer):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+
+    back, _ = _run_streams(factory, echo, lambda port: _send(port, payload))
+    assert back == payload
+
+
+@BOTH_LOOPS
+def test_stream_reader_past_twice_its_limit_pauses_the_transport(factory):
+    # feed_data's tail: past 2 * limit the transport stops reading until
+    # the reader drains the buffer below the limit.
+    limit = 1024
+    payload = os.urandom(256 * 1024)
+
+    async def slow(reader, writer):
+        for _ in range(1000):
+            if reader._paused:
+                break
+            await asyncio.sleep(0.005)
+        paused = (reader._paused, writer.transport.is_reading(), len(reader._buffer) > 2 * limit)
+        data = await reader.read()
+        writer.write(len(data).to_bytes(8, "big"))
+        await writer.drain()
+        return paused, data == payload, writer.transport.is_closing() or writer.transport.is_reading()
+
+    back, server = _run_streams(factory, slow, lambda port: _send(port, payload), limit=limit)
+    assert int.from_bytes(back, "big") == len(payload)
+    assert server == ((True, False, True), True, True)
+
+
+@BOTH_LOOPS
+def test_stream_protocol_subclass_and_cancelled_read(factory):
+    # A StreamReaderProtocol subclass's own data_received is called (the
+    # native feed is for asyncio's exact classes only); a read cancelled
+    # while waiting loses nothing: the next read gets the data.
+    seen = []
+
+    class Counting(asyncio.StreamReaderProtocol):
+        def data_received(self, data):
+            seen.append(len(data))
+            super().data_received(data)
+
+    async def main():
+        ready = asyncio.get_running_loop().create_future()
+        results = {}
+
+        async def handle(reader, writer):
+            pending = asyncio.ensure_future(reader.read(10))
+            await asyncio.sleep(0.01)
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
+            ready.set_result(None)
+            results["first"] = await reader.readexactly(5)
+            writer.close()
+
+        loop = asyncio.get_running_loop()
+
+        def factory_():
+            reader = asyncio.StreamReader(loop=loop)
+            return asyncio.StreamReaderProtocol(reader, handle, loop=loop)
+
+        server = await loop.create_server(factory_, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        await ready
+        w.write(b"hello")
+        await w.drain()
+        await r.read()
+        w.close()
+        await w.wait_closed()
+
+        def counting_():
+            return Counting(asyncio.StreamReader(loop=loop), lambda r, w: results.setdefault("sub", r), loop=loop)
+
+        sub = await loop.create_server(counting_, "127.0.0.1", 0)
+        r2, w2 = await asyncio.open_connection("127.0.0.1", sub.sockets[0].getsockname()[1])
+        w2.write(b"abc")
+        await w2.drain()
+        for _ in range(1000):
+            if seen:
+                break
+            await asyncio.sleep(0.005)
+        sub_data = await results["sub"].read(3)
+        w2.close()
+        await w2.wait_closed()
+        for s in (server, sub):
+            s.close()
+            await s.wait_closed()
+        return results["first"], sub_data
+
+    lp = factory()
+    try:
+        assert lp.run_until_complete(asyncio.wait_for(main(), 30)) == (b"hello", b"abc")
+    finally:
+        lp.close()
+    assert seen == [3]
+
+
+@BOTH_LOOPS
+def test_stream_buffer_held_by_a_memoryview_fails_as_asyncio_does(factory):
+    # While a memoryview of the reader's buffer is alive the buffer cannot
+    # grow: asyncio's feed_data raises BufferError inside data_received,
+    # a fatal error for the transport that the reader then reports.
+    async def hold(reader, writer):
+        view = memoryview(reader._buffer)
+        writer.write(b"go")
+        await writer.drain()
+        try:
+            await asyncio.wait_for(reader.read(10), 10)
+        except BaseException as exc:  # the reader's exception, set by connection_lost
+            return type(exc).__name__
+        finally:
+            view.release()
+        return "no error"
+
+    async def client(port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readexactly(2)
+        writer.write(b"data")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+        return None
+
+    lp_errors = []
+
+    def quiet(factory_=factory):
+        lp = factory_()
+        lp.set_exception_handler(lambda lp_, ctx: lp_errors.append(ctx.get("message")))
+        return lp
+
+    _, server = _run_streams(quiet, hold, client)
+    assert server == "BufferError"
+    assert lp_errors == ["Fatal error: protocol.data_received() call failed."]
 
 
 def test_timers_follow_a_patched_or_overridden_clock(loop):

@@ -9,7 +9,12 @@
 //!   `recv` into a reused buffer (asyncio's `sock.recv(256 KiB)` maps and
 //!   unmaps a fresh 256 KiB block for every message), or, while reads are
 //!   large, straight into a bytes object of the size waiting; then
-//!   `protocol.data_received(data)`, with asyncio's error handling;
+//!   `protocol.data_received(data)`, with asyncio's error handling. When
+//!   the protocol is asyncio's own StreamReaderProtocol over its own
+//!   StreamReader (what `asyncio.start_server`/`open_connection` make), the
+//!   read lands directly in the reader's buffer and the rest of
+//!   `StreamReader.feed_data` (wake the reader, pause past the limit) is
+//!   done here: one copy and no bytes object per message fewer;
 //! * `write(data)`, when nothing is buffered: one `send`, and done if it
 //!   took everything.
 //!
@@ -33,7 +38,7 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyType};
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyType};
 use pyo3::Borrowed;
 
 static SLOW_WRITE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -172,6 +177,136 @@ fn recv_bytes<'py>(py: Python<'py>, fd: i32) -> std::io::Result<Bound<'py, PyByt
     })
 }
 
+/// How one read for a stream went (see `recv_append`).
+enum Appended<'py> {
+    /// This many bytes were added to the reader's buffer; 0 is EOF.
+    Bytes(usize),
+    /// The buffer could not grow (a memoryview of it is alive, or memory
+    /// ran out): what was read, for `data_received` to deliver as asyncio
+    /// would (its `extend` then raises the same error).
+    Data(Bound<'py, PyBytes>),
+}
+
+/// One `recv` from `fd` onto the end of a StreamReader's buffer.
+///
+/// The same sizing as `recv_bytes`: a large read goes straight into the
+/// grown buffer, so a message is copied once (by `StreamReader.read`)
+/// instead of twice; a small one goes through the reused buffer.
+fn recv_append<'py>(py: Python<'py>, fd: i32, buf: &Bound<'py, PyByteArray>) -> std::io::Result<Appended<'py>> {
+    let old = buf.len();
+    if BIG.get() {
+        let mut avail: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through a valid pointer.
+        let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut avail) };
+        if r == 0 && avail > 0 {
+            let want = (avail as usize).min(MAX_SIZE);
+            if buf.resize(old + want).is_err() {
+                drop(PyErr::take(py));
+                return recv_bytes(py, fd).map(Appended::Data);
+            }
+            // SAFETY: the bytearray's storage is now `old + want` bytes
+            // long, and no Python code runs until it is resized again.
+            let got = unsafe { libc::recv(fd, buf.data().add(old).cast(), want, libc::MSG_DONTWAIT) };
+            let n = got.max(0) as usize;
+            let err = (got < 0).then(std::io::Error::last_os_error);
+            if n < want {
+                // Shrinking a bytearray nothing else has seen since it grew
+                // cannot fail; were it to, the error is left for the caller.
+                buf.resize(old + n).map_err(|_| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
+            }
+            if let Some(e) = err {
+                return Err(e);
+            }
+            BIG.set(n >= BIG_READ);
+            return Ok(Appended::Bytes(n));
+        }
+    }
+    RECV_BUF.with(|b| {
+        let mut tmp = b.borrow_mut();
+        // SAFETY: `tmp` is a live buffer of MAX_SIZE bytes.
+        let got = unsafe { libc::recv(fd, tmp.as_mut_ptr().cast(), MAX_SIZE, libc::MSG_DONTWAIT) };
+        if got < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = got as usize;
+        BIG.set(n >= BIG_READ);
+        if n == 0 {
+            return Ok(Appended::Bytes(0));
+        }
+        if buf.resize(old + n).is_err() {
+            drop(PyErr::take(py));
+            return Ok(Appended::Data(PyBytes::new(py, &tmp[..n])));
+        }
+        // SAFETY: the bytearray now has room for `n` more bytes after
+        // `old`, and `tmp` holds `n` received bytes; they do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(tmp.as_ptr(), buf.data().add(old), n) };
+        Ok(Appended::Bytes(n))
+    })
+}
+
+/// asyncio's StreamReaderProtocol and StreamReader, and `loop.py`'s helper
+/// that pauses a reader's transport (the end of `feed_data`).
+struct Streams {
+    protocol: Py<PyType>,
+    reader: Py<PyType>,
+    pause: Py<PyAny>,
+}
+
+static STREAMS: PyOnceLock<Streams> = PyOnceLock::new();
+
+/// The StreamReader behind `protocol` and its buffer, when the transport
+/// may feed it itself: the protocol is exactly asyncio's
+/// StreamReaderProtocol (so its `data_received` is asyncio's), its reader
+/// exactly asyncio's StreamReader, not at EOF (`feed_data` would fail its
+/// assertion: asyncio's path reports that), with a bytearray buffer.
+fn stream_target<'py>(py: Python<'py>, protocol: &Bound<'py, PyAny>) -> Option<(Bound<'py, PyAny>, Bound<'py, PyByteArray>)> {
+    let st = STREAMS.get(py)?;
+    if !protocol.get_type().is(st.protocol.bind(py)) {
+        return None;
+    }
+    let found = (|| -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyByteArray>)>> {
+        let wr = protocol.getattr(intern!(py, "_stream_reader_wr"))?;
+        if wr.is_none() {
+            return Ok(None);
+        }
+        let reader = wr.call0()?;
+        if !reader.get_type().is(st.reader.bind(py)) || !reader.getattr(intern!(py, "_eof"))?.is(&*PyBool::new(py, false)) {
+            return Ok(None);
+        }
+        Ok(reader.getattr(intern!(py, "_buffer"))?.cast_into_exact::<PyByteArray>().ok().map(|b| (reader, b)))
+    })();
+    // Anything unexpected is asyncio's path to meet and report.
+    found.unwrap_or_else(|e| {
+        drop(e);
+        None
+    })
+}
+
+/// The rest of `StreamReader.feed_data` once the data is in the buffer:
+/// wake the reader's waiter, and pause the transport past twice the limit.
+fn stream_fed(py: Python<'_>, reader: &Bound<'_, PyAny>, buf: &Bound<'_, PyByteArray>) -> PyResult<()> {
+    let waiter = reader.getattr(intern!(py, "_waiter"))?;
+    if !waiter.is_none() {
+        reader.setattr(intern!(py, "_waiter"), py.None())?;
+        if !waiter.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
+            waiter.call_method1(intern!(py, "set_result"), (py.None(),))?;
+        }
+    }
+    if reader.getattr(intern!(py, "_transport"))?.is_none() || reader.getattr(intern!(py, "_paused"))?.is_truthy()? {
+        return Ok(());
+    }
+    let limit = reader.getattr(intern!(py, "_limit"))?;
+    let over = match limit.extract::<i64>() {
+        Ok(l) => (buf.len() as i128) > 2 * l as i128,
+        Err(_) => buf.len().into_pyobject(py)?.gt(limit.mul(2)?)?,
+    };
+    if over {
+        let Some(st) = STREAMS.get(py) else { return Ok(()) };
+        st.pause.bind(py).call1((reader,))?;
+    }
+    Ok(())
+}
+
 fn install(ty: &Bound<'_, PyType>, name: &'static CStr, meth: ffi::PyMethodDefPointer, flags: i32) -> PyResult<()> {
     let py = ty.py();
     let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
@@ -189,10 +324,22 @@ fn install(ty: &Bound<'_, PyType>, name: &'static CStr, meth: ffi::PyMethodDefPo
 /// Install the native `write` and `_read_ready` on `cls`, keeping asyncio's
 /// `slow_write` and `slow_read_ready` for everything else.
 #[pyfunction]
-pub fn _plait_install_transport(cls: &Bound<'_, PyType>, slow_write: Py<PyAny>, slow_read_ready: Py<PyAny>) -> PyResult<()> {
+pub fn _plait_install_transport(
+    cls: &Bound<'_, PyType>,
+    slow_write: Py<PyAny>,
+    slow_read_ready: Py<PyAny>,
+    stream_protocol: Py<PyType>,
+    stream_reader: Py<PyType>,
+    pause_stream: Py<PyAny>,
+) -> PyResult<()> {
     let py = cls.py();
     let slots = Slots::of(cls)?;
-    if SLOW_WRITE.set(py, slow_write).is_err() || SLOW_READ_READY.set(py, slow_read_ready).is_err() || SLOTS.set(py, slots).is_err() {
+    let streams = Streams { protocol: stream_protocol, reader: stream_reader, pause: pause_stream };
+    if SLOW_WRITE.set(py, slow_write).is_err()
+        || SLOW_READ_READY.set(py, slow_read_ready).is_err()
+        || SLOTS.set(py, slots).is_err()
+        || STREAMS.set(py, streams).is_err()
+    {
         return Ok(()); // installed already
     }
     install(cls, c"write", ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: write }, ffi::METH_FASTCALL | ffi::METH_KEYWORDS)?;
@@ -346,7 +493,26 @@ fn read_ready_impl(py: Python<'_>, this: &Bound<'_, PyAny>) -> PyResult<Option<P
         Some(fd) => fd.to_owned().extract()?,
         None => return slow(),
     };
-    let data = match recv_bytes(py, fd) {
+    // SAFETY: as above; the protocol is taken as a new reference before
+    // any Python code (which may replace it) runs.
+    let protocol = match unsafe { slot(py, obj, slots.protocol) } {
+        Some(p) => p.to_owned(),
+        None => return Err(pyo3::exceptions::PyAttributeError::new_err("_protocol")),
+    };
+    let mut fed = None;
+    let received = match stream_target(py, &protocol) {
+        Some((reader, buf)) => match recv_append(py, fd, &buf) {
+            Ok(Appended::Bytes(0)) => Ok(PyBytes::new(py, b"")),
+            Ok(Appended::Bytes(_)) => {
+                fed = Some(stream_fed(py, &reader, &buf));
+                Ok(PyBytes::new(py, b""))
+            }
+            Ok(Appended::Data(d)) => Ok(d),
+            Err(e) => Err(e),
+        },
+        None => recv_bytes(py, fd),
+    };
+    let data = match received {
         Ok(d) => d,
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => return Ok(None),
         Err(e) => {
@@ -355,17 +521,15 @@ fn read_ready_impl(py: Python<'_>, this: &Bound<'_, PyAny>) -> PyResult<Option<P
             return Ok(None);
         }
     };
-    if data.as_bytes().is_empty() {
-        this.call_method0(intern!(py, "_read_ready__on_eof"))?;
-        return Ok(None);
-    }
-    // SAFETY: as above; the protocol is taken as a new reference before
-    // data_received (Python code that may replace it) runs.
-    let protocol = match unsafe { slot(py, obj, slots.protocol) } {
-        Some(p) => p.to_owned(),
-        None => return Err(pyo3::exceptions::PyAttributeError::new_err("_protocol")),
+    let outcome = match fed {
+        Some(outcome) => outcome,
+        None if data.as_bytes().is_empty() => {
+            this.call_method0(intern!(py, "_read_ready__on_eof"))?;
+            return Ok(None);
+        }
+        None => protocol.call_method1(intern!(py, "data_received"), (data,)).map(drop),
     };
-    if let Err(e) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
+    if let Err(e) = outcome {
         if e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py) {
             return Err(e);
         }
