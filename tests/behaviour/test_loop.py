@@ -742,7 +742,7 @@ def test_stream_protocol_subclass_and_cancelled_read(factory):
         await w.wait_closed()
 
         def counting_():
-            return Counting(asyncio.StreamReader(loop=loop), lambda r, w: results.setdefault("sub", r), loop=loop)
+            return Counting(asyncio.StreamReader(loop=loop), lambda r, w: results.setdefault("sub", (r, w)), loop=loop)
 
         sub = await loop.create_server(counting_, "127.0.0.1", 0)
         r2, w2 = await asyncio.open_connection("127.0.0.1", sub.sockets[0].getsockname()[1])
@@ -752,9 +752,10 @@ def test_stream_protocol_subclass_and_cancelled_read(factory):
             if seen:
                 break
             await asyncio.sleep(0.005)
-        sub_data = await results["sub"].read(3)
+        sub_data = await results["sub"][0].read(3)  # the writer is kept: 3.12's closes when collected
         w2.close()
         await w2.wait_closed()
+        results["sub"][1].close()  # 3.12's Server.wait_closed waits for its connections
         for s in (server, sub):
             s.close()
             await s.wait_closed()
