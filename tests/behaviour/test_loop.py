@@ -770,6 +770,48 @@ def test_stream_protocol_subclass_and_cancelled_read(factory):
 
 
 @BOTH_LOOPS
+def test_patched_feed_data_and_data_received_are_called(factory):
+    # Tests patch asyncio's stream methods on an instance or on the class;
+    # plait's transport feeds the reader itself only while both are
+    # asyncio's own, so a patch sees every byte.
+    from unittest import mock
+
+    calls = []
+
+    async def patch_instance(reader, writer):
+        real = reader.feed_data
+        with mock.patch.object(reader, "feed_data", side_effect=lambda d: (calls.append(("instance", d)), real(d))):
+            writer.write(b"go")
+            return await reader.readexactly(3)
+
+    async def client(port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readexactly(2)
+        writer.write(b"abc")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    _, got = _run_streams(factory, patch_instance, client)
+    assert got == b"abc" and calls == [("instance", b"abc")]
+
+    calls.clear()
+    real_received = asyncio.StreamReaderProtocol.data_received
+
+    def received(self, data):
+        calls.append(("class", data))
+        real_received(self, data)
+
+    async def read3(reader, writer):
+        writer.write(b"go")
+        return await reader.readexactly(3)
+
+    with mock.patch.object(asyncio.StreamReaderProtocol, "data_received", received):
+        _, got = _run_streams(factory, read3, client)
+    assert got == b"abc" and ("class", b"abc") in calls
+
+
+@BOTH_LOOPS
 def test_stream_buffer_held_by_a_memoryview_fails_as_asyncio_does(factory):
     # While a memoryview of the reader's buffer is alive the buffer cannot
     # grow: asyncio's feed_data raises BufferError inside data_received,

@@ -14,7 +14,8 @@
 //!   StreamReader (what `asyncio.start_server`/`open_connection` make), the
 //!   read lands directly in the reader's buffer and the rest of
 //!   `StreamReader.feed_data` (wake the reader, pause past the limit) is
-//!   done here: one copy and no bytes object per message fewer;
+//!   done here: one copy and no bytes object per message fewer. A patched
+//!   `feed_data` or `data_received` (class or instance) is called instead;
 //! * `write(data)`, when nothing is buffered: one `send`, and done if it
 //!   took everything.
 //!
@@ -244,12 +245,30 @@ fn recv_append<'py>(py: Python<'py>, fd: i32, buf: &Bound<'py, PyByteArray>) -> 
     })
 }
 
-/// asyncio's StreamReaderProtocol and StreamReader, and `loop.py`'s helper
-/// that pauses a reader's transport (the end of `feed_data`).
+/// asyncio's StreamReaderProtocol and StreamReader, their own
+/// `data_received` and `feed_data` functions, and `loop.py`'s helper that
+/// pauses a reader's transport (the end of `feed_data`).
 struct Streams {
     protocol: Py<PyType>,
     reader: Py<PyType>,
+    data_received: Py<PyAny>,
+    feed_data: Py<PyAny>,
     pause: Py<PyAny>,
+}
+
+extern "C" {
+    static mut PyMethod_Type: ffi::PyTypeObject;
+    fn PyMethod_Function(method: *mut ffi::PyObject) -> *mut ffi::PyObject;
+}
+
+/// Whether `obj.name` is still `func` bound to `obj`: neither the class
+/// attribute nor the instance (`mock.patch.object`) has been replaced.
+fn still_calls(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>, func: &Py<PyAny>) -> PyResult<bool> {
+    let m = obj.getattr(name)?;
+    // SAFETY: attached; `m` is a live object, and PyMethod_Function is
+    // given only a bound method (checked exactly) and returns a borrowed
+    // reference that is only compared.
+    Ok(unsafe { ffi::Py_TYPE(m.as_ptr()) == &raw mut PyMethod_Type && PyMethod_Function(m.as_ptr()) == func.as_ptr() })
 }
 
 static STREAMS: PyOnceLock<Streams> = PyOnceLock::new();
@@ -265,12 +284,18 @@ fn stream_target<'py>(py: Python<'py>, protocol: &Bound<'py, PyAny>) -> Option<(
         return None;
     }
     let found = (|| -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyByteArray>)>> {
+        if !still_calls(protocol, intern!(py, "data_received"), &st.data_received)? {
+            return Ok(None);
+        }
         let wr = protocol.getattr(intern!(py, "_stream_reader_wr"))?;
         if wr.is_none() {
             return Ok(None);
         }
         let reader = wr.call0()?;
-        if !reader.get_type().is(st.reader.bind(py)) || !reader.getattr(intern!(py, "_eof"))?.is(&*PyBool::new(py, false)) {
+        if !reader.get_type().is(st.reader.bind(py))
+            || !reader.getattr(intern!(py, "_eof"))?.is(&*PyBool::new(py, false))
+            || !still_calls(&reader, intern!(py, "feed_data"), &st.feed_data)?
+        {
             return Ok(None);
         }
         Ok(reader.getattr(intern!(py, "_buffer"))?.cast_into_exact::<PyByteArray>().ok().map(|b| (reader, b)))
@@ -334,7 +359,13 @@ pub fn _plait_install_transport(
 ) -> PyResult<()> {
     let py = cls.py();
     let slots = Slots::of(cls)?;
-    let streams = Streams { protocol: stream_protocol, reader: stream_reader, pause: pause_stream };
+    let streams = Streams {
+        data_received: stream_protocol.bind(py).getattr("data_received")?.unbind(),
+        feed_data: stream_reader.bind(py).getattr("feed_data")?.unbind(),
+        protocol: stream_protocol,
+        reader: stream_reader,
+        pause: pause_stream,
+    };
     if SLOW_WRITE.set(py, slow_write).is_err()
         || SLOW_READ_READY.set(py, slow_read_ready).is_err()
         || SLOTS.set(py, slots).is_err()
