@@ -301,10 +301,7 @@ fn stream_target<'py>(py: Python<'py>, protocol: &Bound<'py, PyAny>) -> Option<(
         Ok(reader.getattr(intern!(py, "_buffer"))?.cast_into_exact::<PyByteArray>().ok().map(|b| (reader, b)))
     })();
     // Anything unexpected is asyncio's path to meet and report.
-    found.unwrap_or_else(|e| {
-        drop(e);
-        None
-    })
+    found.ok().flatten()
 }
 
 /// The rest of `StreamReader.feed_data` once the data is in the buffer:
