@@ -648,6 +648,16 @@ def _run_streams(factory, handler, client, limit=2 ** 16):
         lp.close()
 
 
+async def _send_after_go(port, payload):
+    """Wait for the server's b"go", then send `payload` and read to EOF."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await reader.readexactly(2)
+    writer.write(payload)
+    await writer.drain()
+    await reader.read()
+    writer.close()
+
+
 async def _send(port, payload):
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(payload)
@@ -784,13 +794,8 @@ def test_patched_feed_data_and_data_received_are_called(factory):
             writer.write(b"go")
             return await reader.readexactly(3)
 
-    async def client(port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        await reader.readexactly(2)
-        writer.write(b"abc")
-        await writer.drain()
-        await reader.read()
-        writer.close()
+    def client(port):
+        return _send_after_go(port, b"abc")
 
     _, got = _run_streams(factory, patch_instance, client)
     assert got == b"abc" and calls == [("instance", b"abc")]
@@ -828,15 +833,6 @@ def test_stream_buffer_held_by_a_memoryview_fails_as_asyncio_does(factory):
             view.release()
         return "no error"
 
-    async def client(port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        await reader.readexactly(2)
-        writer.write(b"data")
-        await writer.drain()
-        await reader.read()
-        writer.close()
-        return None
-
     lp_errors = []
 
     def quiet(factory_=factory):
@@ -844,7 +840,7 @@ def test_stream_buffer_held_by_a_memoryview_fails_as_asyncio_does(factory):
         lp.set_exception_handler(lambda lp_, ctx: lp_errors.append(ctx.get("message")))
         return lp
 
-    _, server = _run_streams(quiet, hold, client)
+    _, server = _run_streams(quiet, hold, lambda port: _send_after_go(port, b"data"))
     assert server == "BufferError"
     assert lp_errors == ["Fatal error: protocol.data_received() call failed."]
 

@@ -132,6 +132,35 @@ thread_local! {
     static BIG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// After a large read, how much is waiting on `fd` (FIONREAD, at most
+/// MAX_SIZE), to receive straight into an object of that size; None to go
+/// through this thread's reused buffer.
+fn big_read_size(fd: i32) -> Option<usize> {
+    if !BIG.get() {
+        return None;
+    }
+    let mut avail: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through a valid pointer.
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut avail) };
+    (r == 0 && avail > 0).then(|| (avail as usize).min(MAX_SIZE))
+}
+
+/// One `recv` of up to MAX_SIZE bytes into this thread's reused buffer;
+/// `then` gets what arrived (empty at EOF).
+fn recv_reused<T>(fd: i32, then: impl FnOnce(&[u8]) -> T) -> std::io::Result<T> {
+    RECV_BUF.with(|b| {
+        let mut buf = b.borrow_mut();
+        // SAFETY: `buf` is a live buffer of MAX_SIZE bytes.
+        let got = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), MAX_SIZE, libc::MSG_DONTWAIT) };
+        if got < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = got as usize;
+        BIG.set(n >= BIG_READ);
+        Ok(then(&buf[..n]))
+    })
+}
+
 /// One `recv` of up to MAX_SIZE bytes from `fd`, as a bytes object.
 ///
 /// Small reads land in a reused buffer and are copied into a bytes object
@@ -139,110 +168,95 @@ thread_local! {
 /// waiting (FIONREAD) and receives straight into a bytes object of that
 /// size, which saves copying a large message once more.
 fn recv_bytes<'py>(py: Python<'py>, fd: i32) -> std::io::Result<Bound<'py, PyBytes>> {
-    if BIG.get() {
-        let mut avail: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int through a valid pointer.
-        let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut avail) };
-        if r == 0 && avail > 0 {
-            let want = (avail as usize).min(MAX_SIZE);
-            // SAFETY: attached; a NULL source makes a bytes object of `want`
-            // bytes whose contents are not set yet (not zeroed either: recv
-            // fills them before anything can see the object).
-            let raw = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), want as ffi::Py_ssize_t) };
-            if raw.is_null() {
-                drop(PyErr::take(py)); // MemoryError: reported as the read's error
-                return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory));
-            }
-            // SAFETY: `raw` is the new reference just made.
-            let data = unsafe { Bound::from_owned_ptr(py, raw).cast_into_unchecked::<PyBytes>() };
-            // SAFETY: the bytes object's storage is `want` bytes long and
-            // nothing else refers to the object yet.
-            let got = unsafe { libc::recv(fd, ffi::PyBytes_AsString(raw).cast(), want, libc::MSG_DONTWAIT) };
-            if got < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let n = got as usize;
-            BIG.set(n >= BIG_READ);
-            return Ok(if n == want { data } else { PyBytes::new(py, &data.as_bytes()[..n]) });
-        }
+    let Some(want) = big_read_size(fd) else {
+        return recv_reused(fd, |b| PyBytes::new(py, b));
+    };
+    // SAFETY: attached; a NULL source makes a bytes object of `want`
+    // bytes whose contents are not set yet (not zeroed either: recv
+    // fills them before anything can see the object).
+    let raw = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), want as ffi::Py_ssize_t) };
+    if raw.is_null() {
+        drop(PyErr::take(py)); // MemoryError: reported as the read's error
+        return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory));
     }
-    RECV_BUF.with(|b| {
-        let mut buf = b.borrow_mut();
-        // SAFETY: `buf` is a live buffer of MAX_SIZE bytes.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), MAX_SIZE, libc::MSG_DONTWAIT) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        BIG.set(n as usize >= BIG_READ);
-        Ok(PyBytes::new(py, &buf[..n as usize]))
-    })
+    // SAFETY: `raw` is the new reference just made.
+    let data = unsafe { Bound::from_owned_ptr(py, raw).cast_into_unchecked::<PyBytes>() };
+    // SAFETY: the bytes object's storage is `want` bytes long and
+    // nothing else refers to the object yet.
+    let got = unsafe { libc::recv(fd, ffi::PyBytes_AsString(raw).cast(), want, libc::MSG_DONTWAIT) };
+    if got < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = got as usize;
+    BIG.set(n >= BIG_READ);
+    Ok(if n == want { data } else { PyBytes::new(py, &data.as_bytes()[..n]) })
 }
 
-/// How one read for a stream went (see `recv_append`).
-enum Appended<'py> {
-    /// This many bytes were added to the reader's buffer; 0 is EOF.
-    Bytes(usize),
-    /// The buffer could not grow (a memoryview of it is alive, or memory
-    /// ran out): what was read, for `data_received` to deliver as asyncio
-    /// would (its `extend` then raises the same error).
+/// What one read produced.
+enum Read<'py> {
+    /// The peer closed its side.
+    Eof,
+    /// Bytes, for the protocol's `data_received`.
     Data(Bound<'py, PyBytes>),
+    /// Bytes were appended to a StreamReader's buffer (see `recv_append`).
+    Appended,
+}
+
+impl<'py> Read<'py> {
+    fn of(data: Bound<'py, PyBytes>) -> Self {
+        if data.as_bytes().is_empty() {
+            Read::Eof
+        } else {
+            Read::Data(data)
+        }
+    }
 }
 
 /// One `recv` from `fd` onto the end of a StreamReader's buffer.
 ///
 /// The same sizing as `recv_bytes`: a large read goes straight into the
 /// grown buffer, so a message is copied once (by `StreamReader.read`)
-/// instead of twice; a small one goes through the reused buffer.
-fn recv_append<'py>(py: Python<'py>, fd: i32, buf: &Bound<'py, PyByteArray>) -> std::io::Result<Appended<'py>> {
+/// instead of twice; a small one goes through the reused buffer. When the
+/// buffer cannot grow (a memoryview of it is alive, or memory ran out),
+/// what was read comes back as `Data`, for `data_received` to deliver as
+/// asyncio would (its `extend` then raises the same error).
+fn recv_append<'py>(py: Python<'py>, fd: i32, buf: &Bound<'py, PyByteArray>) -> std::io::Result<Read<'py>> {
     let old = buf.len();
-    if BIG.get() {
-        let mut avail: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int through a valid pointer.
-        let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut avail) };
-        if r == 0 && avail > 0 {
-            let want = (avail as usize).min(MAX_SIZE);
-            if buf.resize(old + want).is_err() {
+    let Some(want) = big_read_size(fd) else {
+        return recv_reused(fd, |got| {
+            if got.is_empty() {
+                return Read::Eof;
+            }
+            if buf.resize(old + got.len()).is_err() {
                 drop(PyErr::take(py));
-                return recv_bytes(py, fd).map(Appended::Data);
+                return Read::Data(PyBytes::new(py, got));
             }
-            // SAFETY: the bytearray's storage is now `old + want` bytes
-            // long, and no Python code runs until it is resized again.
-            let got = unsafe { libc::recv(fd, buf.data().add(old).cast(), want, libc::MSG_DONTWAIT) };
-            let n = got.max(0) as usize;
-            let err = (got < 0).then(std::io::Error::last_os_error);
-            if n < want {
-                // Shrinking a bytearray nothing else has seen since it grew
-                // cannot fail; were it to, the error is left for the caller.
-                buf.resize(old + n).map_err(|_| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
-            }
-            if let Some(e) = err {
-                return Err(e);
-            }
-            BIG.set(n >= BIG_READ);
-            return Ok(Appended::Bytes(n));
-        }
+            // SAFETY: the bytearray now has room for `got.len()` more bytes
+            // after `old`; `got` is this thread's buffer, not the bytearray.
+            unsafe { std::ptr::copy_nonoverlapping(got.as_ptr(), buf.data().add(old), got.len()) };
+            Read::Appended
+        });
+    };
+    if buf.resize(old + want).is_err() {
+        drop(PyErr::take(py));
+        return recv_bytes(py, fd).map(Read::of);
     }
-    RECV_BUF.with(|b| {
-        let mut tmp = b.borrow_mut();
-        // SAFETY: `tmp` is a live buffer of MAX_SIZE bytes.
-        let got = unsafe { libc::recv(fd, tmp.as_mut_ptr().cast(), MAX_SIZE, libc::MSG_DONTWAIT) };
-        if got < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let n = got as usize;
-        BIG.set(n >= BIG_READ);
-        if n == 0 {
-            return Ok(Appended::Bytes(0));
-        }
-        if buf.resize(old + n).is_err() {
-            drop(PyErr::take(py));
-            return Ok(Appended::Data(PyBytes::new(py, &tmp[..n])));
-        }
-        // SAFETY: the bytearray now has room for `n` more bytes after
-        // `old`, and `tmp` holds `n` received bytes; they do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(tmp.as_ptr(), buf.data().add(old), n) };
-        Ok(Appended::Bytes(n))
-    })
+    // SAFETY: the bytearray's storage is now `old + want` bytes long, and
+    // no Python code runs until it is resized again.
+    let got = unsafe { libc::recv(fd, buf.data().add(old).cast(), want, libc::MSG_DONTWAIT) };
+    let n = got.max(0) as usize;
+    let err = (got < 0).then(std::io::Error::last_os_error);
+    if n < want {
+        // Shrinking a bytearray nothing else has seen since it grew cannot
+        // fail; were it to, the error is left for the caller.
+        buf.resize(old + n).map_err(|_| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
+    }
+    if let Some(e) = err {
+        return Err(e);
+    }
+    BIG.set(n >= BIG_READ);
+    // FIONREAD said bytes were waiting, so none arriving is not EOF.
+    Ok(if n == 0 { Read::Eof } else { Read::Appended })
 }
 
 /// asyncio's StreamReaderProtocol and StreamReader, their own
@@ -527,21 +541,13 @@ fn read_ready_impl(py: Python<'_>, this: &Bound<'_, PyAny>) -> PyResult<Option<P
         Some(p) => p.to_owned(),
         None => return Err(pyo3::exceptions::PyAttributeError::new_err("_protocol")),
     };
-    let mut fed = None;
-    let received = match stream_target(py, &protocol) {
-        Some((reader, buf)) => match recv_append(py, fd, &buf) {
-            Ok(Appended::Bytes(0)) => Ok(PyBytes::new(py, b"")),
-            Ok(Appended::Bytes(_)) => {
-                fed = Some(stream_fed(py, &reader, &buf));
-                Ok(PyBytes::new(py, b""))
-            }
-            Ok(Appended::Data(d)) => Ok(d),
-            Err(e) => Err(e),
-        },
-        None => recv_bytes(py, fd),
+    let stream = stream_target(py, &protocol);
+    let read = match &stream {
+        Some((_, buf)) => recv_append(py, fd, buf),
+        None => recv_bytes(py, fd).map(Read::of),
     };
-    let data = match received {
-        Ok(d) => d,
+    let read = match read {
+        Ok(r) => r,
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => return Ok(None),
         Err(e) => {
             let exc = PyErr::from(e).into_value(py);
@@ -549,13 +555,16 @@ fn read_ready_impl(py: Python<'_>, this: &Bound<'_, PyAny>) -> PyResult<Option<P
             return Ok(None);
         }
     };
-    let outcome = match fed {
-        Some(outcome) => outcome,
-        None if data.as_bytes().is_empty() => {
+    let outcome = match read {
+        Read::Eof => {
             this.call_method0(intern!(py, "_read_ready__on_eof"))?;
             return Ok(None);
         }
-        None => protocol.call_method1(intern!(py, "data_received"), (data,)).map(drop),
+        Read::Data(data) => protocol.call_method1(intern!(py, "data_received"), (data,)).map(drop),
+        Read::Appended => {
+            let (reader, buf) = stream.as_ref().expect("only recv_append appends, to a stream's buffer");
+            stream_fed(py, reader, buf)
+        }
     };
     if let Err(e) = outcome {
         if e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py) {
