@@ -24,8 +24,10 @@ pub mod fork;
 pub mod future;
 #[cfg(not(loom))]
 pub mod ipc;
+/// Compatibility path for `ipc::ring` (its old place); to be removed once
+/// every user says `ipc::ring`.
 #[cfg(not(loom))]
-pub mod ipc_ring;
+pub use ipc::ring as ipc_ring;
 pub mod park;
 pub mod queue;
 #[cfg(not(loom))]

@@ -1,37 +1,42 @@
 //! The IPC transport without Python: framing, packets (inline and memfd),
-//! the feeder's overflow FIFO, the shared counter.
+//! descriptor passing, the feeder's overflow FIFO, the shared counter, the
+//! shared-memory ring.
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use plait_core::ipc::{self, Feeder, Packet, SharedCounter, INLINE_MAX};
+use plait_core::ipc::counter::SharedCounter;
+use plait_core::ipc::feeder::Feeder;
+use plait_core::ipc::packet::{self, Packet, INLINE_MAX};
+use plait_core::ipc::ring::{Ring, KIND_DATA, MAX_RECORD, RING_BYTES};
+use plait_core::ipc::{fd, frame};
 use plait_core::park::{Outcome, WaitCtx};
 
 #[test]
 fn ipc_header_round_trip() {
     for len in [0usize, 1, 255, 65536, u32::MAX as usize] {
-        assert_eq!(ipc::decode_header(ipc::encode_header(len).unwrap()), len);
+        assert_eq!(frame::decode_header(frame::encode_header(len).unwrap()), len);
     }
-    assert!(ipc::encode_header(u32::MAX as usize + 1).is_none());
+    assert!(frame::encode_header(u32::MAX as usize + 1).is_none());
 }
 
 #[test]
 fn ipc_packets_inline_and_memfd() {
-    let (a, b) = ipc::socketpair(libc::SOCK_SEQPACKET).unwrap();
+    let (a, b) = fd::socketpair(libc::SOCK_SEQPACKET).unwrap();
     let small = b"hello".to_vec();
     let big: Vec<u8> = (0..INLINE_MAX * 5 + 3).map(|i| (i % 251) as u8).collect();
     Packet::new(&small).unwrap().try_send(a.as_raw_fd()).unwrap();
     Packet::new(&big).unwrap().try_send(a.as_raw_fd()).unwrap();
-    assert_eq!(ipc::recv_packet(b.as_raw_fd(), |p| p.to_vec()).unwrap(), small);
-    assert_eq!(ipc::recv_packet(b.as_raw_fd(), |p| p.to_vec()).unwrap(), big);
-    let e = ipc::recv_packet(b.as_raw_fd(), |p| p.len()).unwrap_err();
+    assert_eq!(packet::recv_packet(b.as_raw_fd(), |p| p.to_vec()).unwrap(), small);
+    assert_eq!(packet::recv_packet(b.as_raw_fd(), |p| p.to_vec()).unwrap(), big);
+    let e = packet::recv_packet(b.as_raw_fd(), |p| p.len()).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
 }
 
 #[test]
 fn ipc_feeder_keeps_order_past_a_full_socket() {
-    let (a, b) = ipc::socketpair(libc::SOCK_SEQPACKET).unwrap();
+    let (a, b) = fd::socketpair(libc::SOCK_SEQPACKET).unwrap();
     let feeder = Feeder::new(Arc::new(a));
     let n = 20_000u32;
     let mut queued = false;
@@ -41,13 +46,13 @@ fn ipc_feeder_keeps_order_past_a_full_socket() {
     assert!(queued, "the socket should have filled up");
     let mut next = 0u32;
     while next < n {
-        match ipc::recv_packet(b.as_raw_fd(), |p| u32::from_le_bytes(p.try_into().unwrap())) {
+        match packet::recv_packet(b.as_raw_fd(), |p| u32::from_le_bytes(p.try_into().unwrap())) {
             Ok(v) => {
                 assert_eq!(v, next);
                 next += 1;
             }
             Err(_) => {
-                ipc::wait_fd(b.as_raw_fd(), libc::POLLIN, &WaitCtx::timeout(Some(Duration::from_secs(5))));
+                fd::wait_fd(b.as_raw_fd(), libc::POLLIN, &WaitCtx::timeout(Some(Duration::from_secs(5))));
             }
         }
     }
@@ -75,9 +80,9 @@ fn ipc_shared_counter_bounds_and_wakes() {
 
 #[test]
 fn ipc_wait_fd_times_out() {
-    let (_a, b) = ipc::socketpair(libc::SOCK_STREAM).unwrap();
+    let (_a, b) = fd::socketpair(libc::SOCK_STREAM).unwrap();
     let ctx = WaitCtx::timeout(Some(Duration::from_millis(10)));
-    assert_eq!(ipc::wait_fd(b.as_raw_fd(), libc::POLLIN, &ctx), Outcome::TimedOut);
+    assert_eq!(fd::wait_fd(b.as_raw_fd(), libc::POLLIN, &ctx), Outcome::TimedOut);
 }
 
 #[test]
@@ -86,12 +91,11 @@ fn ipc_types_are_send_sync() {
     check::<SharedCounter>();
     check::<Feeder>();
     check::<Packet>();
-    check::<plait_core::ipc_ring::Ring>();
+    check::<Ring>();
 }
 
 #[test]
 fn ipc_ring_fifo_with_wraparound_and_full() {
-    use plait_core::ipc_ring::{Ring, KIND_DATA, MAX_RECORD, RING_BYTES};
     let ring = Ring::new().unwrap();
     let mut next_in = 0u32;
     let mut next_out = 0u32;
@@ -123,7 +127,6 @@ fn ipc_ring_fifo_with_wraparound_and_full() {
 
 #[test]
 fn ipc_ring_wakes_a_waiting_reader() {
-    use plait_core::ipc_ring::{Ring, KIND_DATA};
     let ring = Arc::new(Ring::new().unwrap());
     let r2 = Arc::clone(&ring);
     let t = std::thread::spawn(move || {
@@ -135,4 +138,40 @@ fn ipc_ring_wakes_a_waiting_reader() {
     t.join().unwrap();
     let empty = Ring::new().unwrap();
     assert_eq!(empty.wait_data(&WaitCtx::timeout(Some(Duration::from_millis(10)))), Outcome::TimedOut);
+}
+
+#[test]
+fn ipc_descriptors_ride_along_in_order() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let (a, b) = fd::socketpair(libc::SOCK_STREAM).unwrap();
+    let mut files = Vec::new();
+    for i in 0..3u8 {
+        let f = std::fs::File::from(fd::memfd(c"plait-test", 0).unwrap());
+        f.write_all_at(&[i; 4], 0).unwrap();
+        fd::send_with_fd(a.as_raw_fd(), &[i], f.as_raw_fd(), libc::MSG_NOSIGNAL).unwrap();
+        files.push(f);
+    }
+    drop(files); // the receiver's copies keep the files alive
+    let mut got = Vec::new();
+    let mut data = Vec::new();
+    while data.len() < 3 {
+        let mut buf = [0u8; 16];
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe { fd::recv_with_fds(b.as_raw_fd(), buf.as_mut_ptr(), buf.len(), 0, |f| got.push(f)) }.unwrap();
+        assert!(n > 0);
+        data.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(data, [0, 1, 2]);
+    assert_eq!(got.len(), 3);
+    for (i, f) in got.into_iter().enumerate() {
+        let mut four = [9u8; 4];
+        std::fs::File::from(f).read_exact_at(&mut four, 0).unwrap();
+        assert_eq!(four, [i as u8; 4]);
+    }
+    // Nothing more waiting: a would-block error, not end of file.
+    let mut buf = [0u8; 4];
+    // SAFETY: as above.
+    let e = unsafe { fd::recv_with_fds(b.as_raw_fd(), buf.as_mut_ptr(), 4, libc::MSG_DONTWAIT, |_| {}) }.unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
 }

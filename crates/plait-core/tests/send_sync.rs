@@ -70,3 +70,13 @@ fn require_guard_send() {
 fn send_sync_compiles() {
     // The assertions above are checked at compile time.
 }
+
+// The inter-process transport and shared-memory segments (`ipc/`).
+use plait_core::ipc::counter::SharedCounter;
+use plait_core::ipc::feeder::Feeder;
+use plait_core::ipc::mapping::SharedMap;
+use plait_core::ipc::packet::{Packet, RingSink, SocketSink};
+use plait_core::ipc::ring::Ring;
+use plait_core::ipc::shm::{Head, Lease, Mapping, Segment, SegmentPool};
+
+assert_send_sync!(SharedCounter, Feeder, SharedMap, Packet, RingSink, SocketSink, Ring, Head, Lease, Mapping, Segment, SegmentPool);

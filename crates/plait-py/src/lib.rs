@@ -15,7 +15,9 @@ mod futures;
 mod process;
 mod process_pool;
 mod queue;
-mod shm;
+/// Compatibility path for `process::shm` (its old place); to be removed
+/// once every user says `process::shm`.
+pub(crate) use process::shm;
 mod transport;
 mod sync {
     pub mod barrier;
@@ -51,7 +53,6 @@ fn _plait(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<queue::SimpleQueue>()?;
     futures::register(m)?;
     process_pool::register(m)?;
-    shm::register(m)?;
     process::register(m)?;
     event_loop::register(m)?;
     m.add_function(wrap_pyfunction!(transport::_plait_install_transport, m)?)?;

@@ -22,10 +22,12 @@
 //! holding `multiprocessing.Queue`'s locks does.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
+use super::fd::memfd;
+use super::mapping::{futex_wait, futex_wake, SharedMap};
 use crate::park::{Outcome, WaitCtx, SPIN};
 
 /// Bytes of record space.
@@ -53,28 +55,12 @@ struct Shared {
 }
 
 /// The shared ring (one mapping per process).
+///
+/// `Send + Sync` through [`SharedMap`]: the header is reached through
+/// atomics and the records only under the ring's lock.
 pub struct Ring {
     fd: OwnedFd,
-    base: *mut u8,
-}
-
-// SAFETY: the mapping is shared memory reached through atomics (header) or
-// under the lock (records); it lives as long as the value.
-unsafe impl Send for Ring {}
-// SAFETY: as above.
-unsafe impl Sync for Ring {}
-
-fn futex_wait(word: &AtomicU32, seen: u32, timeout: Option<Duration>) {
-    let ts = timeout.map(|t| libc::timespec { tv_sec: t.as_secs() as libc::time_t, tv_nsec: t.subsec_nanos() as libc::c_long });
-    let tp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: a shared FUTEX_WAIT on a live word of our mapping, with a
-    // valid (or null) relative timeout.
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, seen, tp) };
-}
-
-fn futex_wake(word: &AtomicU32, n: i32) {
-    // SAFETY: a shared FUTEX_WAKE on a live word of our mapping.
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+    map: SharedMap,
 }
 
 fn align8(n: usize) -> usize {
@@ -82,33 +68,16 @@ fn align8(n: usize) -> usize {
 }
 
 impl Ring {
-    /// A fresh, empty ring.
+    /// A fresh, empty ring (new memfd pages read as zero, which is the
+    /// empty, unlocked state).
     pub fn new() -> io::Result<Ring> {
-        // SAFETY: the name is NUL-terminated; memfd_create returns a fresh fd.
-        let fd = unsafe { libc::memfd_create(c"plait-queue-ring".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is fresh and ours.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: ftruncate on our memfd; the new pages read as zero, which
-        // is the empty, unlocked state.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), (HEADER + RING_BYTES) as libc::off_t) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Self::from_fd(fd)
+        Self::from_fd(memfd(c"plait-queue-ring", HEADER + RING_BYTES)?)
     }
 
     /// Map a ring received from another process.
     pub fn from_fd(fd: OwnedFd) -> io::Result<Ring> {
-        // SAFETY: mapping our own descriptor, shared, read/write.
-        let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), HEADER + RING_BYTES, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Ring { fd, base: p.cast() })
+        let map = SharedMap::new(fd.as_raw_fd(), HEADER + RING_BYTES, false)?;
+        Ok(Ring { fd, map })
     }
 
     /// The backing descriptor, to pass to another process.
@@ -117,9 +86,9 @@ impl Ring {
     }
 
     fn sh(&self) -> &Shared {
-        // SAFETY: the header page starts the live mapping and is only
-        // accessed through atomics.
-        unsafe { &*(self.base as *const Shared) }
+        // SAFETY: the header page starts the live, page-aligned mapping and
+        // is only accessed through atomics (in every process that maps it).
+        unsafe { &*(self.map.as_ptr() as *const Shared) }
     }
 
     /// Whether no record is waiting (a snapshot).
@@ -211,13 +180,6 @@ impl Ring {
     }
 }
 
-impl Drop for Ring {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what from_fd mapped; no guard outlives the ring.
-        unsafe { libc::munmap(self.base.cast(), HEADER + RING_BYTES) };
-    }
-}
-
 /// The ring's lock, held. Dropping it unlocks and wakes whoever waits for
 /// what this holder pushed or popped.
 pub struct RingGuard<'a> {
@@ -230,7 +192,7 @@ impl RingGuard<'_> {
     fn data(&self, pos: usize) -> *mut u8 {
         debug_assert!(pos < RING_BYTES);
         // SAFETY: `pos` is inside the record area of the live mapping.
-        unsafe { self.ring.base.add(HEADER + pos) }
+        unsafe { self.ring.map.as_ptr().add(HEADER + pos) }
     }
 
     /// Whether a record of `len` payload bytes fits now.
