@@ -8,7 +8,7 @@ shared segment and once out of it, straight into the receiver's new
 ``bytes`` objects.
 
 Segments are ``memfd`` files that their owner recycles (see
-``crates/plait-py/src/shm.rs`` for the protocol): the parent owns the
+``crates/plait-core/src/ipc/shm.rs`` for the protocol): the parent owns the
 segments of calls, which a worker opens as ``/proc/<parent>/fd/<n>``; a
 worker owns the segments of its results and sends their descriptor with
 the frame (SCM_RIGHTS). The receiver marks a segment free once it has

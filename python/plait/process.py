@@ -8,9 +8,11 @@ guarded by a process-shared futex: a put or get of a small item is a memcpy
 and no system call unless a reader or writer sleeps. Items over 64 KiB go
 through a ``SOCK_SEQPACKET`` socket as a memfd, with a marker in the ring
 that keeps their place in line. Every item reaches exactly one reader whole,
-whatever the number of producer and consumer processes. Objects are pickled with the C pickler (``pickle.dumps`` at the
-highest protocol; objects it cannot handle fall back to
-``multiprocessing.reduction.ForkingPickler``).
+whatever the number of producer and consumer processes. Objects are pickled
+with the C pickler (``pickle.dumps`` at the highest protocol; objects it
+cannot handle fall back to ``multiprocessing.reduction.ForkingPickler``).
+The transport is ``plait_core::ipc`` (Rust, no Python) and its binding
+``crates/plait-py/src/process/``.
 
 Both pickle by passing their descriptors with
 ``multiprocessing.reduction.DupFd``, as multiprocessing's own Connection
@@ -34,7 +36,7 @@ Differences from CPython, documented where they apply:
   than 64 KiB travels in a memfd whose descriptor rides in the packet.
 * ``Pipe(duplex=False)`` is a socket pair too (CPython uses ``os.pipe``);
   one end of a Connection is for one thread at a time, as in CPython.
-* Items a process has put while the socket was full wait in that
+* Items a process has put while the ring (or socket) was full wait in that
   process's feeder; they are flushed at exit unless ``cancel_join_thread``
   was called (as in CPython). A forked child does not inherit its parent's
   unsent items.

@@ -8,9 +8,9 @@
 //! shared-memory ring (`ring.rs`), and [`RingSink`] puts a marker there for
 //! each packet so every item keeps its place in line.
 //!
-//! Wire form: one kind byte, then either the payload ([`KIND_INLINE`]) or
+//! Wire form: one kind byte, then either the payload (`KIND_INLINE`) or
 //! the payload's `u64` length, the memfd holding it attached
-//! ([`KIND_MEMFD`]).
+//! (`KIND_MEMFD`).
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

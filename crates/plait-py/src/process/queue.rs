@@ -76,7 +76,7 @@ impl _ProcessQueueCore {
     }
 
     /// Put one pickled item. Returns whether it went to the feeder (the
-    /// socket was full) rather than straight out.
+    /// ring or socket was full) rather than straight out.
     #[pyo3(signature = (data, block=true, timeout=None))]
     fn put(&self, py: Python<'_>, data: &[u8], block: bool, timeout: Option<f64>) -> PyResult<bool> {
         if self.maxsize > 0 {
@@ -159,7 +159,8 @@ impl _ProcessQueueCore {
         self.maxsize > 0 && self.count.get() >= self.maxsize
     }
 
-    /// Items this process has put that still wait for room in the socket.
+    /// Items this process has put that still wait for room in the ring or
+    /// socket.
     fn pending(&self) -> usize {
         self.feeder.pending()
     }
