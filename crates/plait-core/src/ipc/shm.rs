@@ -31,15 +31,16 @@
 //!   frame (SCM_RIGHTS, so it survives the worker's death in flight). The
 //!   supervisor maps it on receipt ([`Mapping::received`]) and keeps only
 //!   the mapping (the binding's `ShmGuard::Peer`), not a descriptor, so
-//!   unread results do not use up file descriptors. Decoding copies out, releases and unmaps; dropping
-//!   an unread result does the release and unmap.
+//!   unread results do not use up file descriptors. Decoding copies out,
+//!   releases and unmaps; dropping an unread result does the release and
+//!   unmap.
 //!
 //! **Bounds.** A pool keeps at most [`POOL_SEGMENTS`] segments and
 //! [`POOL_BYTES`] bytes; when they are all busy, a worker sends a one-off
-//! segment (its descriptor travels with the frame and is closed after), and
-//! the parent falls back to a named `/dev/shm` file (`S` envelope, see
-//! `plait._wire` and [`named_path`]), which costs no descriptor while the
-//! call waits in the queue.
+//! segment ([`SegmentPool::one_off`]: its descriptor travels with the
+//! frame and is closed after), and the parent falls back to a named
+//! `/dev/shm` file (`S` envelope, see `plait._wire` and [`named_path`]),
+//! which costs no descriptor while the call waits in the queue.
 //!
 //! **Fork.** A forked child must not write into its parent's segments: the
 //! pool remembers its pid and a child discards what it inherited on first
