@@ -70,3 +70,10 @@ fn require_guard_send() {
 fn send_sync_compiles() {
     // The assertions above are checked at compile time.
 }
+
+mod future_types {
+    use super::{require_send, require_sync};
+    use plait_core::future::{Future, InvalidState, Resolution, State};
+
+    assert_send_sync!(Future<u32, u32>, Resolution<u32>, InvalidState, State);
+}
