@@ -249,9 +249,13 @@ impl ThreadPoolForkHook {
 }
 
 impl plait_core::fork::AfterFork for ThreadPoolForkHook {
+    /// # Safety
+    /// As the trait: only from the atfork child handler, while the child
+    /// has a single thread.
     unsafe fn after_fork_child(&self, _survivor: u64) {
         if let Some(s) = self.shared.upgrade() {
-            // SAFETY: forwarded: called from the child handler only.
+            // SAFETY: we are in the atfork child handler (this function's
+            // contract), which is what `Queue::after_fork` requires.
             unsafe { s.jobs.after_fork() };
             s.threads.store(0, Ordering::Relaxed);
             s.idle.store(0, Ordering::Relaxed);
