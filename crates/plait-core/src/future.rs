@@ -81,6 +81,8 @@ struct Inner<R, C> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvalidState(pub State);
 
+/// A one-shot future: its state, outcome, done-callbacks and the threads
+/// waiting for it (see the module doc).
 #[derive(Debug)]
 pub struct Future<R, C> {
     state: AtomicU8,
@@ -95,6 +97,7 @@ impl<R, C> Default for Future<R, C> {
 }
 
 impl<R, C> Future<R, C> {
+    /// A PENDING future.
     pub fn new() -> Self {
         Future {
             state: AtomicU8::new(State::Pending as u8),
@@ -234,7 +237,8 @@ impl<R, C> Future<R, C> {
         None
     }
 
-    /// Take the pending callbacks (for inspection / `_done_callbacks`).
+    /// Look at the pending callbacks (`_done_callbacks`; under the mutex:
+    /// `f` must not block or run user code).
     pub fn with_callbacks<T>(&self, f: impl FnOnce(&[C]) -> T) -> T {
         f(&self.inner.lock().callbacks)
     }
@@ -289,45 +293,5 @@ impl<R: Send + Sync, C: Send + Sync> crate::fork::AfterFork for Future<R, C> {
     unsafe fn after_fork_child(&self, _survivor: u64) {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork() }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::thread;
-    use std::time::Duration;
-
-    #[test]
-    fn lifecycle_and_callbacks() {
-        let f: Future<i32, &str> = Future::new();
-        assert_eq!(f.add_done_callback("a"), None);
-        assert_eq!(f.set_running_or_notify_cancel(), Ok(true));
-        assert!(!f.cancel().0);
-        let cbs = f.resolve(Resolution::Value(7)).unwrap();
-        assert_eq!(cbs, vec!["a"]);
-        assert_eq!(f.add_done_callback("b"), Some("b"));
-        assert!(f.resolve(Resolution::Value(8)).is_err());
-        f.with_resolution(|r| assert!(matches!(r, Some(Resolution::Value(7)))));
-    }
-
-    #[test]
-    fn cancel_then_notify() {
-        let f: Future<i32, ()> = Future::new();
-        assert!(f.cancel().0);
-        assert_eq!(f.set_running_or_notify_cancel(), Ok(false));
-        assert_eq!(f.state(), State::CancelledAndNotified);
-        assert_eq!(f.set_running_or_notify_cancel(), Err(InvalidState(State::CancelledAndNotified)));
-    }
-
-    #[test]
-    fn wait_wakes_on_resolve() {
-        let f: Arc<Future<i32, ()>> = Arc::new(Future::new());
-        let f2 = Arc::clone(&f);
-        let t = thread::spawn(move || f2.wait(&WaitCtx::timeout(Some(Duration::from_secs(20)))));
-        thread::sleep(Duration::from_millis(20));
-        f.resolve(Resolution::Value(1)).unwrap();
-        assert_eq!(t.join().unwrap(), Outcome::Notified);
-        assert_eq!(f.wait(&WaitCtx::timeout(Some(Duration::ZERO))), Outcome::Notified);
     }
 }

@@ -80,3 +80,10 @@ use plait_core::ipc::ring::Ring;
 use plait_core::ipc::shm::{Head, Lease, Mapping, Segment, SegmentPool};
 
 assert_send_sync!(SharedCounter, Feeder, SharedMap, Packet, RingSink, SocketSink, Ring, Head, Lease, Mapping, Segment, SegmentPool);
+
+mod future_types {
+    use super::{require_send, require_sync};
+    use plait_core::future::{Future, InvalidState, Resolution, State};
+
+    assert_send_sync!(Future<u32, u32>, Resolution<u32>, InvalidState, State);
+}

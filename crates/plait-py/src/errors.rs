@@ -1,6 +1,11 @@
 //! The exceptions plait raises are the standard library's own classes, so
-//! existing `except queue.Empty:` / `except threading.BrokenBarrierError:`
-//! clauses keep working. They are looked up once and cached.
+//! existing `except queue.Empty:` / `except threading.BrokenBarrierError:` /
+//! `except concurrent.futures.CancelledError:` clauses keep working.
+//!
+//! Each class is looked up here, once, and cached in a `PyOnceLock`; no other
+//! module imports an exception class. A function returns the `PyErr` to
+//! raise (its instance is made lazily, when Python needs it); callers that
+//! store the exception as a future's outcome take `into_value`.
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -10,13 +15,47 @@ static EMPTY: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static FULL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static SHUTDOWN: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static BROKEN_BARRIER: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static CANCELLED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static TIMEOUT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static INVALID_STATE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static BROKEN_THREAD_POOL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static BROKEN_PROCESS_POOL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static REMOTE_TRACEBACK: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static WORKER_DIED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static CF_BASE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+static CF_LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-fn raise(py: Python<'_>, cell: &PyOnceLock<Py<PyType>>, module: &str, name: &str) -> PyErr {
-    match cell.import(py, module, name) {
+/// `module.name`, a class, looked up on first use.
+fn class<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    module: &str,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyType>> {
+    cell.import(py, module, name)
+}
+
+fn raise(py: Python<'_>, cell: &'static PyOnceLock<Py<PyType>>, module: &str, name: &str) -> PyErr {
+    match class(py, cell, module, name) {
         Ok(t) => PyErr::from_type(t.clone(), ()),
         Err(e) => e,
     }
 }
+
+fn raise_msg(
+    py: Python<'_>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    module: &str,
+    name: &str,
+    message: &str,
+) -> PyErr {
+    match class(py, cell, module, name) {
+        Ok(t) => PyErr::from_type(t.clone(), (message.to_owned(),)),
+        Err(e) => e,
+    }
+}
+
+// ---- queue, threading -------------------------------------------------------
 
 /// `queue.Empty`
 pub fn empty(py: Python<'_>) -> PyErr {
@@ -37,4 +76,72 @@ pub fn shutdown(py: Python<'_>) -> PyErr {
 /// `threading.BrokenBarrierError`
 pub fn broken_barrier(py: Python<'_>) -> PyErr {
     raise(py, &BROKEN_BARRIER, "threading", "BrokenBarrierError")
+}
+
+// ---- concurrent.futures -----------------------------------------------------
+
+/// `concurrent.futures._base`, where the futures exceptions and `LOGGER`
+/// live.
+pub(crate) fn cf_base(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    CF_BASE
+        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("concurrent.futures._base")?.unbind()))
+        .map(|m| m.bind(py))
+}
+
+/// `concurrent.futures`' logger (`_base.LOGGER`): failed done-callbacks,
+/// initializers and workers are reported through it, as CPython does.
+pub(crate) fn cf_logger(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    CF_LOGGER.get_or_try_init(py, || cf_base(py)?.getattr("LOGGER").map(Bound::unbind)).map(|l| l.bind(py))
+}
+
+/// `concurrent.futures._base.<name>(*args)`, by name. Kept for callers not
+/// yet switched to the named functions below (the process pool).
+pub(crate) fn cf_error<'py>(py: Python<'py>, name: &str, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
+    match cf_base(py).and_then(|m| m.getattr(name)).and_then(|c| c.call1(args)) {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}
+
+/// `concurrent.futures.CancelledError()`
+pub(crate) fn cancelled(py: Python<'_>) -> PyErr {
+    raise(py, &CANCELLED, "concurrent.futures._base", "CancelledError")
+}
+
+/// `concurrent.futures.TimeoutError()`, with a message if there is one.
+pub(crate) fn timeout(py: Python<'_>, message: Option<&str>) -> PyErr {
+    let (cell, module, name) = (&TIMEOUT, "concurrent.futures._base", "TimeoutError");
+    match message {
+        Some(m) => raise_msg(py, cell, module, name, m),
+        None => raise(py, cell, module, name),
+    }
+}
+
+/// `concurrent.futures.InvalidStateError(message)`
+pub(crate) fn invalid_state(py: Python<'_>, message: &str) -> PyErr {
+    raise_msg(py, &INVALID_STATE, "concurrent.futures._base", "InvalidStateError", message)
+}
+
+/// `concurrent.futures.thread.BrokenThreadPool(message)`
+pub(crate) fn broken_thread_pool(py: Python<'_>, message: &str) -> PyErr {
+    raise_msg(py, &BROKEN_THREAD_POOL, "concurrent.futures.thread", "BrokenThreadPool", message)
+}
+
+/// `concurrent.futures.process.BrokenProcessPool(message)`
+#[allow(dead_code)] // for the process pool (process_pool.rs looks it up itself today)
+pub(crate) fn broken_process_pool(py: Python<'_>, message: &str) -> PyErr {
+    raise_msg(py, &BROKEN_PROCESS_POOL, "concurrent.futures.process", "BrokenProcessPool", message)
+}
+
+/// `plait.futures.WorkerDied(message)`: the worker process running the task
+/// died (a subclass of `BrokenProcessPool`).
+#[allow(dead_code)] // for the process pool (process_pool.rs looks it up itself today)
+pub(crate) fn worker_died(py: Python<'_>, message: &str) -> PyErr {
+    raise_msg(py, &WORKER_DIED, "plait.futures", "WorkerDied", message)
+}
+
+/// `concurrent.futures.process._RemoteTraceback(text)`: the `__cause__` a
+/// worker's exception gets, showing its traceback in the worker.
+pub(crate) fn remote_traceback<'py>(py: Python<'py>, text: String) -> PyResult<Bound<'py, PyAny>> {
+    class(py, &REMOTE_TRACEBACK, "concurrent.futures.process", "_RemoteTraceback")?.call1((text,))
 }

@@ -1,0 +1,515 @@
+//! `_FutureCore`: the Rust part of `plait.futures.Future`, and its interop
+//! with the standard library's `concurrent.futures`.
+//!
+//! State, outcome and result-waiters live in `plait_core::future`; this
+//! file maps them to Python (exceptions, done-callbacks, the attributes).
+//!
+//! **Interop.** The standard library's `wait` / `as_completed` (and
+//! plait's) reach into three private attributes: `_condition` (a lock they
+//! hold while they look at `_state` and register in `_waiters`), `_state`
+//! and `_waiters`. Most futures never meet them, so `_condition` and
+//! `_waiters` are created on first use; completing a future takes
+//! `_condition` only if it exists, and the check happens under the same
+//! mutex that creates it, so a waiter can never slip in between.
+//!
+//! **Pickled outcomes.** A process pool may finish a future with the
+//! worker's bytes, without the interpreter (`finish_pickled_detached`); the
+//! first reader decodes them (see `pickled.rs`).
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use plait_core::fork::{register_arc, Registration};
+use plait_core::future::{Future as CoreFuture, InvalidState, Resolution, State};
+use plait_core::park::Outcome;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use super::pickled::{decode_pickled, Pickled};
+use super::Obj;
+use crate::errors;
+use crate::wait::{deadline_in, detached, seconds};
+
+fn invalid_state(py: Python<'_>, state: State, fut: &Bound<'_, PyAny>) -> PyErr {
+    let repr = fut.repr().map(|r| r.to_string()).unwrap_or_default();
+    errors::invalid_state(py, &format!("{}: {}", state.name(), repr))
+}
+
+/// Lazily created interop attributes.
+#[derive(Default)]
+struct Interop {
+    condition: Option<Obj>,
+    waiters: Option<Py<PyList>>,
+}
+
+/// The Rust part of `plait.futures.Future`.
+#[pyclass(module = "plait.futures", name = "_FutureCore", subclass, frozen)]
+pub struct FutureCore {
+    pub(crate) core: Arc<CoreFuture<Obj, Obj>>,
+    interop: Mutex<Interop>,
+    /// Set by a process pool: how to stop the work if the future is
+    /// cancelled while running (kill the worker running it).
+    on_cancel_running: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// A finished outcome still in pickled form (set by a process pool
+    /// without the interpreter), decoded by the first reader.
+    pickled: Mutex<Option<Pickled>>,
+    _fork: Registration,
+}
+
+impl FutureCore {
+    fn create() -> Self {
+        let core = Arc::new(CoreFuture::new());
+        let reg = register_arc(&core);
+        FutureCore {
+            core,
+            interop: Mutex::new(Interop::default()),
+            on_cancel_running: std::sync::OnceLock::new(),
+            pickled: Mutex::new(None),
+            _fork: reg,
+        }
+    }
+
+    /// Finish with a pickled outcome without the interpreter, if nothing
+    /// in Python watches (no `_condition`). Returns the callbacks that must
+    /// then run attached; gives the outcome back if it must be delivered
+    /// attached (through `finish`) instead.
+    pub(crate) fn finish_pickled_detached(&self, p: Pickled) -> Result<Vec<Obj>, Pickled> {
+        let g = self.interop.lock();
+        if g.condition.is_some() || self.core.state().is_done() {
+            return Err(p);
+        }
+        *self.pickled.lock() = Some(p);
+        let r = self.core.finish_unresolved();
+        drop(g);
+        match r {
+            Ok(cbs) => Ok(cbs),
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Cancel even if running (a process pool kills the worker running
+    /// it): the future becomes CANCELLED_AND_NOTIFIED. Returns whether this
+    /// call cancelled it.
+    pub(crate) fn force_cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let (cancelled, cbs) =
+            FutureCore::transition(slf, |c| c.force_cancel(), |r| r.0.then_some("add_cancelled"), true)?;
+        run_callbacks(slf, cbs)?;
+        Ok(cancelled)
+    }
+
+    /// Apply a state transition under the `_condition` protocol: without a
+    /// condition, under the interop mutex (which also guards its creation);
+    /// with one, holding it, then telling the stdlib waiters (`waiter_call`
+    /// names their method, if any) and, with `notify`, its waiting threads.
+    fn transition<T>(
+        slf: &Bound<'_, Self>,
+        op: impl FnOnce(&CoreFuture<Obj, Obj>) -> T,
+        waiter_call: impl FnOnce(&T) -> Option<&'static str>,
+        notify: bool,
+    ) -> PyResult<T> {
+        let py = slf.py();
+        let this = slf.get();
+        let cond = this.interop.lock().condition.as_ref().map(|c| c.clone_ref(py));
+        let Some(cond) = cond else {
+            let g = this.interop.lock();
+            let r = op(&this.core);
+            drop(g);
+            return Ok(r);
+        };
+        let cond = cond.into_bound(py);
+        cond.call_method0("acquire")?;
+        let r = op(&this.core);
+        let told = match waiter_call(&r) {
+            Some(method) => notify_stdlib_waiters(slf, method),
+            None => Ok(()),
+        };
+        let notified = if notify { cond.call_method0("notify_all").map(drop) } else { Ok(()) };
+        cond.call_method0("release")?;
+        told?;
+        notified?;
+        Ok(r)
+    }
+
+    /// Make `cancel()` work on a running future: `stop` tries to end the
+    /// work and says whether it will; if so the future is cancelled at once.
+    pub(crate) fn set_cancel_running(&self, stop: Box<dyn Fn() -> bool + Send + Sync>) {
+        let _ = self.on_cancel_running.set(stop);
+    }
+
+    /// Mark running without the interpreter when nothing in Python can be
+    /// watching (no `_condition` was ever made). `None` means "do it
+    /// attached" (set_running_or_notify_cancel).
+    pub(crate) fn try_set_running_detached(&self) -> Option<Result<bool, InvalidState>> {
+        let g = self.interop.lock();
+        if g.condition.is_some() {
+            return None;
+        }
+        let r = self.core.set_running_or_notify_cancel();
+        drop(g);
+        Some(r)
+    }
+
+    /// Whether the future is done (finished or cancelled).
+    pub(crate) fn is_done(&self) -> bool {
+        self.core.state().is_done()
+    }
+
+    /// Finish the future (result or exception). The `_condition` protocol
+    /// and the stdlib waiters are served, then callbacks run.
+    pub(crate) fn finish(slf: &Bound<'_, Self>, r: Resolution<Obj>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let is_error = matches!(r, Resolution::Error(_));
+        let interop = this.interop.lock();
+        let callbacks = match interop.condition.as_ref().map(|c| c.clone_ref(py)) {
+            None => {
+                // Nobody can be registered in `_waiters` without holding
+                // `_condition`, which does not exist: finish under our mutex.
+                let r = this.core.resolve(r);
+                drop(interop);
+                match r {
+                    Ok(cbs) => cbs,
+                    Err((_, InvalidState(s))) => return Err(invalid_state(py, s, slf.as_any())),
+                }
+            }
+            Some(cond) => {
+                drop(interop);
+                let cond = cond.into_bound(py);
+                cond.call_method0("acquire")?;
+                let res = (|| -> PyResult<Vec<Obj>> {
+                    let cbs = match this.core.resolve(r) {
+                        Ok(cbs) => cbs,
+                        Err((_, InvalidState(s))) => return Err(invalid_state(py, s, slf.as_any())),
+                    };
+                    let method = if is_error { "add_exception" } else { "add_result" };
+                    notify_stdlib_waiters(slf, method)?;
+                    cond.call_method0("notify_all")?;
+                    Ok(cbs)
+                })();
+                cond.call_method0("release")?;
+                res?
+            }
+        };
+        run_callbacks(slf, callbacks)
+    }
+}
+
+/// Run callbacks collected elsewhere (e.g. by a supervisor thread).
+pub(crate) fn run_callbacks_of(fut: &Bound<'_, FutureCore>, callbacks: Vec<Obj>) -> PyResult<()> {
+    run_callbacks(fut, callbacks)
+}
+
+/// Call `method(future)` on every stdlib-style waiter registered in
+/// `_waiters` (the caller holds `_condition`).
+fn notify_stdlib_waiters(slf: &Bound<'_, FutureCore>, method: &str) -> PyResult<()> {
+    let py = slf.py();
+    let list = slf.get().interop.lock().waiters.as_ref().map(|l| l.clone_ref(py));
+    if let Some(list) = list {
+        let list = list.into_bound(py);
+        for w in list.iter().collect::<Vec<_>>() {
+            w.call_method1(method, (slf,))?;
+        }
+    }
+    Ok(())
+}
+
+/// Run done-callbacks as `concurrent.futures` does: an `Exception` is
+/// logged through its logger and does not stop the others; a
+/// `BaseException` (e.g. KeyboardInterrupt) propagates.
+fn run_callbacks(slf: &Bound<'_, FutureCore>, callbacks: Vec<Obj>) -> PyResult<()> {
+    let py = slf.py();
+    for cb in callbacks {
+        call_callback(py, slf.as_any(), cb.bind(py))?;
+    }
+    Ok(())
+}
+
+fn call_callback(py: Python<'_>, fut: &Bound<'_, PyAny>, cb: &Bound<'_, PyAny>) -> PyResult<()> {
+    if let Err(e) = cb.call1((fut,)) {
+        if !e.is_instance_of::<pyo3::exceptions::PyException>(py) {
+            return Err(e);
+        }
+        let logger = errors::cf_logger(py)?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("exc_info", e.value(py))?;
+        logger.call_method("exception", ("exception calling callback for %r", fut), Some(&kwargs))?;
+    }
+    Ok(())
+}
+
+fn timeout_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<std::time::Instant>> {
+    match timeout {
+        Some(t) if !t.is_none() => Ok(Some(deadline_in(seconds(t)?))),
+        _ => Ok(None),
+    }
+}
+
+impl FutureCore {
+    /// `result()` with a deadline (`None` or `Some(None)`: wait forever).
+    pub(crate) fn result_until(&self, py: Python<'_>, deadline: Option<Option<std::time::Instant>>) -> PyResult<Obj> {
+        match self.finished_outcome(py, deadline.flatten())? {
+            Ok(v) => Ok(v),
+            Err(e) => Err(PyErr::from_value(e.into_bound(py))),
+        }
+    }
+
+    /// Wait until done or `deadline`, then the outcome: `Ok(value)` or
+    /// `Err(exception)`; CancelledError / TimeoutError as the error.
+    fn finished_outcome(
+        &self,
+        py: Python<'_>,
+        deadline: Option<std::time::Instant>,
+    ) -> PyResult<Result<Obj, Obj>> {
+        let mut done = self.core.state().is_done();
+        if !done {
+            let core = &self.core;
+            let (out, err) = detached(py, deadline, |ctx| core.wait(ctx));
+            match out {
+                Outcome::Notified => done = true,
+                Outcome::TimedOut => {}
+                Outcome::Interrupted => return Err(err.expect("interrupted waits carry the exception")),
+            }
+        }
+        let state = self.core.state();
+        if state.is_cancelled() {
+            return Err(errors::cancelled(py));
+        }
+        if !done || state != State::Finished {
+            return Err(errors::timeout(py, None));
+        }
+        Ok(self.outcome(py).unwrap_or_else(|| Ok(py.None())))
+    }
+
+    fn outcome(&self, py: Python<'_>) -> Option<Result<Obj, Obj>> {
+        // Decode a pickled outcome on first use, in the reader's thread,
+        // with no lock held (unpickling runs Python code). Readers racing
+        // here each decode; the first to finish stores the outcome.
+        let pending = self.pickled.lock().clone();
+        if let Some(p) = pending {
+            let done = self.core.with_resolution(|r| r.is_some());
+            if !done {
+                let r = match decode_pickled(py, &p) {
+                    Ok(v) => Resolution::Value(v),
+                    Err(e) => Resolution::Error(e),
+                };
+                drop(self.core.set_resolution_if_absent(r));
+            }
+            *self.pickled.lock() = None;
+        }
+        self.core.with_resolution(|r| match r {
+            Some(Resolution::Value(v)) => Some(Ok(v.clone_ref(py))),
+            Some(Resolution::Error(e)) => Some(Err(e.clone_ref(py))),
+            None => None,
+        })
+    }
+}
+
+#[pymethods]
+impl FutureCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        FutureCore::create()
+    }
+
+    /// Cancel the future if it has not started running; returns whether it
+    /// is cancelled.
+    pub(crate) fn cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let this = slf.get();
+        if this.core.state() == State::Running {
+            if let Some(stop) = this.on_cancel_running.get() {
+                if !stop() {
+                    return Ok(false);
+                }
+                return FutureCore::force_cancel(slf);
+            }
+        }
+        let (cancelled, cbs) = FutureCore::transition(slf, |c| c.cancel(), |_| None, true)?;
+        run_callbacks(slf, cbs)?;
+        Ok(cancelled)
+    }
+
+    fn cancelled(&self) -> bool {
+        self.core.state().is_cancelled()
+    }
+
+    fn running(&self) -> bool {
+        self.core.state() == State::Running
+    }
+
+    fn done(&self) -> bool {
+        self.core.state().is_done()
+    }
+
+    /// The call's result, waiting up to `timeout` seconds.
+    #[pyo3(signature = (timeout = None))]
+    fn result(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Obj> {
+        self.result_until(py, Some(timeout_deadline(timeout)?))
+    }
+
+    /// The exception the call raised (None if it returned), waiting up to
+    /// `timeout` seconds.
+    #[pyo3(signature = (timeout = None))]
+    fn exception(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Obj> {
+        match self.finished_outcome(py, timeout_deadline(timeout)?)? {
+            Err(e) => Ok(e),
+            Ok(_) => Ok(py.None()),
+        }
+    }
+
+    /// Call `fn(future)` when the future finishes or is cancelled (now, if
+    /// it already has).
+    fn add_done_callback(slf: &Bound<'_, Self>, func: Obj) -> PyResult<()> {
+        if let Some(cb) = slf.get().core.add_done_callback(func) {
+            call_callback(slf.py(), slf.as_any(), cb.bind(slf.py()))?;
+        }
+        Ok(())
+    }
+
+    fn set_result(slf: &Bound<'_, Self>, result: Obj) -> PyResult<()> {
+        FutureCore::finish(slf, Resolution::Value(result))
+    }
+
+    fn set_exception(slf: &Bound<'_, Self>, exception: Obj) -> PyResult<()> {
+        FutureCore::finish(slf, Resolution::Error(exception))
+    }
+
+    /// Mark running (True), or, if cancelled, tell the waiters and return
+    /// False. Executors call this before running the work.
+    pub(crate) fn set_running_or_notify_cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        let r = FutureCore::transition(
+            slf,
+            |c| c.set_running_or_notify_cancel(),
+            |r| (*r == Ok(false)).then_some("add_cancelled"),
+            false,
+        )?;
+        match r {
+            Ok(b) => Ok(b),
+            Err(InvalidState(s)) => {
+                let logger = errors::cf_logger(py)?;
+                logger.call_method1("critical", ("Future %s in unexpected state: %s", slf.as_ptr() as usize, s.name()))?;
+                Err(PyRuntimeError::new_err("Future in unexpected state"))
+            }
+        }
+    }
+
+    /// The state name, as `concurrent.futures` spells it.
+    #[getter]
+    fn _state(&self) -> &'static str {
+        self.core.state().name()
+    }
+
+    #[setter(_state)]
+    fn set_state_attr(&self, value: &str) -> PyResult<()> {
+        let s = match value {
+            "PENDING" => State::Pending,
+            "RUNNING" => State::Running,
+            "CANCELLED" => State::Cancelled,
+            "CANCELLED_AND_NOTIFIED" => State::CancelledAndNotified,
+            "FINISHED" => State::Finished,
+            other => return Err(PyTypeError::new_err(format!("unknown future state {other:?}"))),
+        };
+        self.core.force_state(s);
+        Ok(())
+    }
+
+    #[getter]
+    fn _result(&self, py: Python<'_>) -> Obj {
+        match self.outcome(py) {
+            Some(Ok(v)) => v,
+            _ => py.None(),
+        }
+    }
+
+    #[setter(_result)]
+    fn set_result_attr(&self, value: Obj) {
+        let old = self.core.set_resolution_raw(Some(Resolution::Value(value)));
+        drop(old);
+    }
+
+    #[getter]
+    fn _exception(&self, py: Python<'_>) -> Obj {
+        match self.outcome(py) {
+            Some(Err(e)) => e,
+            _ => py.None(),
+        }
+    }
+
+    #[setter(_exception)]
+    fn set_exception_attr(&self, py: Python<'_>, value: Obj) {
+        let old = if value.is_none(py) {
+            // Keep a result assigned earlier (CPython's attributes are
+            // independent; a None exception means "returned").
+            match self.core.set_resolution_raw(None) {
+                Some(Resolution::Value(v)) => self.core.set_resolution_raw(Some(Resolution::Value(v))),
+                other => other,
+            }
+        } else {
+            self.core.set_resolution_raw(Some(Resolution::Error(value)))
+        };
+        drop(old);
+    }
+
+    /// The lock `concurrent.futures.wait` / `as_completed` hold while they
+    /// inspect `_state` and register in `_waiters` (created on first use).
+    #[getter]
+    fn _condition(&self, py: Python<'_>) -> PyResult<Obj> {
+        if let Some(c) = &self.interop.lock().condition {
+            return Ok(c.clone_ref(py));
+        }
+        // Allocate outside the mutex: allocation may run the GC, and a
+        // __del__ could come back to this very future.
+        let fresh = Bound::new(py, crate::sync::condition::Condition::create(py)?)?.into_any().unbind();
+        let mut interop = self.interop.lock();
+        let cond = interop.condition.get_or_insert(fresh).clone_ref(py);
+        drop(interop);
+        Ok(cond)
+    }
+
+    /// The stdlib-style waiters registered by `wait` / `as_completed`.
+    #[getter]
+    fn _waiters(&self, py: Python<'_>) -> Py<PyList> {
+        if let Some(w) = &self.interop.lock().waiters {
+            return w.clone_ref(py);
+        }
+        let fresh = PyList::empty(py).unbind();
+        let mut interop = self.interop.lock();
+        let list = interop.waiters.get_or_insert(fresh).clone_ref(py);
+        drop(interop);
+        list
+    }
+
+    #[getter]
+    fn _done_callbacks(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        let cbs: Vec<Obj> = self.core.with_callbacks(|c| c.iter().map(|o| o.clone_ref(py)).collect());
+        Ok(PyList::new(py, cbs)?.unbind())
+    }
+
+    /// Idents of threads blocked in result()/exception() (for plait.debug).
+    #[getter]
+    fn _waiter_idents(&self) -> Vec<u64> {
+        self.core.waiters()
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let py = slf.py();
+        let this = slf.get();
+        let head = format!(
+            "<{} at {:#x} state={}",
+            slf.get_type().qualname()?,
+            slf.as_ptr() as usize,
+            // concurrent.futures describes both cancelled states alike.
+            if this.core.state().is_cancelled() { "cancelled".to_string() } else { this.core.state().name().to_lowercase() }
+        );
+        if this.core.state() == State::Finished {
+            return Ok(match this.outcome(py) {
+                Some(Err(e)) => format!("{head} raised {}>", e.bind(py).get_type().qualname()?),
+                Some(Ok(v)) => format!("{head} returned {}>", v.bind(py).get_type().qualname()?),
+                None => format!("{head} returned NoneType>"),
+            });
+        }
+        Ok(format!("{head}>"))
+    }
+}

@@ -1,0 +1,208 @@
+"""``ProcessPoolExecutor``: the Rust ``_ProcessPoolCore`` (a supervisor
+thread, worker lifecycle, time limits) as a
+``concurrent.futures.ProcessPoolExecutor``, ``WorkerDied``, and the exit
+hooks that let pools finish their work, or kill their workers after Ctrl-C."""
+
+import functools
+import itertools
+import multiprocessing as _mp
+import pickle as _pickle
+import sys as _sys
+import threading
+import weakref
+from concurrent.futures import process as _cf_process
+from multiprocessing import context as _mp_context
+from multiprocessing import reduction as _mp_reduction
+
+from plait import _wire
+from plait._plait import _executor_map, _ProcessPoolCore
+
+from ._common import check_buffersize, cpu_count
+from ._process_call import _process_chunk
+from ._process_start import _fork_zygote, _main_path, _single_threaded, _start_method
+
+BrokenProcessPool = _cf_process.BrokenProcessPool
+
+
+class WorkerDied(BrokenProcessPool):
+    """The worker process running this task died (a signal, ``os._exit``,
+    running out of memory); the message names the exit code or signal and
+    carries the worker's last traceback when faulthandler could write one.
+    Only this task fails: the pool replaces the worker. A subclass of
+    ``BrokenProcessPool``, so existing ``except`` clauses still catch it."""
+
+    __module__ = "plait.futures"
+
+
+_live_process_pools = weakref.WeakSet()
+_start_lock = threading.Lock()
+
+
+class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
+    """A pool of worker processes, like
+    ``concurrent.futures.ProcessPoolExecutor`` (and an instance of it), run
+    by a Rust supervisor thread.
+
+    * Workers start at the first submit. When this process then has a single
+      thread (or ``mp_context`` asks for fork), a *zygote* is forked once and
+      forks every worker, as CPython's fork-based pool does, in about a
+      millisecond each: functions and state of ``__main__`` and the
+      initializer's arguments (multiprocessing queues and locks included)
+      are inherited. Otherwise (other threads run, or ``mp_context`` is
+      spawn or forkserver) workers are fresh interpreters
+      (``python -m plait._worker``); a process that runs threads is never
+      forked unless ``mp_context`` asks for fork.
+    * A worker that dies fails only its task (``WorkerDied``) and is
+      replaced. ``task_timeout`` (keyword-only, seconds) is a default time
+      limit per task; ``schedule(fn, args, kwargs, timeout=...)`` sets one
+      per call. A task past its limit gets ``TimeoutError`` and its worker
+      is killed and replaced; ``cancel()`` on a running task does the same
+      with ``CancelledError``.
+    * ``shutdown(kill_workers=True)`` kills the workers at once.
+    * Lambdas and closures need ``cloudpickle`` installed."""
+
+    __module__ = "plait.futures"
+
+    def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(),
+                 *, max_tasks_per_child=None, task_timeout=None):
+        if max_workers is None:
+            max_workers = cpu_count()
+        elif max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        self._plait_method = _start_method(mp_context)
+        if mp_context is None:
+            mp_context = _mp.get_context("spawn" if max_tasks_per_child is not None else None)
+        if max_tasks_per_child is not None:
+            if not isinstance(max_tasks_per_child, int):
+                raise TypeError("max_tasks_per_child must be an integer")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+            if self._plait_method == "fork":
+                raise ValueError("max_tasks_per_child is incompatible with the 'fork' "
+                                 "multiprocessing start method; supply a different mp_context.")
+        self._max_workers = max_workers
+        self._mp_context = mp_context
+        self._initializer = initializer
+        self._initargs = tuple(initargs)
+        self._max_tasks_per_child = max_tasks_per_child
+        self._task_timeout = task_timeout
+        if self._plait_method == "spawn":
+            self._plait_setup()  # fail now if it cannot travel
+        _live_process_pools.add(self)
+
+    def _plait_setup(self):
+        """What a spawned worker needs, pickled as multiprocessing pickles a
+        spawned Process: multiprocessing queues and locks in ``initargs``
+        travel too (their descriptors are inherited; see
+        ``_wire.InheritFds``). Returns the bytes and those descriptors."""
+        popen = _wire.InheritFds()
+        _mp_context.set_spawning_popen(popen)
+        try:
+            # The initializer is unpickled after sys.path and __main__ are
+            # in place in the worker: a pickle inside the pickle.
+            init = bytes(_mp_reduction.ForkingPickler.dumps((self._initializer, self._initargs)))
+        finally:
+            _mp_context.set_spawning_popen(None)
+        data = _pickle.dumps({
+            "sys_path": list(_sys.path),
+            "main_path": _main_path(),
+            "authkey": bytes(_mp.current_process().authkey),
+            "init": init,
+        })
+        return data, popen.fds
+
+    def _plait_begin(self):
+        # The first submit starts the workers, as in CPython, so functions
+        # defined after the pool was made are there for a forked worker.
+        with _start_lock:
+            if self._plait_started:
+                return
+            method = self._plait_method
+            if method == "auto":
+                method = "fork" if _single_threaded() else "spawn"
+            zygote = None
+            if method == "fork":
+                try:
+                    # Only needed if the zygote fails and workers must be
+                    # spawned after all.
+                    setup, fds = self._plait_setup()
+                except Exception:
+                    setup, fds = None, []
+                inherited = {"initializer": self._initializer, "initargs": self._initargs}
+                zygote = _fork_zygote(inherited, threading.current_thread() is threading.main_thread())
+            else:
+                setup, fds = self._plait_setup()
+            self._plait_start(_sys.executable, self._max_workers, self._max_tasks_per_child,
+                              setup, fds, self._task_timeout, zygote)
+
+    def submit(self, fn, /, *args, **kwargs):
+        if not self._plait_started:
+            self._plait_begin()
+        return self._plait_submit_call(fn, args, kwargs, None)
+
+    def schedule(self, fn, args=(), kwargs=None, *, timeout=None):
+        """Like ``submit(fn, *args, **kwargs)``, with a per-call time limit
+        in seconds (None: the pool's ``task_timeout``)."""
+        if not self._plait_started:
+            self._plait_begin()
+        return self._plait_submit_call(fn, tuple(args), dict(kwargs) if kwargs else {}, timeout)
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
+        """``map`` in the pool; ``chunksize`` items travel per message.
+        The same iterator as ``ThreadPoolExecutor.map`` (in Rust), with each
+        call made through ``submit``."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        check_buffersize(buffersize)
+        if chunksize == 1:
+            return _executor_map(self, fn, zip(*iterables), timeout, buffersize, weakref.ref(self))
+        it = zip(*iterables)
+        chunks = iter(lambda: list(itertools.islice(it, chunksize)), [])
+        chunk_fn = functools.partial(_process_chunk, fn)
+        results = _executor_map(self, chunk_fn, zip(chunks), timeout, buffersize, weakref.ref(self))
+        return itertools.chain.from_iterable(results)
+
+    def shutdown(self, wait=True, *, cancel_futures=False, kill_workers=False):
+        """Refuse new work; ``cancel_futures`` cancels what has not started;
+        ``kill_workers`` kills the workers now (running tasks fail); with
+        ``wait``, return once every worker has exited (running tasks end or
+        reach their time limit first)."""
+        self._plait_shutdown(cancel_futures, kill_workers)
+        if wait:
+            self._plait_wait_stopped()
+
+
+_interrupted = False
+_previous_excepthook = _sys.excepthook
+
+
+def _note_interrupt(exc_type, exc, tb):
+    # The interpreter is about to exit on an unhandled Ctrl-C: at exit the
+    # pools kill their workers instead of waiting for them.
+    global _interrupted
+    if issubclass(exc_type, KeyboardInterrupt):
+        _interrupted = True
+    _previous_excepthook(exc_type, exc, tb)
+
+
+if _sys.excepthook is _sys.__excepthook__:
+    _sys.excepthook = _note_interrupt
+
+
+def _process_pools_exit():
+    # At exit: let pools finish their work, as CPython does; after an
+    # unhandled Ctrl-C (or a Ctrl-C while waiting here), kill the workers
+    # instead, so no child outlives the program.
+    for p in list(_live_process_pools):
+        try:
+            if _interrupted:
+                raise KeyboardInterrupt
+            p.shutdown(wait=True)
+        except BaseException:
+            p.shutdown(wait=False, kill_workers=True)
+            p._plait_wait_stopped(5)
+
+
+threading._register_atexit(_process_pools_exit)

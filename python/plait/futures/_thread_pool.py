@@ -1,0 +1,84 @@
+"""``ThreadPoolExecutor``: the Rust ``_ThreadPoolCore`` (queue, futures,
+worker loop, ``map``) as a ``concurrent.futures.ThreadPoolExecutor``, and
+the interpreter-exit hook that lets every pool finish its work."""
+
+import itertools
+import threading
+import weakref
+from concurrent.futures import thread as _cf_thread
+
+from plait._plait import _interpreter_exiting, _ThreadPoolCore
+
+from ._common import check_buffersize, cpu_count
+from ._future import Future
+
+_live_pools = weakref.WeakSet()
+_live_pools_lock = threading.Lock()
+
+
+class ThreadPoolExecutor(_ThreadPoolCore, _cf_thread.ThreadPoolExecutor):
+    """A pool of worker threads, like ``concurrent.futures.ThreadPoolExecutor``
+    (and an instance of it), with the queue, the futures and the worker loop
+    in Rust. Workers are real ``threading.Thread`` objects named
+    ``<thread_name_prefix>_<n>``; idle ones are reused."""
+
+    __module__ = "plait.futures"
+
+    _counter = itertools.count().__next__
+
+    def __init__(self, max_workers=None, thread_name_prefix="", initializer=None, initargs=()):
+        if max_workers is None:
+            max_workers = min(32, cpu_count() + 4)
+        if max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        self._max_workers = max_workers
+        self._thread_name_prefix = thread_name_prefix or ("ThreadPoolExecutor-%d" % self._counter())
+        self._initializer = initializer
+        self._initargs = initargs
+        self._threads = set()
+        self._plait_setup(max_workers, Future, initializer, tuple(initargs))
+        with _live_pools_lock:
+            _live_pools.add(self)
+
+    def _plait_start_worker(self, worker):
+        # Called from submit() in Rust when a new worker is due.
+        name = "%s_%d" % (self._thread_name_prefix or self, len(self._threads))
+        t = threading.Thread(name=name, target=worker)
+        t.start()
+        self._threads.add(t)
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
+        """Like ``map(fn, *iterables)`` with the calls made in the pool.
+
+        ``buffersize`` (keyword-only, as in Python 3.14) bounds how many
+        calls are submitted ahead of the results consumed, so an endless or
+        large input is read lazily; None submits everything at once.
+        ``chunksize`` is accepted and ignored, as for CPython's threads."""
+        check_buffersize(buffersize)
+        return self._plait_map(fn, zip(*iterables), timeout, buffersize, weakref.ref(self))
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        """Refuse new work; with ``cancel_futures``, cancel what has not
+        started; with ``wait``, return once every worker has finished."""
+        self._plait_shutdown(cancel_futures)
+        if wait:
+            for t in list(self._threads):
+                t.join()
+
+
+def _python_exit():
+    # At interpreter exit, as CPython does: stop accepting work, let every
+    # pool finish what was submitted, and wait for the workers.
+    _interpreter_exiting()
+    with _live_pools_lock:
+        pools = list(_live_pools)
+    for p in pools:
+        p._plait_shutdown(False)
+    for p in pools:
+        for t in list(p._threads):
+            t.join()
+
+
+threading._register_atexit(_python_exit)
