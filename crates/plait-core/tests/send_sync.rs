@@ -70,3 +70,14 @@ fn require_guard_send() {
 fn send_sync_compiles() {
     // The assertions above are checked at compile time.
 }
+
+// The reactor (loop worktree).
+assert_send_sync!(
+    plait_core::reactor::Epoll,
+    plait_core::reactor::Events,
+    plait_core::reactor::Event,
+    plait_core::reactor::Poller,
+    plait_core::reactor::TimerHeap<i64>,
+    plait_core::reactor::ReadyQueue<i64>,
+    plait_core::reactor::Pace,
+);
