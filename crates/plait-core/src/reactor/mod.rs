@@ -27,6 +27,6 @@ pub mod timers;
 
 pub use clock::monotonic;
 pub use pace::Pace;
-pub use poller::{readiness, Epoll, Event, Events, Poller, READ, WRITE};
+pub use poller::{readiness, Epoll, Event, Events, Poller, EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, READ, WRITE};
 pub use ready::ReadyQueue;
 pub use timers::TimerHeap;

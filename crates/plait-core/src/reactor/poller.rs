@@ -25,7 +25,16 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-pub use libc::{EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP};
+/// epoll's event bits, typed as [`Epoll`] takes and [`Event`] reports them.
+pub const EPOLLIN: u32 = libc::EPOLLIN as u32;
+/// See [`EPOLLIN`].
+pub const EPOLLOUT: u32 = libc::EPOLLOUT as u32;
+/// See [`EPOLLIN`].
+pub const EPOLLERR: u32 = libc::EPOLLERR as u32;
+/// See [`EPOLLIN`].
+pub const EPOLLHUP: u32 = libc::EPOLLHUP as u32;
+/// See [`EPOLLIN`].
+pub const EPOLLRDHUP: u32 = libc::EPOLLRDHUP as u32;
 
 /// Readable interest/readiness (asyncio's `selectors.EVENT_READ`).
 pub const READ: u32 = 1;
@@ -59,13 +68,13 @@ impl Event {
     /// Data to read, or the peer closed, or an error to collect.
     #[inline]
     pub fn readable(&self) -> bool {
-        self.events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP) as u32 != 0
+        self.events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP) != 0
     }
 
     /// Room to write, or an error or hang-up a write would report.
     #[inline]
     pub fn writable(&self) -> bool {
-        self.events & (EPOLLOUT | EPOLLERR | EPOLLHUP) as u32 != 0
+        self.events & (EPOLLOUT | EPOLLERR | EPOLLHUP) != 0
     }
 }
 
