@@ -14,10 +14,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use plait_core::reactor::{monotonic, ReadyQueue, TimerHeap, READ, WRITE};
 // The loop's structures are locked for a few instructions at a time, by the
 // loop's thread almost always: the spin mutex, whose unlock is a plain
 // store (parking_lot's is a second atomic read-modify-write).
-use plait_core::reactor::{monotonic, ReadyQueue, TimerHeap, READ, WRITE};
 use plait_core::spin::SpinMutex as Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::ffi;

@@ -17,7 +17,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::Borrowed;
 
 use super::{Args, LoopCore};
-use crate::capi::{fastcall_args, forward, replace_method};
+use crate::capi::{fastcall_args, fastcall_nkw, forward, replace_method};
 
 static CALL_SOON: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
@@ -32,6 +32,12 @@ pub fn install(m: &Bound<'_, PyModule>) -> PyResult<()> {
 /// `loop.call_soon(callback, *args[, context=ctx])` on an open loop not in
 /// debug mode: make the handle and queue it. Anything else (debug mode, a
 /// closed loop, other keywords) goes to the PyO3 method.
+///
+/// # Safety
+/// Called by CPython only, as a `METH_FASTCALL | METH_KEYWORDS` method of
+/// `_LoopCore`: attached, `slf` an instance of that class (its method
+/// descriptor checks), `args`, `nargsf` and `kwnames` as the fastcall
+/// convention passes them.
 unsafe extern "C" fn call_soon(
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
@@ -42,15 +48,17 @@ unsafe extern "C" fn call_soon(
     // `slf` an instance of the descriptor's class (the descriptor checks)
     // and `args` valid for the advertised count.
     let py = unsafe { Python::assume_attached() };
+    // SAFETY: `nargsf` is the count CPython passed, flags included.
     let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
     // SAFETY: kwnames is NULL or a tuple of str (fastcall convention).
-    let nkw = if kwnames.is_null() { 0 } else { unsafe { ffi::PyTuple_GET_SIZE(kwnames) } };
+    let nkw = unsafe { fastcall_nkw(kwnames) } as ffi::Py_ssize_t;
     let context_kw = nkw == 1 && {
         // SAFETY: kwnames holds one str. Keyword names are usually the
         // interned string itself (one pointer comparison); otherwise the
         // text is compared.
         let k = unsafe { ffi::PyTuple_GET_ITEM(kwnames, 0) };
         std::ptr::eq(k, pyo3::intern!(py, "context").as_ptr())
+            // SAFETY: `k` is a live str; the other string is a C literal.
             || unsafe { ffi::PyUnicode_CompareWithASCIIString(k, c"context".as_ptr()) } == 0
     };
     if nargs >= 1 && (nkw == 0 || context_kw) {

@@ -49,8 +49,8 @@ mod run_once;
 mod selector;
 mod transport;
 
-pub(crate) use self::call::Args;
-pub(crate) use self::core::LoopCore;
+use self::call::Args;
+use self::core::LoopCore;
 use self::handle::{Handle, TimerHandle};
 use self::mapping::SelectorMapping;
 use self::selector::Selector;

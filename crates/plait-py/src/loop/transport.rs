@@ -440,16 +440,26 @@ fn fast_write(py: Python<'_>, slf: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -
     Ok(Some((n as usize, len)))
 }
 
+/// `transport.write(data)`: the fast write when nothing is buffered,
+/// asyncio's method for the rest.
+///
+/// # Safety
+/// Called by CPython only, as a `METH_FASTCALL | METH_KEYWORDS` method of
+/// `_SocketTransport`: attached, `slf` an instance of that class (its method
+/// descriptor checks), `args`, `nargsf` and `kwnames` as the fastcall
+/// convention passes them.
 unsafe extern "C" fn write(slf: *mut ffi::PyObject, args: *const *mut ffi::PyObject, nargsf: ffi::Py_ssize_t, kwnames: *mut ffi::PyObject) -> *mut ffi::PyObject {
     // SAFETY: CPython calls a method attached, with `slf` an instance of the
     // class (the descriptor checks) and `args` valid for the count given.
     let py = unsafe { Python::assume_attached() };
+    // SAFETY: `nargsf` is the count CPython passed, flags included.
     let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) } as usize;
     // SAFETY: what CPython passed this fastcall method, used during the call.
     let all = unsafe { fastcall_args(args, nargs, kwnames) };
     if nargs == 1 && all.len() == 1 {
         // SAFETY: live objects borrowed for the call.
         let this = unsafe { Borrowed::from_ptr(py, slf) };
+        // SAFETY: as above (`all` holds one argument).
         let data = unsafe { Borrowed::from_ptr(py, all[0]) };
         match fast_write(py, &this, &data) {
             Ok(Some((n, len))) if n == len => return py.None().into_ptr(),
@@ -541,10 +551,17 @@ fn read_ready_impl(py: Python<'_>, this: &Bound<'_, PyAny>) -> PyResult<Option<P
     Ok(None)
 }
 
+/// `transport._read_ready()`: one read, handed to the protocol (see the
+/// module doc).
+///
+/// # Safety
+/// Called by CPython only, as a `METH_NOARGS` method of `_SocketTransport`:
+/// attached, `slf` an instance of that class (its method descriptor checks).
 unsafe extern "C" fn read_ready(slf: *mut ffi::PyObject, _unused: *mut ffi::PyObject) -> *mut ffi::PyObject {
     // SAFETY: CPython calls a METH_NOARGS method attached, with `slf` an
     // instance of the class.
     let py = unsafe { Python::assume_attached() };
+    // SAFETY: `slf` is live for the call.
     let this = unsafe { Borrowed::from_ptr(py, slf) };
     into_ptr(py, read_ready_impl(py, &this))
 }

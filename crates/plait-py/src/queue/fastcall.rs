@@ -62,6 +62,12 @@ fn release(py: Python<'_>, obj: Py<PyAny>) {
 }
 
 /// `Queue.put(item)` fast path.
+///
+/// # Safety
+/// Called by CPython only, as a `METH_FASTCALL | METH_KEYWORDS` method of
+/// `Queue`: attached, `slf` an instance of that class (its method
+/// descriptor checks), `args`, `nargsf` and `kwnames` as the fastcall
+/// convention passes them.
 unsafe extern "C" fn queue_put(
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
@@ -72,6 +78,7 @@ unsafe extern "C" fn queue_put(
     // `slf` an instance of the descriptor's class (the descriptor checks)
     // and `args` valid for the advertised count.
     let py = unsafe { Python::assume_attached() };
+    // SAFETY: `nargsf` is the count CPython passed, flags included.
     let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
     if kwnames.is_null() && nargs == 1 {
         // SAFETY: as above; `slf` is a Queue (or subclass) instance.
@@ -107,6 +114,12 @@ unsafe extern "C" fn queue_put(
 }
 
 /// `Queue.get()` fast path.
+///
+/// # Safety
+/// Called by CPython only, as a `METH_FASTCALL | METH_KEYWORDS` method of
+/// `Queue`: attached, `slf` an instance of that class (its method
+/// descriptor checks), `args`, `nargsf` and `kwnames` as the fastcall
+/// convention passes them.
 unsafe extern "C" fn queue_get(
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
@@ -115,6 +128,7 @@ unsafe extern "C" fn queue_get(
 ) -> *mut ffi::PyObject {
     // SAFETY: see queue_put.
     let py = unsafe { Python::assume_attached() };
+    // SAFETY: `nargsf` is the count CPython passed, flags included.
     let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
     if kwnames.is_null() && nargs == 0 {
         // SAFETY: `slf` is a Queue (or subclass) instance.
@@ -148,6 +162,12 @@ unsafe extern "C" fn queue_get(
 
 /// `SimpleQueue.put(item[, block[, timeout]])` fast path (`block` and
 /// `timeout` are ignored by SimpleQueue.put, as in CPython).
+///
+/// # Safety
+/// Called by CPython only, as a `METH_FASTCALL | METH_KEYWORDS` method of
+/// `SimpleQueue`: attached, `slf` an instance of that class (its method
+/// descriptor checks), `args`, `nargsf` and `kwnames` as the fastcall
+/// convention passes them.
 unsafe extern "C" fn simple_put(
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
@@ -156,10 +176,12 @@ unsafe extern "C" fn simple_put(
 ) -> *mut ffi::PyObject {
     // SAFETY: see queue_put.
     let py = unsafe { Python::assume_attached() };
+    // SAFETY: `nargsf` is the count CPython passed, flags included.
     let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
     if kwnames.is_null() && (1..=3).contains(&nargs) {
         // SAFETY: `slf` is a SimpleQueue (or subclass) instance; args[0] valid.
         let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<SimpleQueue>() };
+        // SAFETY: args[0] is valid (nargs >= 1).
         let item = unsafe { Borrowed::from_ptr(py, *args) }.to_owned().unbind();
         match this.get().core.try_put_now(item, &mut no_compare) {
             Ok(()) => return none(),
@@ -172,6 +194,12 @@ unsafe extern "C" fn simple_put(
 }
 
 /// `SimpleQueue.get()` fast path.
+///
+/// # Safety
+/// Called by CPython only, as a `METH_FASTCALL | METH_KEYWORDS` method of
+/// `SimpleQueue`: attached, `slf` an instance of that class (its method
+/// descriptor checks), `args`, `nargsf` and `kwnames` as the fastcall
+/// convention passes them.
 unsafe extern "C" fn simple_get(
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
@@ -180,6 +208,7 @@ unsafe extern "C" fn simple_get(
 ) -> *mut ffi::PyObject {
     // SAFETY: see queue_put.
     let py = unsafe { Python::assume_attached() };
+    // SAFETY: `nargsf` is the count CPython passed, flags included.
     let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
     if kwnames.is_null() && nargs == 0 {
         // SAFETY: `slf` is a SimpleQueue (or subclass) instance.
