@@ -17,7 +17,7 @@ use super::Obj;
 use crate::capi::{PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit};
 
 /// A copy of the current context, out of the garbage collector's sight
-/// while only its handle refers to it (see [`Handle`]).
+/// while only its handle refers to it (see `Handle` in `handle.rs`).
 pub(super) fn copy_context(py: Python<'_>) -> PyResult<Obj> {
     // SAFETY: attached; PyContext_CopyCurrent returns a new reference or
     // NULL with an exception set.
@@ -43,7 +43,7 @@ pub(super) fn retrack(_py: Python<'_>, obj: *mut ffi::PyObject) {
     }
 }
 
-/// Take a new handle out of the garbage collector's sight (see [`Handle`]).
+/// Take a new handle out of the garbage collector's sight (see `Handle` in `handle.rs`).
 pub(super) fn untracked(h: Obj) -> Obj {
     // SAFETY: `h` is a live object of a GC type that we just created;
     // untracking it only stops the collector from visiting it (PyO3's
