@@ -44,6 +44,7 @@ pub(crate) fn less<'py>(py: Python<'py>) -> impl FnMut(&Item, &Item) -> PyResult
     move |a, b| a.bind(py).lt(b.bind(py))
 }
 
+/// The exception an interrupted wait carries (Ctrl-C's, usually).
 pub(crate) fn interrupted(err: Option<PyErr>) -> PyErr {
     err.expect("interrupted waits carry the exception")
 }
