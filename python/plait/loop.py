@@ -51,7 +51,7 @@ _HAS_SETUP = hasattr(asyncio.BaseEventLoop, "_run_forever_setup")
 class _SocketTransport(_selector_events._SelectorSocketTransport):
     """asyncio's socket transport, with ``write`` and ``_read_ready``
     (its hot paths) replaced by native code that hands anything unusual
-    back to asyncio's own methods (see ``crates/plait-py/src/transport.rs``).
+    back to asyncio's own methods (see ``crates/plait-py/src/loop/transport.rs``).
 
     The state those paths read lives in slots, which asyncio's code still
     uses as attributes and the native code reads at a fixed offset."""

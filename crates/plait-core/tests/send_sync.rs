@@ -87,3 +87,14 @@ mod future_types {
 
     assert_send_sync!(Future<u32, u32>, Resolution<u32>, InvalidState, State);
 }
+
+// The reactor.
+assert_send_sync!(
+    plait_core::reactor::Epoll,
+    plait_core::reactor::Events,
+    plait_core::reactor::Event,
+    plait_core::reactor::Poller,
+    plait_core::reactor::TimerHeap<i64>,
+    plait_core::reactor::ReadyQueue<i64>,
+    plait_core::reactor::Pace,
+);

@@ -18,7 +18,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::sys::{Epoll, Ready, EPOLLIN, EPOLLOUT};
+use plait_core::reactor::{Epoll, Events, EPOLLIN, EPOLLOUT};
 
 /// When the timed phase ends.
 #[derive(Clone, Copy, Debug)]
@@ -181,7 +181,8 @@ pub fn run(cfg: &Config) -> io::Result<Report> {
     }
     let started = Instant::now();
     let deadline = started + cfg.timeout;
-    let mut epoll = Epoll::new(cfg.conns)?;
+    let epoll = Epoll::new()?;
+    let max_events = cfg.conns.max(1);
     let mut conns = Vec::with_capacity(cfg.conns);
     for i in 0..cfg.conns {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -215,7 +216,7 @@ pub fn run(cfg: &Config) -> io::Result<Report> {
         c.begin();
         c.send(&epoll, i as u64)?;
     }
-    let mut ready: Vec<Ready> = Vec::new();
+    let mut ready = Events::with_capacity(max_events);
     loop {
         let now = Instant::now();
         if let Some((t0, base)) = timed_from {
@@ -232,8 +233,8 @@ pub fn run(cfg: &Config) -> io::Result<Report> {
         if let (Some((t0, _)), Stop::Duration(d)) = (timed_from, cfg.stop) {
             wait = wait.min((t0 + d).saturating_duration_since(now));
         }
-        wait_spinning(&mut epoll, &mut ready, wait, cfg.spin)?;
-        for ev in &ready {
+        wait_spinning(&epoll, &mut ready, max_events, wait, cfg.spin)?;
+        for ev in ready.iter() {
             let token = ev.token;
             let c = &mut conns[token as usize];
             if ev.writable() && c.sent < c.out.len() {
@@ -262,26 +263,27 @@ pub fn run(cfg: &Config) -> io::Result<Report> {
 
 /// `epoll.wait`, polling without blocking for up to `spin` first.
 fn wait_spinning(
-    epoll: &mut Epoll,
-    ready: &mut Vec<Ready>,
+    epoll: &Epoll,
+    ready: &mut Events,
+    max: usize,
     wait: Duration,
     spin: Duration,
 ) -> io::Result<()> {
     if !spin.is_zero() {
         let t0 = Instant::now();
         loop {
-            epoll.wait(ready, Some(Duration::ZERO))?;
+            epoll.wait(ready, max, Some(Duration::ZERO))?;
             let spun = t0.elapsed();
             if !ready.is_empty() || spun >= wait {
                 return Ok(());
             }
             if spun >= spin {
-                return epoll.wait(ready, Some(wait - spun));
+                return epoll.wait(ready, max, Some(wait - spun));
             }
             std::hint::spin_loop();
         }
     }
-    epoll.wait(ready, Some(wait))
+    epoll.wait(ready, max, Some(wait))
 }
 
 fn report(cfg: &Config, messages: u64, elapsed: Duration) -> Report {

@@ -14,11 +14,13 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Instant;
 
-use crate::sys::{Epoll, Ready, EPOLLIN, EPOLLOUT, EPOLLRDHUP};
+use plait_core::reactor::{Epoll, Event, Events, EPOLLIN, EPOLLOUT, EPOLLRDHUP};
 
 const LISTENER: u64 = 0;
 const WATCH: u64 = 1;
 const FIRST_CONN: u64 = 2;
+/// Readiness reports one wait takes.
+const MAX_EVENTS: usize = 256;
 /// Bytes one `read` may take. 256 KiB as asyncio's selector transports.
 const READ_SIZE: usize = 256 * 1024;
 
@@ -64,7 +66,7 @@ impl Server {
 
     /// Echo on every accepted connection until `until` says stop.
     pub fn serve(self, until: Until<'_>) -> io::Result<ServeStats> {
-        let mut epoll = Epoll::new(256)?;
+        let epoll = Epoll::new()?;
         epoll.add(&self.listener, EPOLLIN, LISTENER)?;
         if let Some(fd) = until.eof_on {
             epoll.add(&fd.as_raw_fd(), EPOLLIN | EPOLLRDHUP, WATCH)?;
@@ -72,7 +74,7 @@ impl Server {
         let mut conns: Vec<Option<Conn>> = Vec::new();
         let mut free: Vec<usize> = Vec::new();
         let mut buf = vec![0u8; READ_SIZE];
-        let mut ready = Vec::new();
+        let mut ready = Events::with_capacity(MAX_EVENTS);
         let mut stats = ServeStats::default();
         loop {
             let timeout = match until.deadline {
@@ -85,9 +87,9 @@ impl Server {
                 }
                 None => None,
             };
-            epoll.wait(&mut ready, timeout)?;
-            for &Ready { token, events } in &ready {
-                let ev = Ready { token, events };
+            epoll.wait(&mut ready, MAX_EVENTS, timeout)?;
+            for ev in ready.iter() {
+                let token = ev.token;
                 match token {
                     LISTENER => self.accept_all(&epoll, &mut conns, &mut free, &mut stats)?,
                     WATCH => {
@@ -162,7 +164,7 @@ impl Conn {
     /// Handle one readiness report; false means close the connection.
     fn on_ready(
         &mut self,
-        ev: Ready,
+        ev: Event,
         epoll: &Epoll,
         token: u64,
         buf: &mut [u8],

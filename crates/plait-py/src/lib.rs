@@ -8,9 +8,11 @@
 
 use pyo3::prelude::*;
 
+mod capi;
 mod errors;
+// The folder is `loop/` (the Python area); `loop` is a Rust keyword.
+#[path = "loop/mod.rs"]
 mod event_loop;
-mod fastcall;
 mod futures;
 mod process;
 mod process_pool;
@@ -18,7 +20,6 @@ mod queue;
 /// Compatibility path for `process::shm` (its old place); to be removed
 /// once every user says `process::shm`.
 pub(crate) use process::shm;
-mod transport;
 mod sync {
     pub mod barrier;
     pub mod condition;
@@ -49,14 +50,11 @@ fn _plait(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sync::timer::_timer_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(sync::timer::_timer_pending, m)?)?;
     sync::timer::install_hooks(m)?;
-    m.add_class::<queue::Queue>()?;
-    m.add_class::<queue::SimpleQueue>()?;
+    queue::register(m)?;
     futures::register(m)?;
     process_pool::register(m)?;
     process::register(m)?;
     event_loop::register(m)?;
-    m.add_function(wrap_pyfunction!(transport::_plait_install_transport, m)?)?;
-    fastcall::install_all(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

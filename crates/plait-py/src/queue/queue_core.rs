@@ -1,16 +1,8 @@
-//! `plait.queue`: Queue / LifoQueue / PriorityQueue (one Rust class, the
-//! order chosen by the Python subclass) and SimpleQueue.
-//!
-//! The Python classes in `python/plait/queue.py` derive from these and from
-//! the standard library's classes, so `isinstance(q, queue.Queue)` holds. A
-//! user subclass that overrides the storage hooks (`_init`, `_qsize`,
-//! `_put`, `_get`) is honoured by running the standard library's own
-//! algorithm for that instance ("hooks mode"); everything else runs here.
-//!
-//! GIL rule: PriorityQueue compares items (user code) while holding the
-//! queue's mutex, so no thread may wait for that mutex while attached; the
-//! core takes it through `Gil`, which detaches on contention. Items are
-//! never dropped (decref'd) while the mutex is held.
+//! `_QueueCore`: the Rust class under `plait.queue.Queue`, `LifoQueue` and
+//! `PriorityQueue` (the Python subclass picks the order). Bounded, with
+//! `task_done`/`join` and (3.13+) `shutdown`; a subclass overriding the
+//! storage hooks runs the standard library's algorithm instead ("hooks
+//! mode", see the module doc of `queue/`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,32 +17,9 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
 use crate::errors;
-use crate::wait::{deadline_in, detached, seconds, truthy, Gil};
+use crate::wait::{detached, truthy, Gil};
 
-type Item = Py<PyAny>;
-
-/// The comparison PriorityQueue uses: the items' own `<`.
-pub(crate) fn less<'py>(py: Python<'py>) -> impl FnMut(&Item, &Item) -> PyResult<bool> + 'py {
-    move |a, b| a.bind(py).lt(b.bind(py))
-}
-
-fn interrupted(err: Option<PyErr>) -> PyErr {
-    err.expect("interrupted waits carry the exception")
-}
-
-/// `timeout` for a blocking call, with CPython's message for negatives.
-fn blocking_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Instant>> {
-    match timeout {
-        Some(t) if !t.is_none() => {
-            let secs = seconds(t)?;
-            if secs < 0.0 {
-                return Err(PyValueError::new_err("'timeout' must be a non-negative number"));
-            }
-            Ok(Some(deadline_in(secs)))
-        }
-        _ => Ok(None),
-    }
-}
+use super::{blocking_deadline, blocking_get, interrupted, less, no_compare, Item};
 
 static STD_QUEUE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
@@ -373,112 +342,5 @@ impl Queue {
     /// A snapshot of the items in storage order (for plait.debug).
     fn _snapshot(&self, py: Python<'_>) -> Vec<Item> {
         self.core.map_items(&Gil(py), |items| items.iter().map(|i| i.clone_ref(py)).collect())
-    }
-}
-
-/// A simple unbounded FIFO queue, like CPython's C `queue.SimpleQueue`:
-/// `put` never blocks, and it may be called reentrantly (from `__del__`
-/// or a weakref callback), since nothing Python runs under its mutex.
-#[pyclass(module = "plait.queue", frozen, weakref, subclass)]
-pub struct SimpleQueue {
-    pub(crate) core: Arc<CoreQueue<Item>>,
-    _fork: Registration,
-}
-
-/// `get` for both queue classes: try, then (if `block`) wait for an item
-/// until `deadline`, retrying after each wakeup; `queue.Empty` at the end.
-fn blocking_get(
-    py: Python<'_>,
-    core: &CoreQueue<Item>,
-    block: bool,
-    deadline: Option<Instant>,
-    mut try_get: impl FnMut() -> PyResult<Option<Item>>,
-) -> PyResult<Item> {
-    if let Some(item) = try_get()? {
-        return Ok(item);
-    }
-    if !block {
-        return Err(errors::empty(py));
-    }
-    loop {
-        let (out, err) = detached(py, deadline, |ctx| core.wait_not_empty(ctx));
-        if out == Outcome::Interrupted {
-            return Err(interrupted(err));
-        }
-        if let Some(item) = try_get()? {
-            return Ok(item);
-        }
-        if out == Outcome::TimedOut || deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(errors::empty(py));
-        }
-    }
-}
-
-/// The comparison of queues that never compare (FIFO, LIFO): its error
-/// type is uninhabited, so results carry no `PyErr`.
-pub(crate) fn no_compare(_: &Item, _: &Item) -> Result<bool, std::convert::Infallible> {
-    Ok(false)
-}
-
-#[pymethods]
-impl SimpleQueue {
-    #[new]
-    fn new() -> Self {
-        let core = Arc::new(CoreQueue::new(Order::Fifo, 0));
-        let reg = register_arc(&core);
-        SimpleQueue { core, _fork: reg }
-    }
-
-    /// Put `item`; never blocks (`block` and `timeout` are ignored, as in
-    /// CPython, and exist for compatibility with Queue.put).
-    #[pyo3(signature = (item, block = None, timeout = None))]
-    fn put(
-        &self,
-        py: Python<'_>,
-        item: Bound<'_, PyAny>,
-        block: Option<&Bound<'_, PyAny>>,
-        timeout: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let _ = (block, timeout);
-        self.put_nowait(py, item)
-    }
-
-    fn put_nowait(&self, py: Python<'_>, item: Bound<'_, PyAny>) -> PyResult<()> {
-        // Unbounded and never shut down: a put always succeeds.
-        match self.core.try_put(&Gil(py), item.unbind(), &mut no_compare) {
-            Ok(()) => Ok(()),
-            Err(_) => Err(errors::full(py)),
-        }
-    }
-
-    #[pyo3(signature = (block = None, timeout = None))]
-    fn get(&self, py: Python<'_>, block: Option<&Bound<'_, PyAny>>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Item> {
-        let block = match block {
-            None => true,
-            Some(b) => b.is_truthy()?,
-        };
-        let deadline = if block { blocking_deadline(timeout)? } else { None };
-        blocking_get(py, &self.core, block, deadline, || {
-            Ok(self.core.try_get(&Gil(py), &mut no_compare).ok())
-        })
-    }
-
-    fn get_nowait(&self, py: Python<'_>) -> PyResult<Item> {
-        self.core.try_get(&Gil(py), &mut no_compare).map_err(|_| errors::empty(py))
-    }
-
-    fn empty(&self, py: Python<'_>) -> bool {
-        self.core.len(&Gil(py)) == 0
-    }
-
-    fn qsize(&self, py: Python<'_>) -> usize {
-        self.core.len(&Gil(py))
-    }
-
-    #[classmethod]
-    fn __class_getitem__(cls: &Bound<'_, PyType>, item: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let py = cls.py();
-        let alias = py.import("types")?.getattr("GenericAlias")?;
-        Ok(alias.call1((cls, item))?.unbind())
     }
 }

@@ -32,7 +32,6 @@
 //! with a single load at the slot's offset, found once at install time.
 
 use std::cell::RefCell;
-use std::ffi::CStr;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
@@ -41,6 +40,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyType};
 use pyo3::Borrowed;
+
+use crate::capi::{fastcall_args, forward, install_method, PyMethod_Function, PyMethod_Type};
 
 static SLOW_WRITE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static SLOW_READ_READY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -270,11 +271,6 @@ struct Streams {
     pause: Py<PyAny>,
 }
 
-extern "C" {
-    static mut PyMethod_Type: ffi::PyTypeObject;
-    fn PyMethod_Function(method: *mut ffi::PyObject) -> *mut ffi::PyObject;
-}
-
 /// Whether `obj.name` is still `func` bound to `obj`: neither the class
 /// attribute nor the instance (`mock.patch.object`) has been replaced.
 fn still_calls(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>, func: &Py<PyAny>) -> PyResult<bool> {
@@ -343,20 +339,6 @@ fn stream_fed(py: Python<'_>, reader: &Bound<'_, PyAny>, buf: &Bound<'_, PyByteA
     Ok(())
 }
 
-fn install(ty: &Bound<'_, PyType>, name: &'static CStr, meth: ffi::PyMethodDefPointer, flags: i32) -> PyResult<()> {
-    let py = ty.py();
-    let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
-        ml_name: name.as_ptr(),
-        ml_meth: meth,
-        ml_flags: flags,
-        ml_doc: std::ptr::null(),
-    }));
-    // SAFETY: `ty` is a live type object that lives as long as the process
-    // (a module-level class), `def` a valid, leaked ('static) PyMethodDef.
-    let descr = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))? };
-    ty.setattr(name.to_str().expect("ASCII"), descr)
-}
-
 /// Install the native `write` and `_read_ready` on `cls`, keeping asyncio's
 /// `slow_write` and `slow_read_ready` for everything else.
 #[pyfunction]
@@ -384,24 +366,9 @@ pub fn _plait_install_transport(
     {
         return Ok(()); // installed already
     }
-    install(cls, c"write", ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: write }, ffi::METH_FASTCALL | ffi::METH_KEYWORDS)?;
-    install(cls, c"_read_ready", ffi::PyMethodDefPointer { PyCFunction: read_ready }, ffi::METH_NOARGS)?;
+    install_method(cls, c"write", ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: write }, ffi::METH_FASTCALL | ffi::METH_KEYWORDS, None)?;
+    install_method(cls, c"_read_ready", ffi::PyMethodDefPointer { PyCFunction: read_ready }, ffi::METH_NOARGS, None)?;
     Ok(())
-}
-
-/// Call asyncio's own method with self and the arguments we were given.
-///
-/// # Safety
-/// `slf`/`args`/`nargs`/`kwnames` are what CPython passed a fastcall
-/// method (see `fastcall::forward`); the caller is attached.
-unsafe fn forward(slow: &PyOnceLock<Py<PyAny>>, py: Python<'_>, slf: *mut ffi::PyObject, args: &[*mut ffi::PyObject], nargs: usize, kwnames: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    let mut buf: Vec<*mut ffi::PyObject> = Vec::with_capacity(args.len() + 1);
-    buf.push(slf);
-    buf.extend_from_slice(args);
-    let Some(f) = slow.get(py) else { return std::ptr::null_mut() };
-    // SAFETY: `f` is a live function; `buf` holds self plus the borrowed
-    // arguments for the duration of the call.
-    unsafe { ffi::PyObject_Vectorcall(f.as_ptr(), buf.as_ptr(), nargs + 1, kwnames) }
 }
 
 fn into_ptr(py: Python<'_>, r: PyResult<Option<Py<PyAny>>>) -> *mut ffi::PyObject {
@@ -473,18 +440,26 @@ fn fast_write(py: Python<'_>, slf: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -
     Ok(Some((n as usize, len)))
 }
 
+/// `transport.write(data)`: the fast write when nothing is buffered,
+/// asyncio's method for the rest.
+///
+/// # Safety
+/// Called by CPython only, as a `METH_FASTCALL | METH_KEYWORDS` method of
+/// `_SocketTransport`: attached, `slf` an instance of that class (its method
+/// descriptor checks), `args`, `nargsf` and `kwnames` as the fastcall
+/// convention passes them.
 unsafe extern "C" fn write(slf: *mut ffi::PyObject, args: *const *mut ffi::PyObject, nargsf: ffi::Py_ssize_t, kwnames: *mut ffi::PyObject) -> *mut ffi::PyObject {
     // SAFETY: CPython calls a method attached, with `slf` an instance of the
     // class (the descriptor checks) and `args` valid for the count given.
     let py = unsafe { Python::assume_attached() };
+    // SAFETY: `nargsf` is the count CPython passed, flags included.
     let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) } as usize;
-    // SAFETY: kwnames is NULL or a tuple (fastcall convention).
-    let nkw = if kwnames.is_null() { 0 } else { unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize } };
-    // SAFETY: args holds nargs + nkw valid pointers.
-    let all = unsafe { std::slice::from_raw_parts(args, nargs + nkw) };
-    if nargs == 1 && nkw == 0 {
+    // SAFETY: what CPython passed this fastcall method, used during the call.
+    let all = unsafe { fastcall_args(args, nargs, kwnames) };
+    if nargs == 1 && all.len() == 1 {
         // SAFETY: live objects borrowed for the call.
         let this = unsafe { Borrowed::from_ptr(py, slf) };
+        // SAFETY: as above (`all` holds one argument).
         let data = unsafe { Borrowed::from_ptr(py, all[0]) };
         match fast_write(py, &this, &data) {
             Ok(Some((n, len))) if n == len => return py.None().into_ptr(),
@@ -576,10 +551,17 @@ fn read_ready_impl(py: Python<'_>, this: &Bound<'_, PyAny>) -> PyResult<Option<P
     Ok(None)
 }
 
+/// `transport._read_ready()`: one read, handed to the protocol (see the
+/// module doc).
+///
+/// # Safety
+/// Called by CPython only, as a `METH_NOARGS` method of `_SocketTransport`:
+/// attached, `slf` an instance of that class (its method descriptor checks).
 unsafe extern "C" fn read_ready(slf: *mut ffi::PyObject, _unused: *mut ffi::PyObject) -> *mut ffi::PyObject {
     // SAFETY: CPython calls a METH_NOARGS method attached, with `slf` an
     // instance of the class.
     let py = unsafe { Python::assume_attached() };
+    // SAFETY: `slf` is live for the call.
     let this = unsafe { Borrowed::from_ptr(py, slf) };
     into_ptr(py, read_ready_impl(py, &this))
 }
