@@ -27,6 +27,8 @@ pub mod ipc;
 #[cfg(not(loom))]
 pub mod ipc_ring;
 pub mod park;
+#[cfg(not(loom))]
+pub mod pool;
 pub mod queue;
 #[cfg(not(loom))]
 pub mod reactor;
