@@ -18,6 +18,8 @@ mod process;
 // in `process/mod.rs`.
 #[path = "process/pool.rs"]
 mod process_pool;
+#[path = "process/spawn.rs"]
+mod process_spawn;
 mod queue;
 mod shm;
 mod transport;
@@ -55,6 +57,7 @@ fn _plait(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<queue::SimpleQueue>()?;
     futures::register(m)?;
     process_pool::register(m)?;
+    process_spawn::register(m)?;
     shm::register(m)?;
     process::register(m)?;
     event_loop::register(m)?;
