@@ -248,8 +248,9 @@ impl<T, W> Policy<T, W> {
     /// the pool is broken, so none should.
     pub fn needs_worker(&self, broken: bool) -> bool {
         let free = self.workers.iter().filter(|s| !s.ready || s.inflight.is_empty()).count();
+        let drained = self.shutting && self.queue.is_empty();
         !broken
-            && !(self.shutting && self.queue.is_empty())
+            && !drained
             && self.queue.len() > free
             && self.workers.len() < self.max_workers
     }
