@@ -24,11 +24,10 @@ pub mod fork;
 pub mod future;
 #[cfg(not(loom))]
 pub mod ipc;
-/// Compatibility path for `ipc::ring` (its old place); to be removed once
-/// every user says `ipc::ring`.
 #[cfg(not(loom))]
-pub use ipc::ring as ipc_ring;
 pub mod park;
+#[cfg(not(loom))]
+pub mod pool;
 pub mod queue;
 #[cfg(not(loom))]
 pub mod reactor;

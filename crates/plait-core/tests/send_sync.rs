@@ -98,3 +98,22 @@ assert_send_sync!(
     plait_core::reactor::ReadyQueue<i64>,
     plait_core::reactor::Pace,
 );
+
+// The process-pool supervisor (`plait_core::pool`).
+assert_send_sync!(
+    plait_core::pool::Policy<u64, u32>,
+    plait_core::pool::Task<u64>,
+    plait_core::pool::Executing,
+    plait_core::pool::Ending,
+    plait_core::pool::Failure,
+    plait_core::pool::Start,
+    plait_core::pool::Shared<u64>,
+    plait_core::pool::Config,
+    plait_core::pool::Zygote,
+    plait_core::pool::Reply<'static>,
+    plait_core::pool::dispatch::Stopped<u64, u32>,
+    plait_core::pool::frame::Frame<'static>,
+    plait_core::pool::worker::Conn,
+    plait_core::pool::worker::Launch,
+    plait_core::pool::worker::Proc,
+);

@@ -94,15 +94,6 @@ pub(crate) fn cf_logger(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     CF_LOGGER.get_or_try_init(py, || cf_base(py)?.getattr("LOGGER").map(Bound::unbind)).map(|l| l.bind(py))
 }
 
-/// `concurrent.futures._base.<name>(*args)`, by name. Kept for callers not
-/// yet switched to the named functions below (the process pool).
-pub(crate) fn cf_error<'py>(py: Python<'py>, name: &str, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
-    match cf_base(py).and_then(|m| m.getattr(name)).and_then(|c| c.call1(args)) {
-        Ok(exc) => PyErr::from_value(exc),
-        Err(e) => e,
-    }
-}
-
 /// `concurrent.futures.CancelledError()`
 pub(crate) fn cancelled(py: Python<'_>) -> PyErr {
     raise(py, &CANCELLED, "concurrent.futures._base", "CancelledError")
@@ -128,14 +119,12 @@ pub(crate) fn broken_thread_pool(py: Python<'_>, message: &str) -> PyErr {
 }
 
 /// `concurrent.futures.process.BrokenProcessPool(message)`
-#[allow(dead_code)] // for the process pool (process_pool.rs looks it up itself today)
 pub(crate) fn broken_process_pool(py: Python<'_>, message: &str) -> PyErr {
     raise_msg(py, &BROKEN_PROCESS_POOL, "concurrent.futures.process", "BrokenProcessPool", message)
 }
 
 /// `plait.futures.WorkerDied(message)`: the worker process running the task
 /// died (a subclass of `BrokenProcessPool`).
-#[allow(dead_code)] // for the process pool (process_pool.rs looks it up itself today)
 pub(crate) fn worker_died(py: Python<'_>, message: &str) -> PyErr {
     raise_msg(py, &WORKER_DIED, "plait.futures", "WorkerDied", message)
 }

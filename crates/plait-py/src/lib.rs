@@ -15,11 +15,7 @@ mod errors;
 mod event_loop;
 mod futures;
 mod process;
-mod process_pool;
 mod queue;
-/// Compatibility path for `process::shm` (its old place); to be removed
-/// once every user says `process::shm`.
-pub(crate) use process::shm;
 mod sync {
     pub mod barrier;
     pub mod condition;
@@ -52,7 +48,6 @@ fn _plait(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sync::timer::install_hooks(m)?;
     queue::register(m)?;
     futures::register(m)?;
-    process_pool::register(m)?;
     process::register(m)?;
     event_loop::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -25,13 +25,9 @@ mod map;
 mod pickled;
 mod thread_pool;
 
-// What the process pool uses, at the paths it has always used.
-#[allow(unused_imports)] // `cf_base` and `loads` are not used by every version of the process pool
-pub(crate) use crate::errors::{cf_base, cf_error};
-pub(crate) use crate::shm::ShmGuard;
+// What the process pool (`process/pool.rs`) builds its futures from.
 pub(crate) use future::{run_callbacks_of, FutureCore};
-#[allow(unused_imports)]
-pub(crate) use pickled::{decode_pickled, loads, Pickled};
+pub(crate) use pickled::{decode_pickled, Pickled};
 
 type Obj = Py<PyAny>;
 
@@ -39,7 +35,6 @@ static FUTURE_TYPE: PyOnceLock<Obj> = PyOnceLock::new();
 static DUMPS_CALL: PyOnceLock<Obj> = PyOnceLock::new();
 
 /// `plait.futures.Future`, the class executors make their futures of.
-#[allow(dead_code)] // for the process pool (process_pool.rs looks it up itself today)
 pub(crate) fn future_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     FUTURE_TYPE
         .get_or_try_init(py, || py.import("plait.futures")?.getattr("Future").map(Bound::unbind))
@@ -48,7 +43,6 @@ pub(crate) fn future_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
 
 /// `plait.futures._dumps_call(fn, args, kwargs)`: a call as a worker
 /// process receives it.
-#[allow(dead_code)] // for the process pool (process_pool.rs looks it up itself today)
 pub(crate) fn dumps_call(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     DUMPS_CALL
         .get_or_try_init(py, || py.import("plait.futures")?.getattr("_dumps_call").map(Bound::unbind))

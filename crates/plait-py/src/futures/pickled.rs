@@ -15,7 +15,7 @@ use pyo3::sync::PyOnceLock;
 
 use super::Obj;
 use crate::errors;
-use crate::shm::ShmGuard;
+use crate::process::shm::ShmGuard;
 
 /// An outcome as a worker process sent it.
 #[derive(Clone)]

@@ -12,6 +12,10 @@
 //!   behind a `Queue`.
 //! * `shm.rs`: `_shm_put`/`_shm_take` and the `ShmGuard` a task or result
 //!   keeps.
+//! * `pool.rs`: `_ProcessPoolCore`, the binding of `plait_core::pool`'s
+//!   supervisor (the `Host` that pickles, completes futures and raises).
+//! * `spawn.rs`: the functions a zygote and a worker call on themselves
+//!   (fork a sibling, die with the parent, malloc tuning).
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -25,8 +29,10 @@ use pyo3::prelude::*;
 use crate::wait::detached;
 
 pub(crate) mod connection;
+pub(crate) mod pool;
 pub(crate) mod queue;
 pub(crate) mod shm;
+pub(crate) mod spawn;
 
 fn os_err(e: io::Error) -> PyErr {
     PyErr::from(e)
@@ -54,5 +60,7 @@ fn take_fd(fd: RawFd) -> PyResult<OwnedFd> {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<connection::_Channel>()?;
     m.add_class::<queue::_ProcessQueueCore>()?;
+    pool::register(m)?;
+    spawn::register(m)?;
     shm::register(m)
 }

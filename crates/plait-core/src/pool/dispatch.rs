@@ -1,0 +1,456 @@
+//! The dispatch policy: which worker gets which task, and what happens to
+//! tasks when workers die, overrun their time limit, are cancelled or shut
+//! down. A plain state machine with no I/O and no clock of its own (every
+//! method that needs the time is given `now`), generic over the task's
+//! handle `T` and over the worker's I/O side `W` (processes and sockets in
+//! the supervisor, nothing at all in the tests).
+//!
+//! **Queue.** Tasks wait in one FIFO. A task handed back by a dead worker
+//! before it started goes back to the *front*, in its original order.
+//!
+//! **Prefetch depth.** A worker may hold `depth` tasks: the first one it
+//! executes, the others wait in its socket, so the next task is already
+//! there when the current one ends. `depth` starts at [`BASE_DEPTH`].
+//! While the results of a read took less than [`FAST_TASK`] each (counted
+//! from when the first of them was sent, or from the previous read if
+//! later), it doubles, up to [`MAX_DEPTH`]; one slow batch drops it back to
+//! `BASE_DEPTH` (slow start, as TCP's window): a stream of tiny tasks
+//! travels in large writes and the worker never waits for us. A worker idle
+//! longer than [`IDLE_RESET`] starts again from `BASE_DEPTH` when tasks
+//! arrive: the next burst may be of slow tasks, which a deep worker would
+//! take all of (and tasks it holds are RUNNING, beyond `cancel()`).
+//!
+//! **Assignment.** Level by level: every ready worker holding no task gets
+//! one, then every worker holding one gets a second, and so on up to each
+//! worker's depth, so the queue spreads evenly. A worker never holds more
+//! than `max_tasks_per_child` minus what it has done.
+//!
+//! **Executing.** Only the first task a worker holds is executing; its
+//! time limit runs from when it became first. [`Executing`] is the set of
+//! those ids, shared with the binding: `cancel()` on a running future can
+//! stop only an executing task (by killing its worker).
+//!
+//! **Endings.** A worker that dies, or is killed for a time limit or a
+//! cancel, fails only its executing task; what was prefetched to it goes
+//! back to the queue front, already marked running. Shutdown with
+//! `cancel_futures` cancels the queued tasks that never ran and fails those
+//! handed back by a dead worker; with `kill` it also fails every task held
+//! by the killed workers. Every task ends exactly once.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A worker's starting prefetch depth.
+pub const BASE_DEPTH: usize = 2;
+/// The deepest prefetch.
+pub const MAX_DEPTH: usize = 64;
+/// Results faster than this per task deepen the prefetch.
+pub const FAST_TASK: Duration = Duration::from_micros(500);
+/// A worker whose depth grew runs tiny tasks back to back: the supervisor
+/// looks at its results at most this often instead of waking for each one
+/// (results then wait at most this long; the worker holds enough work).
+pub const COALESCE: Duration = Duration::from_micros(100);
+/// A worker idle this long starts again from [`BASE_DEPTH`].
+pub const IDLE_RESET: Duration = Duration::from_millis(5);
+
+/// One submitted call.
+pub struct Task<T> {
+    pub id: u64,
+    /// The pickled call, sent as is.
+    pub payload: Vec<u8>,
+    pub timeout: Option<Duration>,
+    /// The binding's part (its future).
+    pub handle: T,
+    /// Already marked running: it was sent to a worker that died before
+    /// starting it, and is being handed out again.
+    marked_running: bool,
+}
+
+impl<T> Task<T> {
+    pub fn new(id: u64, payload: Vec<u8>, timeout: Option<Duration>, handle: T) -> Task<T> {
+        Task { id, payload, timeout, handle, marked_running: false }
+    }
+
+    /// Whether it was marked running already (handed out before).
+    #[inline]
+    pub fn marked_running(&self) -> bool {
+        self.marked_running
+    }
+}
+
+/// Why a task failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Its worker died or was killed (also: cancelled while running).
+    WorkerDied,
+    /// It overran its time limit.
+    Timeout,
+    /// The pool is broken (a worker could not start or initialize).
+    Broken,
+}
+
+/// How a task ended without a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    Failed(Failure, String),
+    Cancelled,
+}
+
+/// The ids of the tasks workers are executing right now.
+#[derive(Debug, Default)]
+pub struct Executing(Mutex<HashSet<u64>>);
+
+impl Executing {
+    pub fn new() -> Executing {
+        Executing::default()
+    }
+
+    #[inline]
+    fn ids(&self) -> MutexGuard<'_, HashSet<u64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether task `id` is executing (not queued, not prefetched, not done).
+    pub fn contains(&self, id: u64) -> bool {
+        self.ids().contains(&id)
+    }
+}
+
+/// A task handed to a worker.
+struct InFlight<T> {
+    task: Task<T>,
+    deadline: Option<Instant>,
+    sent_at: Instant,
+}
+
+/// One worker as the policy sees it, with its I/O side.
+struct Slot<T, W> {
+    io: W,
+    ready: bool,
+    /// The first executes; the others wait in its socket.
+    inflight: VecDeque<InFlight<T>>,
+    tasks_done: usize,
+    depth: usize,
+    /// When its results were last read.
+    last_read: Instant,
+    /// Results of the read in progress, and when the first was sent.
+    batch: u32,
+    batch_sent: Option<Instant>,
+}
+
+/// The dispatch policy of one pool.
+pub struct Policy<T, W> {
+    queue: VecDeque<Task<T>>,
+    workers: Vec<Slot<T, W>>,
+    max_workers: usize,
+    max_tasks_per_child: Option<usize>,
+    shutting: bool,
+    executing: Arc<Executing>,
+}
+
+/// What a shutdown left for the caller.
+pub struct Stopped<T, W> {
+    /// Tasks that ended, in order.
+    pub ended: Vec<(T, Ending)>,
+    /// Workers to kill and reap (with `kill`).
+    pub killed: Vec<W>,
+}
+
+impl<T, W> Policy<T, W> {
+    pub fn new(max_workers: usize, max_tasks_per_child: Option<usize>, executing: Arc<Executing>) -> Policy<T, W> {
+        Policy { queue: VecDeque::new(), workers: Vec::new(), max_workers, max_tasks_per_child, shutting: false, executing }
+    }
+
+    /// Queue a task at the back.
+    #[inline]
+    pub fn submit(&mut self, task: Task<T>) {
+        self.queue.push_back(task);
+    }
+
+    /// Tasks waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Ids of the queued tasks, front first.
+    pub fn queued_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.queue.iter().map(|t| t.id)
+    }
+
+    /// Whether shutdown was asked for.
+    pub fn shutting(&self) -> bool {
+        self.shutting
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub fn io(&self, wi: usize) -> &W {
+        &self.workers[wi].io
+    }
+
+    pub fn io_mut(&mut self, wi: usize) -> &mut W {
+        &mut self.workers[wi].io
+    }
+
+    /// Every worker's I/O side, in order.
+    pub fn ios(&self) -> impl Iterator<Item = &W> + '_ {
+        self.workers.iter().map(|s| &s.io)
+    }
+
+    pub fn ios_mut(&mut self) -> impl Iterator<Item = &mut W> + '_ {
+        self.workers.iter_mut().map(|s| &mut s.io)
+    }
+
+    /// The ids a worker holds: the executing one first.
+    pub fn held(&self, wi: usize) -> impl Iterator<Item = u64> + '_ {
+        self.workers[wi].inflight.iter().map(|f| f.task.id)
+    }
+
+    /// The id of the task worker `wi` executes.
+    pub fn executing(&self, wi: usize) -> Option<u64> {
+        self.workers[wi].inflight.front().map(|f| f.task.id)
+    }
+
+    /// The worker executing task `id`.
+    pub fn executor_of(&self, id: u64) -> Option<usize> {
+        self.workers.iter().position(|s| s.inflight.front().is_some_and(|f| f.task.id == id))
+    }
+
+    pub fn depth(&self, wi: usize) -> usize {
+        self.workers[wi].depth
+    }
+
+    /// A new worker (not ready until it says so).
+    pub fn add_worker(&mut self, io: W, now: Instant) -> usize {
+        self.workers.push(Slot {
+            io,
+            ready: false,
+            inflight: VecDeque::new(),
+            tasks_done: 0,
+            depth: BASE_DEPTH,
+            last_read: now,
+            batch: 0,
+            batch_sent: None,
+        });
+        self.workers.len() - 1
+    }
+
+    /// Worker `wi` finished its setup and takes tasks.
+    pub fn ready(&mut self, wi: usize) {
+        self.workers[wi].ready = true;
+    }
+
+    /// Whether another worker should start: one per queued task not
+    /// covered by a worker that is starting or has nothing to do. `broken`:
+    /// the pool is broken, so none should.
+    pub fn needs_worker(&self, broken: bool) -> bool {
+        let free = self.workers.iter().filter(|s| !s.ready || s.inflight.is_empty()).count();
+        let drained = self.shutting && self.queue.is_empty();
+        !broken
+            && !drained
+            && self.queue.len() > free
+            && self.workers.len() < self.max_workers
+    }
+
+    /// Take tasks off the queue for the ready workers (see the module doc).
+    /// The caller marks them running and then calls [`Policy::sent`] for
+    /// each one it sends.
+    pub fn assign(&mut self, now: Instant) -> Vec<(usize, Task<T>)> {
+        let mut out = Vec::new();
+        if self.queue.is_empty() {
+            return out;
+        }
+        for s in self.workers.iter_mut() {
+            if s.inflight.is_empty() && now.saturating_duration_since(s.last_read) > IDLE_RESET {
+                s.depth = BASE_DEPTH;
+            }
+        }
+        let mut load: Vec<usize> = self.workers.iter().map(|s| s.inflight.len()).collect();
+        let deepest = self.workers.iter().map(|s| s.depth).max().unwrap_or(0);
+        for round in 0..deepest {
+            for (wi, s) in self.workers.iter().enumerate() {
+                if self.queue.is_empty() {
+                    break;
+                }
+                let room = match self.max_tasks_per_child {
+                    Some(max) => max.saturating_sub(s.tasks_done + load[wi]),
+                    None => usize::MAX,
+                };
+                if s.ready && load[wi] == round && round < s.depth && room > 0 {
+                    if let Some(t) = self.queue.pop_front() {
+                        out.push((wi, t));
+                        load[wi] += 1;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Task `task`, assigned to `wi` and marked running, was sent to it.
+    #[inline]
+    pub fn sent(&mut self, wi: usize, mut task: Task<T>, now: Instant) {
+        task.marked_running = true;
+        let s = &mut self.workers[wi];
+        if s.inflight.is_empty() {
+            self.executing.ids().insert(task.id);
+            let deadline = task.timeout.map(|d| now + d);
+            s.inflight.push_back(InFlight { task, deadline, sent_at: now });
+        } else {
+            s.inflight.push_back(InFlight { task, deadline: None, sent_at: now });
+        }
+    }
+
+    /// Worker `wi` sent the result of task `id`: the task, if it is the one
+    /// the worker executes (workers run their tasks in order). The next one
+    /// it holds starts executing, its time limit counted from `now`.
+    #[inline]
+    pub fn result(&mut self, wi: usize, id: u64, now: Instant) -> Option<Task<T>> {
+        let s = &mut self.workers[wi];
+        if s.inflight.front().map(|f| f.task.id) != Some(id) {
+            return None;
+        }
+        let f = s.inflight.pop_front().expect("front exists");
+        s.batch += 1;
+        s.batch_sent.get_or_insert(f.sent_at);
+        s.tasks_done += 1;
+        let mut exec = self.executing.ids();
+        exec.remove(&id);
+        if let Some(next) = s.inflight.front_mut() {
+            exec.insert(next.task.id);
+            next.deadline = next.task.timeout.map(|d| now + d);
+        }
+        drop(exec);
+        Some(f.task)
+    }
+
+    /// A read of worker `wi`'s results ended at `now`: adapt its depth to
+    /// how long they took (see the module doc).
+    #[inline]
+    pub fn end_read(&mut self, wi: usize, now: Instant) {
+        let s = &mut self.workers[wi];
+        if let Some(sent) = s.batch_sent.take() {
+            let per_task = now.saturating_duration_since(s.last_read.max(sent)) / s.batch;
+            s.depth = if per_task < FAST_TASK { (s.depth * 2).min(MAX_DEPTH) } else { BASE_DEPTH };
+            s.last_read = now;
+            s.batch = 0;
+        }
+    }
+
+    /// Remove worker `wi` (dead, or being killed): its executing task
+    /// ends as `why` says (with `None`, it goes back to the queue); the
+    /// tasks it held but had not started go back to the queue front.
+    /// Returns its I/O side.
+    pub fn remove(&mut self, wi: usize, why: Option<(Failure, String)>, ended: &mut Vec<(T, Ending)>) -> W {
+        let s = self.workers.remove(wi);
+        let mut inflight = s.inflight;
+        if let Some(first) = inflight.pop_front() {
+            self.executing.ids().remove(&first.task.id);
+            match why {
+                Some((kind, msg)) => ended.push((first.task.handle, Ending::Failed(kind, msg))),
+                None => self.queue.push_front(first.task),
+            }
+        }
+        for f in inflight.into_iter().rev() {
+            let mut t = f.task;
+            t.marked_running = true;
+            self.queue.push_front(t);
+        }
+        s.io
+    }
+
+    /// The first worker whose executing task's time limit has passed.
+    pub fn expired(&self, now: Instant) -> Option<usize> {
+        self.workers
+            .iter()
+            .position(|s| matches!(s.inflight.front(), Some(InFlight { deadline: Some(d), .. }) if now >= *d))
+    }
+
+    /// The earliest time limit of an executing task.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.workers.iter().filter_map(|s| s.inflight.front().and_then(|f| f.deadline)).min()
+    }
+
+    /// Remove the idle workers that reached `max_tasks_per_child`; their
+    /// I/O sides, to close.
+    pub fn retire_spent(&mut self) -> Vec<W> {
+        let mut out = Vec::new();
+        let Some(max) = self.max_tasks_per_child else { return out };
+        let mut i = 0;
+        while i < self.workers.len() {
+            let s = &self.workers[i];
+            if s.ready && s.inflight.is_empty() && s.tasks_done >= max {
+                out.push(self.workers.remove(i).io);
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Fail every queued task: the pool is broken.
+    pub fn fail_queued(&mut self, msg: &str, ended: &mut Vec<(T, Ending)>) {
+        for t in self.queue.drain(..) {
+            ended.push((t.handle, Ending::Failed(Failure::Broken, msg.to_string())));
+        }
+    }
+
+    /// Shutdown: no more workers start once the queue is empty. With
+    /// `cancel_futures` (or `kill`), queued tasks end now: cancelled, or
+    /// failed if a dead worker handed them back. With `kill`, every worker
+    /// is removed and every task it held fails.
+    pub fn shutdown(&mut self, cancel_futures: bool, kill: bool) -> Stopped<T, W> {
+        self.shutting = true;
+        let mut ended = Vec::new();
+        if cancel_futures || kill {
+            for t in self.queue.drain(..) {
+                let how = if t.marked_running {
+                    Ending::Failed(Failure::WorkerDied, "the pool was shut down before this task could run again".into())
+                } else {
+                    Ending::Cancelled
+                };
+                ended.push((t.handle, how));
+            }
+        }
+        let mut killed = Vec::new();
+        if kill {
+            for s in self.workers.drain(..) {
+                for f in s.inflight {
+                    self.executing.ids().remove(&f.task.id);
+                    let msg = "the worker was killed by shutdown(kill_workers=True)".to_string();
+                    ended.push((f.task.handle, Ending::Failed(Failure::WorkerDied, msg)));
+                }
+                killed.push(s.io);
+            }
+        }
+        Stopped { ended, killed }
+    }
+
+    /// Shut down, nothing queued, nothing held: the workers can go.
+    pub fn finished(&self) -> bool {
+        self.shutting && self.queue.is_empty() && self.workers.iter().all(|s| s.inflight.is_empty())
+    }
+
+    /// Remove every worker; their I/O sides.
+    pub fn take_workers(&mut self) -> Vec<W> {
+        self.workers.drain(..).map(|s| s.io).collect()
+    }
+
+    /// Whether some worker runs a stream of tiny tasks (its depth grew and
+    /// it holds tasks): its results may be left to pile up for [`COALESCE`].
+    pub fn coalescing(&self) -> bool {
+        self.workers.iter().any(|s| s.depth > BASE_DEPTH && !s.inflight.is_empty())
+    }
+
+    /// Whether a task submitted now could go somewhere at once (a worker
+    /// could start, or a ready one has room): then submitters must wake the
+    /// supervisor.
+    pub fn can_take(&self) -> bool {
+        !self.shutting
+            && (self.workers.len() < self.max_workers
+                || self.workers.iter().any(|s| s.ready && s.inflight.len() < s.depth))
+    }
+}
