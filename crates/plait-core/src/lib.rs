@@ -1,15 +1,22 @@
 //! plait-core: the pure-Rust heart of plait.
 //!
-//! Python's concurrency primitives, implemented without any knowledge of
-//! Python: locks, semaphores, events, condition queues, barriers and
-//! bounded queues, each with a lock-free fast path and an owned FIFO of
-//! parked threads for the slow path. The PyO3 binding (`plait-py`) wraps
-//! them; everything that does not touch the interpreter lives here so it
-//! can be tested with `cargo test` (and loom, under `--cfg loom`).
+//! Everything of plait that does not touch the interpreter lives here, so
+//! it can be tested with `cargo test` (and loom, under `--cfg loom`); the
+//! PyO3 binding (`plait-py`) wraps it, one folder per Python area.
 //!
-//! Timers (`timer.rs`) share one lazily started thread and a
-//! deadline-ordered map, so a hundred thousand pending timers cost a map
-//! entry each rather than a thread each.
+//! * [`sync`]: locks, semaphores, events, condition queues, barriers, each
+//!   with a lock-free fast path and an owned FIFO of parked threads for the
+//!   slow path; [`queue`]: the bounded queues; [`future`]: a future's
+//!   states and outcome.
+//! * [`timer`]: one lazily started thread and a deadline-ordered map serve
+//!   every pending timer (a map entry each rather than a thread each).
+//! * [`reactor`]: the event loop's machinery: the one epoll wrapper, the
+//!   timer heap, the ready queue, poll pacing.
+//! * [`ipc`]: what crosses processes: descriptor passing, framing, the
+//!   shared-memory ring and segments, the shared counter.
+//! * [`pool`]: the process-pool supervisor (worker lifecycle, dispatch
+//!   policy, death and time limits) behind a trait the binding implements.
+//! * [`fork`]: the registry that resets every primitive in a forked child.
 //!
 //! Waiting is described by [`park::WaitCtx`]: a deadline plus an optional
 //! interrupt check polled in slices, which the binding uses to run Python
@@ -24,7 +31,6 @@ pub mod fork;
 pub mod future;
 #[cfg(not(loom))]
 pub mod ipc;
-#[cfg(not(loom))]
 pub mod park;
 #[cfg(not(loom))]
 pub mod pool;
