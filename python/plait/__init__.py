@@ -18,12 +18,12 @@ Switch by changing an import::
 
 try:
     from plait._plait import __version__
-except ImportError as exc:  # pragma: no cover - a source checkout not built yet
+except ImportError as _exc:  # pragma: no cover - a source checkout not built yet
     raise ImportError(
         "plait's Rust extension (plait._plait) is not built for this interpreter: "
         "run `make build` (or `maturin develop --release`) in the plait checkout, "
         "or `pip install plait`"
-    ) from exc
+    ) from _exc
 
 from plait._plait import (
     Barrier,
@@ -35,6 +35,14 @@ from plait._plait import (
     Semaphore,
     Timer,
 )
+
+# For type checkers (and mypy.stubtest) only: at run time these four come from
+# __getattr__, below. Spelled without `import typing`, which plait does not need.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from plait.loop import EventLoop, install, new_event_loop, run
+del TYPE_CHECKING
+
 
 def __getattr__(name):
     # plait.run / new_event_loop / EventLoop / install import asyncio only

@@ -1,7 +1,7 @@
 """``python -m plait``: the two commands a newcomer runs.
 
 * ``python -m plait demo``  - the same pipeline code on the standard library and
-  on plait, with a progress bar and a side-by-side table (``plait/_demo.py``).
+  on plait, with a progress bar and a side-by-side table (``plait/_demo/``).
 * ``python -m plait bench`` - the comparison table: the standard library,
   CPython's C types and plait in one run (the harness in the repository's
   ``benches/`` directory).

@@ -40,11 +40,20 @@ def run_in_child(fn, bound=20.0):
     pytest.fail("child hung")
 
 
-def assert_sigint_interrupts(script, *args, within=0.1, bound=10.0):
-    """Run ``script`` (which prints ``ready`` once blocked, then one JSON
-    report ``{"raised": ..., "at": time.monotonic()}``), send it a real
-    SIGINT, and check it raised KeyboardInterrupt within ``within`` seconds
-    (CLOCK_MONOTONIC is system-wide, so the two clocks agree)."""
+#: Seconds a blocked wait may take to answer a real SIGINT before a test calls
+#: it a hang.  Generous on purpose (shared VMs); the 100 ms contract is a
+#: benchmark row (benches/bench_signals.py), not a test assertion.
+SIGINT_BOUND = 5.0
+
+
+def assert_sigint_interrupts(script, *args, within=SIGINT_BOUND, bound=10.0):
+    """Run ``script`` (which blocks forever in the wait under test; it prints
+    ``ready`` once blocked, then one JSON report ``{"raised": ...,
+    "at": time.monotonic()}``), send it a real SIGINT, and check the wait
+    raised KeyboardInterrupt.  ``within`` is a hang bound, not the latency
+    contract (100 ms, measured by ``python -m plait bench``'s signal row):
+    tests assert outcomes, never timings (CLOCK_MONOTONIC is system-wide, so
+    the two clocks agree)."""
     p = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "ready"

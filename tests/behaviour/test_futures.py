@@ -9,8 +9,9 @@ idle worker reuse, tracebacks, interpreter exit).
 
 With ``PLAIT_FUTURES_STANDIN=1`` every test runs against
 ``concurrent.futures`` instead, which validates the tests themselves.
-Correctness tests never assert on speed; the few time bounds below are
-generous lower bounds for timeouts or upper bounds against hangs.
+Correctness tests never assert on speed: a timeout is checked by what it
+did (the TimeoutError, the futures still pending), and the few time bounds
+left are generous upper bounds against hangs.
 """
 
 from __future__ import annotations
@@ -226,24 +227,24 @@ def test_invalid_state_error_names_the_future():
 
 def test_result_timeout():
     f = Future()
-    t0 = time.monotonic()
     with pytest.raises(cf.TimeoutError):
         f.result(timeout=0.1)
-    assert time.monotonic() - t0 >= 0.09
     with pytest.raises(cf.TimeoutError):
         f.result(timeout=0)
     if sys.version_info >= (3, 11):
         with pytest.raises(TimeoutError):  # the builtin is the same class there
             f.result(timeout=0)
     assert not f.done()
+    # A timed wait is a wait: a result set meanwhile is returned, not a timeout.
+    later(0.05, f.set_result, 7)
+    assert f.result(timeout=30) == 7
 
 
 def test_exception_timeout():
     f = Future()
-    t0 = time.monotonic()
     with pytest.raises(cf.TimeoutError):
         f.exception(timeout=0.1)
-    assert time.monotonic() - t0 >= 0.09
+    assert not f.done()
     f.set_running_or_notify_cancel()
     with pytest.raises(cf.TimeoutError):
         f.exception(timeout=0)
@@ -438,9 +439,9 @@ def test_wait_first_completed():
 def test_wait_first_completed_returns_at_once_if_one_is_done():
     a, b = finished(1), Future()
     t0 = time.monotonic()
-    done, not_done = fut.wait([a, b], timeout=10, return_when=fut.FIRST_COMPLETED)
+    done, not_done = fut.wait([a, b], timeout=60, return_when=fut.FIRST_COMPLETED)
     assert done == {a} and not_done == {b}
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 30  # a hang bound: it did not sit out the 60 s timeout
 
 
 def test_wait_first_exception():
@@ -471,10 +472,9 @@ def test_wait_cancelled_counts_once_notified():
 
 def test_wait_timeout():
     a, b = finished(1), Future()
-    t0 = time.monotonic()
     done, not_done = fut.wait([a, b], timeout=0.1)
-    assert time.monotonic() - t0 >= 0.09
     assert done == {a} and not_done == {b}
+    assert not b.done()
 
 
 def test_wait_duplicates_and_empty():
@@ -520,12 +520,11 @@ def test_as_completed_duplicates_and_iterables():
 def test_as_completed_timeout():
     done_one, pending_one, pending_two = finished(1), Future(), Future()
     got = []
-    t0 = time.monotonic()
     with pytest.raises(cf.TimeoutError) as info:
         for f in fut.as_completed([done_one, pending_one, pending_two], timeout=0.1):
             got.append(f)
-    assert time.monotonic() - t0 >= 0.09
     assert got == [done_one]
+    assert not pending_one.done() and not pending_two.done()
     assert str(info.value) == "2 (of 3) futures unfinished"
 
 
@@ -874,10 +873,8 @@ def test_map_timeout():
     try:
         it = ex.map(lambda x: release.wait(30) if x else x, [0, 1], timeout=0.1)
         assert next(it) == 0
-        t0 = time.monotonic()
         with pytest.raises(cf.TimeoutError):
             next(it)
-        assert time.monotonic() - t0 >= 0.05
     finally:
         release.set()
         ex.shutdown(wait=True)
@@ -973,9 +970,8 @@ def test_shutdown_no_wait_still_runs_queued_work():
     ex = TPE(max_workers=2)
     release = threading.Event()
     fs = [ex.submit(release.wait, 30)] + [ex.submit(pow, 2, i) for i in range(10)]
-    t0 = time.monotonic()
     ex.shutdown(wait=False)
-    assert time.monotonic() - t0 < 5  # did not wait for the blocked task
+    assert not fs[0].done()  # shutdown returned without waiting for the blocked task
     release.set()
     assert [f.result(10) for f in fs[1:]] == [2 ** i for i in range(10)]
     assert fs[0].result(10) is True

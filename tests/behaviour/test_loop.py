@@ -376,7 +376,7 @@ def test_ctrl_c_cancels_the_main_task_and_exits_cleanly():
         os.kill(p.pid, signal.SIGINT)
         report = json.loads(p.stdout.readline())
         assert report["raised"] == "KeyboardInterrupt"
-        assert report["at"] - sent < 0.1
+        assert report["at"] - sent < 5.0  # a hang bound; the latency is a bench row
         if sys.version_info >= (3, 11):  # asyncio.Runner cancels the main task
             assert report["cancelled"] is True
         assert p.wait(timeout=10) == 0

@@ -196,6 +196,8 @@ pub fn main_thread() -> u64 {
 // ---- what each core type repairs in a forked child -----------------------
 
 impl AfterFork for crate::sync::Lock {
+    /// # Safety
+    /// As [`AfterFork::after_fork_child`]: from the child handler only.
     unsafe fn after_fork_child(&self, survivor: u64) {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork(survivor) }
@@ -203,6 +205,8 @@ impl AfterFork for crate::sync::Lock {
 }
 
 impl AfterFork for crate::sync::RLock {
+    /// # Safety
+    /// As [`AfterFork::after_fork_child`]: from the child handler only.
     unsafe fn after_fork_child(&self, survivor: u64) {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork(survivor) }
@@ -210,6 +214,8 @@ impl AfterFork for crate::sync::RLock {
 }
 
 impl AfterFork for crate::sync::Semaphore {
+    /// # Safety
+    /// As [`AfterFork::after_fork_child`]: from the child handler only.
     unsafe fn after_fork_child(&self, _survivor: u64) {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork() }
@@ -217,6 +223,8 @@ impl AfterFork for crate::sync::Semaphore {
 }
 
 impl AfterFork for crate::sync::Event {
+    /// # Safety
+    /// As [`AfterFork::after_fork_child`]: from the child handler only.
     unsafe fn after_fork_child(&self, _survivor: u64) {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork() }
@@ -224,6 +232,8 @@ impl AfterFork for crate::sync::Event {
 }
 
 impl AfterFork for crate::sync::CondVar {
+    /// # Safety
+    /// As [`AfterFork::after_fork_child`]: from the child handler only.
     unsafe fn after_fork_child(&self, _survivor: u64) {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork() }
@@ -231,6 +241,8 @@ impl AfterFork for crate::sync::CondVar {
 }
 
 impl AfterFork for crate::sync::Barrier {
+    /// # Safety
+    /// As [`AfterFork::after_fork_child`]: from the child handler only.
     unsafe fn after_fork_child(&self, _survivor: u64) {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork() }
@@ -239,6 +251,8 @@ impl AfterFork for crate::sync::Barrier {
 
 #[cfg(not(loom))]
 impl AfterFork for crate::timer::TimerCell {
+    /// # Safety
+    /// As [`AfterFork::after_fork_child`]: from the child handler only.
     unsafe fn after_fork_child(&self, _survivor: u64) {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork() }
@@ -246,6 +260,8 @@ impl AfterFork for crate::timer::TimerCell {
 }
 
 impl<T: Send + Sync> AfterFork for crate::queue::Queue<T> {
+    /// # Safety
+    /// As [`AfterFork::after_fork_child`]: from the child handler only.
     unsafe fn after_fork_child(&self, _survivor: u64) {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork() }

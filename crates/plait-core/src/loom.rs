@@ -72,6 +72,8 @@ mod mutex {
             unreachable!("fork recovery is not modelled under loom")
         }
 
+        /// # Safety
+        /// As the normal build's `force_unlock`; never called under loom.
         pub(crate) unsafe fn force_unlock(&self) {
             unreachable!("fork recovery is not modelled under loom")
         }

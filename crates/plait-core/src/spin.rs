@@ -39,6 +39,8 @@ unsafe impl lock_api::RawMutex for RawSpin {
         !self.locked.swap(true, Ordering::Acquire)
     }
 
+    /// # Safety
+    /// As [`lock_api::RawMutex::unlock`]: the caller holds the lock.
     #[inline]
     unsafe fn unlock(&self) {
         self.locked.store(false, Ordering::Release);

@@ -514,11 +514,15 @@ impl<T: Send + 'static> ForkPrepare for TimerThread<T> {
         std::mem::forget(self.state.lock());
     }
 
+    /// # Safety
+    /// As [`ForkPrepare::parent`]: the atfork parent handler, after `prepare`.
     unsafe fn parent(&self) {
         // SAFETY: `prepare` locked it in this thread and leaked the guard.
         unsafe { self.state.force_unlock() };
     }
 
+    /// # Safety
+    /// As [`ForkPrepare::child`]: the atfork child handler, single-threaded.
     unsafe fn child(&self) {
         // SAFETY: as in `parent`: the forking thread, the child's only one,
         // locked it in `prepare`.
