@@ -28,7 +28,7 @@ use crate::loom::thread::{self, Thread};
 use crate::loom::{Mutex, MutexGuard, SPIN_BEFORE_PARK};
 use crate::thread::ident;
 
-/// How long a waiter yield-spins (see [`Node::spin`]) before it sleeps.
+/// How long a waiter yield-spins (see `Node::spin`) before it sleeps.
 pub const SPIN: Duration = Duration::from_micros(20);
 
 /// How a wait ended.
