@@ -70,7 +70,7 @@ test-wheel: build wheel ## install the wheel into a fresh virtualenv and use eac
 	PLAIT_WHEEL=$$(ls -t dist/plait-*-$(WHEEL_TAG)-*.whl | head -n 1) \
 		$(VPY) -m pytest tests/packaging -q
 
-test: test-rust test-loom test-python test-stubs test-wheel ## build, then cargo test, clippy, loom, pytest, stubs, wheel
+test: test-rust test-loom test-stubs test-python test-wheel ## build, then cargo test, clippy, loom, pytest, stubs, wheel
 
 clean: ## remove build products and virtualenvs
 	cargo clean

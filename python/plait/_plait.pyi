@@ -24,6 +24,7 @@ __all__ = [
     "_ThreadPoolCore",
     "_Worker",
     "_MapIterator",
+    "_executor_map",
     "_interpreter_exiting",
     "_fork_sibling",
     "_thread_count",
@@ -291,6 +292,15 @@ class _MapIterator:
     def __iter__(self) -> _MapIterator: ...
     def __next__(self) -> Any: ...
     def close(self) -> None: ...
+
+def _executor_map(
+    executor: Any,
+    func: Callable[..., Any],
+    args_iter: Any,
+    timeout: float | None,
+    buffersize: int | None,
+    executor_ref: Any,
+) -> _MapIterator: ...
 
 @disjoint_base
 class _ProcessPoolCore:
