@@ -1,6 +1,6 @@
 """plait.futures.ProcessPoolExecutor with large buffers: they travel through
 recycled shared-memory segments (see ``plait._wire`` and
-``crates/plait-py/src/shm.rs``). These tests check that reuse never hands a
+``crates/plait-core/src/ipc/shm.rs``). These tests check that reuse never hands a
 reader someone else's bytes, that nothing is left behind — in ``/dev/shm``,
 in the parent's mappings or descriptors — after results are read, dropped
 unread, cancelled, or their worker killed, and that out-of-band buffers of

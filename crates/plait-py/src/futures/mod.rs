@@ -15,7 +15,7 @@
 //! - `map.rs`: `_MapIterator`, the one `Executor.map` both executors use.
 //!
 //! The exceptions are the standard library's, looked up in `errors.rs`. The
-//! process pool (`process_pool.rs`) builds on the items re-exported here.
+//! process pool (`process/pool.rs`) builds on the items re-exported here.
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
