@@ -113,6 +113,11 @@ class DelayedFuture(Future):
 
     def running(self):
         inner = self._plait_inner
+        if inner is None and self._plait_state == _WAITING:
+            # The hand-over may be under way (the call may have started
+            # before _plait_inner is set): it holds the lock until then.
+            with self._plait_pending.cond:
+                inner = self._plait_inner
         if inner is not None and not self.done():
             return inner.running()
         return Future.running(self)
