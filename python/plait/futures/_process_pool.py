@@ -151,7 +151,8 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
         means it never runs. ``shutdown(wait=True)`` waits for pending
         delayed calls to run; ``cancel_futures=True`` or ``wait=False``
         cancels them (see ``plait.futures._delayed``)."""
-        delay = _delayed.check_delay(delay)
+        if delay is not None:
+            delay = _delayed.check_delay(delay)
         args = tuple(args)
         kwargs = dict(kwargs) if kwargs else {}
         if not self._plait_started:

@@ -72,7 +72,8 @@ class ThreadPoolExecutor(_ThreadPoolCore, _cf_thread.ThreadPoolExecutor):
         ``ProcessPoolExecutor.schedule`` but must be None: a thread cannot
         be stopped, so a time limit could only abandon the call while it
         runs on (use a process pool, or ``future.result(timeout)``)."""
-        delay = _delayed.check_delay(delay)
+        if delay is not None:
+            delay = _delayed.check_delay(delay)
         if timeout is not None:
             raise ValueError("ThreadPoolExecutor.schedule: timeout must be None (a thread cannot be "
                              "stopped; ProcessPoolExecutor.schedule enforces a time limit)")
