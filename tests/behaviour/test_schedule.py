@@ -228,8 +228,8 @@ def test_wait_as_completed_and_asyncio(executor):
     assert sorted(f.result()[1] for f in cf.as_completed(fs, timeout=BOUND)) == [0, 1, 2]
 
     async def main():
-        return await asyncio.wait_for(asyncio.wrap_future(executor.schedule(pid_and, ("aio",), delay=0.05)),
-                                      BOUND)
+        f = executor.schedule(pid_and, ("aio",), delay=0.05)
+        return await asyncio.wait_for(asyncio.wrap_future(f), BOUND)
 
     assert asyncio.run(main())[1] == "aio"
 
@@ -262,3 +262,54 @@ def test_done_callback_runs_once(executor):
     g.add_done_callback(lambda fut: seen.append("cancelled" if fut.cancelled() else "?"))
     assert g.cancel()
     assert seen == [1, "cancelled"]
+
+
+def test_shutdown_wait_from_the_timer_thread_raises_instead_of_hanging():
+    # A plait.Timer's function runs on the shared timer thread, which is the
+    # one that must hand the delayed calls over: waiting there would wait
+    # for itself.
+    import plait
+
+    seen = []
+    ex = pf.ThreadPoolExecutor(1)
+    f = ex.schedule(pid_and, ("later",), delay=0.3)
+
+    def on_timer():
+        try:
+            ex.shutdown(wait=True)
+        except RuntimeError as exc:
+            seen.append(exc)
+
+    t = plait.Timer(0.01, on_timer)
+    t.start()
+    t.join(BOUND)
+    assert len(seen) == 1
+    assert f.result(BOUND)[1] == "later"  # still runs
+    ex.shutdown(wait=True)
+
+
+def test_ctrl_c_while_shutdown_waits_for_a_delayed_call():
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import os, signal, threading, time
+        import plait.futures as pf
+        ex = pf.ThreadPoolExecutor(1)
+        f = ex.schedule(print, ("never",), delay=600)
+        main = threading.main_thread().ident
+        threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT)).start()
+        try:
+            ex.shutdown(wait=True)
+        except KeyboardInterrupt:
+            print("interrupted", f.done())
+        ex.shutdown(wait=False)
+        print("cancelled", f.cancelled())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code],
+                         capture_output=True, text=True, timeout=BOUND)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["interrupted", "False", "cancelled", "True"]

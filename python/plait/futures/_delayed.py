@@ -20,7 +20,9 @@ passed and its call was handed over, then shuts down as usual, so the calls
 run; ``shutdown(cancel_futures=True)`` cancels them; ``shutdown(wait=False)``
 cancels them too, since the pool that would run them is gone by the time
 their delay passes. After ``shutdown()`` a new delayed call raises
-RuntimeError, as ``submit`` does.
+RuntimeError, as ``submit`` does. ``shutdown(wait=True)`` called on the
+timer thread itself (from a ``plait.Timer`` function) with delayed calls
+pending raises RuntimeError rather than wait for itself.
 
 The hand-over runs on the timer thread, one due call at a time: for a
 process pool it pickles the call there, so a call with large arguments
@@ -62,10 +64,10 @@ class _Pending:
     """An executor's delayed calls not yet handed over; ``closed`` once the
     executor shuts down."""
 
-    __slots__ = ("cond", "futures", "closed")
+    __slots__ = ("lock", "futures", "closed")
 
     def __init__(self):
-        self.cond = threading.Condition(threading.RLock())
+        self.lock = threading.RLock()
         self.futures = set()
         self.closed = False
 
@@ -93,12 +95,11 @@ class DelayedFuture(Future):
         run. Before its delay has passed the timer entry is removed; after,
         the executor's future decides (keywords such as ``kill=`` go to it)."""
         pending = self._plait_pending
-        with pending.cond:
+        with pending.lock:
             state = self._plait_state
             if state == _WAITING:
                 self._plait_state = _CANCELLED
                 pending.futures.discard(self)
-                pending.cond.notify_all()
             inner = self._plait_inner
         if state == _WAITING:
             self._plait_timer.cancel()  # drops the entry now
@@ -116,7 +117,7 @@ class DelayedFuture(Future):
         if inner is None and self._plait_state == _WAITING:
             # The hand-over may be under way (the call may have started
             # before _plait_inner is set): it holds the lock until then.
-            with self._plait_pending.cond:
+            with self._plait_pending.lock:
                 inner = self._plait_inner
         if inner is not None and not self.done():
             return inner.running()
@@ -125,7 +126,7 @@ class DelayedFuture(Future):
     def _plait_fire(self):
         # On the timer thread: hand the call to the executor.
         pending = self._plait_pending
-        with pending.cond:
+        with pending.lock:
             if self._plait_state != _WAITING:
                 return
             try:
@@ -138,7 +139,6 @@ class DelayedFuture(Future):
                 self._plait_state = _SUBMITTED
             self._plait_submit = self._plait_timer = None
             pending.futures.discard(self)
-            pending.cond.notify_all()
         if inner is None:
             try:
                 self.set_exception(error)
@@ -176,7 +176,7 @@ def schedule_later(executor, submit, delay):
     # for delayed calls first), not by the timer service.
     timer.daemon = True
     fut._plait_timer = timer
-    with pending.cond:
+    with pending.lock:
         if pending.closed:
             raise RuntimeError("cannot schedule new futures after shutdown")
         pending.futures.add(fut)
@@ -189,18 +189,21 @@ def before_shutdown(executor, wait, cancel_futures):
     down: refuse new ones; cancel the pending ones (``cancel_futures``, or
     without ``wait``), or wait until every one was handed over."""
     pending = _pending_of(executor)
-    with pending.cond:
+    with pending.lock:
         pending.closed = True
-        waiting = list(pending.futures)
+        waiting = [(f, f._plait_timer) for f in pending.futures]
     if not waiting:
         return
     if cancel_futures or not wait:
-        for f in waiting:
+        for f, _timer in waiting:
             f.cancel()
         return
-    with pending.cond:
-        while pending.futures:
-            pending.cond.wait()
+    # A Timer is done once its hand-over returned (or it was cancelled).
+    # join() waits detached and is interruptible by Ctrl-C; on the timer
+    # thread itself it raises RuntimeError instead of waiting for itself.
+    for _f, timer in waiting:
+        if timer is not None:
+            timer.join()
 
 
 def submit_call(executor, fn, args, kwargs):

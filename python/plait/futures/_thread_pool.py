@@ -75,8 +75,8 @@ class ThreadPoolExecutor(_ThreadPoolCore, _cf_thread.ThreadPoolExecutor):
         if delay is not None:
             delay = _delayed.check_delay(delay)
         if timeout is not None:
-            raise ValueError("ThreadPoolExecutor.schedule: timeout must be None (a thread cannot be "
-                             "stopped; ProcessPoolExecutor.schedule enforces a time limit)")
+            raise ValueError("ThreadPoolExecutor.schedule: timeout must be None (a thread "
+                             "cannot be stopped; ProcessPoolExecutor.schedule enforces one)")
         args = tuple(args)
         kwargs = dict(kwargs) if kwargs else {}
         if not delay:
