@@ -88,8 +88,6 @@ def _pending_of(executor):
 class DelayedFuture(Future):
     """The future of a delayed call (see the module docs)."""
 
-    __module__ = "plait.futures"
-
     def cancel(self, **kwargs):
         """Cancel the call if it has not started: True if it will never
         run. Before its delay has passed the timer entry is removed; after,
