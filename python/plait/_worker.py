@@ -155,17 +155,6 @@ def main(fd, inherited=None, crash_fd=None):
         return 0
 
 
-def _crash_log(crash_fd):
-    """Send faulthandler's output to the pool's crash-log descriptor (no
-    file at any path), kept from the worker's own children."""
-    env = os.environ.pop("PLAIT_WORKER_CRASH_FD", None)
-    if crash_fd is None and env:
-        crash_fd = int(env)
-    if crash_fd is not None and crash_fd >= 0:
-        os.set_inheritable(crash_fd, False)
-        faulthandler.enable(file=crash_fd, all_threads=True)
-
-
 def _serve(sock, rfile):
     """Run task frames until EOF. The parent sends tasks in batches: one
     read brings in several, parsed in place. Each result is sent before the
@@ -257,6 +246,17 @@ def _at_exit():
             stream.flush()
         except Exception:  # noqa: S110 - a closed or odd stream
             pass
+
+
+def _crash_log(crash_fd):
+    """Send faulthandler's output to the pool's crash-log descriptor (no
+    file at any path), kept from the worker's own children."""
+    env = os.environ.pop("PLAIT_WORKER_CRASH_FD", None)
+    if crash_fd is None and env:
+        crash_fd = int(env)
+    if crash_fd is not None and crash_fd >= 0:
+        os.set_inheritable(crash_fd, False)
+        faulthandler.enable(file=crash_fd, all_threads=True)
 
 
 def zygote(sock, inherited):
