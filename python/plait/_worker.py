@@ -122,18 +122,18 @@ def _setup(setup):
         init(*initargs)
 
 
-def main(fd, inherited=None, crash_log=None):
+def main(fd, inherited=None, crash_fd=None):
     """Serve tasks on ``fd``. ``inherited``: the setup of a forked worker
-    (its initializer and initargs; the rest it has already)."""
+    (its initializer and initargs; the rest it has already). ``crash_fd``:
+    the descriptor (a memfd the pool created) faulthandler writes to; a
+    spawned worker finds its number in ``PLAIT_WORKER_CRASH_FD``."""
     from plait import _plait, _wire
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _plait._worker_malloc_tuning()
     sock = socket.socket(fileno=fd)
     rfile = sock.makefile("rb", buffering=1 << 16)
-    crash_log = crash_log or os.environ.get("PLAIT_WORKER_CRASH_LOG")
-    if crash_log:
-        faulthandler.enable(file=open(crash_log, "w"), all_threads=True)  # noqa: SIM115
+    _crash_log(crash_fd)
     try:
         kind, payload = _recv(rfile)
         if kind != "I":
@@ -248,10 +248,22 @@ def _at_exit():
             pass
 
 
+def _crash_log(crash_fd):
+    """Send faulthandler's output to the pool's crash-log descriptor (no
+    file at any path), kept from the worker's own children."""
+    env = os.environ.pop("PLAIT_WORKER_CRASH_FD", None)
+    if crash_fd is None and env:
+        crash_fd = int(env)
+    if crash_fd is not None and crash_fd >= 0:
+        os.set_inheritable(crash_fd, False)
+        faulthandler.enable(file=crash_fd, all_threads=True)
+
+
 def zygote(sock, inherited):
     """The zygote's loop (in a process just forked from the pool's owner,
-    which has one thread). Each request is the worker's crash-log path with
-    the worker's socket attached (``SCM_RIGHTS``); the zygote forks a worker
+    which has one thread). Each request is one byte with the worker's socket
+    and its crash-log descriptor attached (``SCM_RIGHTS``, in that order);
+    the zygote forks a worker
     that serves that socket and answers with its pid (i32 LE; ``-errno`` if
     the fork failed). The worker is forked as a sibling: the pool's owner
     is its parent, and reaps it. EOF means the pool is done. Never returns.
@@ -266,7 +278,7 @@ def zygote(sock, inherited):
         _after_fork()
         while True:
             try:
-                msg, fds, _flags, _addr = socket.recv_fds(sock, 4096, 1)
+                msg, fds, _flags, _addr = socket.recv_fds(sock, 4096, 2)
             except InterruptedError:
                 continue
             if not msg or not fds:
@@ -279,10 +291,11 @@ def zygote(sock, inherited):
                 sock.close()
                 code = 70
                 _after_fork()
-                code = main(fds[0], inherited, os.fsdecode(msg))
+                code = main(fds[0], inherited, fds[1] if len(fds) > 1 else None)
                 _at_exit()
                 break
-            os.close(fds[0])
+            for fd in fds:
+                os.close(fd)
             sock.sendall(struct.pack("<i", pid))
     except BaseException:
         code = code or 1

@@ -19,10 +19,16 @@ Differences from CPython:
   Python 3.14 on every version, for both executors.
 * ``ProcessPoolExecutor``: see its docstring (how workers start, worker
   death, time limits, ``kill_workers``).
+* Both executors have ``schedule(fn, args=(), kwargs=None, *, delay=None,
+  timeout=None)``: the call is submitted after ``delay`` seconds by plait's
+  shared timer thread (no thread per delayed call) and ``cancel()`` works
+  until it starts; ``timeout`` is a per-call time limit on the process pool
+  and must be None on the thread pool (see ``_delayed``).
 
 The package is one module per idea: ``_future`` (Future), ``_wait`` (wait,
 as_completed), ``_thread_pool``, ``_process_pool`` (with ``_process_start``,
-how workers start, and ``_process_call``, what travels to them). Every
+how workers start, and ``_process_call``, what travels to them), ``_delayed``
+(delayed calls on the shared timer, for both executors). Every
 public name, and the private ones the Rust side looks up here
 (``_dumps_call``, ``_process_chunk``), are importable from
 ``plait.futures``, whose name the public classes carry.

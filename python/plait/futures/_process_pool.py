@@ -17,6 +17,7 @@ from multiprocessing import reduction as _mp_reduction
 from plait import _wire
 from plait._plait import _executor_map, _ProcessPoolCore
 
+from . import _delayed
 from ._common import check_buffersize, cpu_count
 from ._process_call import _process_chunk
 from ._process_start import _fork_zygote, _main_path, _single_threaded, _start_method
@@ -142,12 +143,26 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
             self._plait_begin()
         return self._plait_submit_call(fn, args, kwargs, None)
 
-    def schedule(self, fn, args=(), kwargs=None, *, timeout=None):
+    def schedule(self, fn, args=(), kwargs=None, *, delay=None, timeout=None):
         """Like ``submit(fn, *args, **kwargs)``, with a per-call time limit
-        in seconds (None: the pool's ``task_timeout``)."""
+        in seconds (None: the pool's ``task_timeout``), made after ``delay``
+        seconds (None or 0: now). A delayed call waits on plait's shared
+        timer thread (no thread of its own); ``cancel()`` before it starts
+        means it never runs. ``shutdown(wait=True)`` waits for pending
+        delayed calls to run; ``cancel_futures=True`` or ``wait=False``
+        cancels them (see ``plait.futures._delayed``)."""
+        if delay is not None:
+            delay = _delayed.check_delay(delay)
+        args = tuple(args)
+        kwargs = dict(kwargs) if kwargs else {}
         if not self._plait_started:
+            # Now, in the caller's thread: never start (fork) the pool from
+            # the timer thread.
             self._plait_begin()
-        return self._plait_submit_call(fn, tuple(args), dict(kwargs) if kwargs else {}, timeout)
+        if not delay:
+            return self._plait_submit_call(fn, args, kwargs, timeout)
+        submit = functools.partial(self._plait_submit_call, fn, args, kwargs, timeout)
+        return _delayed.schedule_later(self, submit, delay)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         """``map`` in the pool; ``chunksize`` items travel per message.
@@ -169,6 +184,7 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
         ``kill_workers`` kills the workers now (running tasks fail); with
         ``wait``, return once every worker has exited (running tasks end or
         reach their time limit first)."""
+        _delayed.before_shutdown(self, wait and not kill_workers, cancel_futures)
         self._plait_shutdown(cancel_futures, kill_workers)
         if wait:
             self._plait_wait_stopped()

@@ -9,6 +9,7 @@ from concurrent.futures import thread as _cf_thread
 
 from plait._plait import _interpreter_exiting, _ThreadPoolCore
 
+from . import _delayed
 from ._common import check_buffersize, cpu_count
 from ._future import Future
 
@@ -59,9 +60,35 @@ class ThreadPoolExecutor(_ThreadPoolCore, _cf_thread.ThreadPoolExecutor):
         check_buffersize(buffersize)
         return self._plait_map(fn, zip(*iterables), timeout, buffersize, weakref.ref(self))
 
+    def schedule(self, fn, args=(), kwargs=None, *, delay=None, timeout=None):
+        """``submit(fn, *args, **kwargs)`` after ``delay`` seconds (None or
+        0: now). A delayed call waits on plait's shared timer thread (no
+        thread of its own); ``cancel()`` before it starts means it never
+        runs. ``shutdown(wait=True)`` waits for pending delayed calls to
+        run; ``cancel_futures=True`` or ``wait=False`` cancels them (see
+        ``plait.futures._delayed``).
+
+        ``timeout`` is accepted for the same signature as
+        ``ProcessPoolExecutor.schedule`` but must be None: a thread cannot
+        be stopped, so a time limit could only abandon the call while it
+        runs on (use a process pool, or ``future.result(timeout)``)."""
+        if delay is not None:
+            delay = _delayed.check_delay(delay)
+        if timeout is not None:
+            raise ValueError("ThreadPoolExecutor.schedule: timeout must be None (a thread "
+                             "cannot be stopped; ProcessPoolExecutor.schedule enforces one)")
+        args = tuple(args)
+        kwargs = dict(kwargs) if kwargs else {}
+        if not delay:
+            return self.submit(fn, *args, **kwargs)
+        return _delayed.schedule_later(self, _delayed.submit_call(self, fn, args, kwargs), delay)
+
     def shutdown(self, wait=True, *, cancel_futures=False):
         """Refuse new work; with ``cancel_futures``, cancel what has not
-        started; with ``wait``, return once every worker has finished."""
+        started; with ``wait``, return once every worker has finished.
+        Pending delayed calls (``schedule(delay=...)``) are waited for with
+        ``wait``, else cancelled."""
+        _delayed.before_shutdown(self, wait, cancel_futures)
         self._plait_shutdown(cancel_futures)
         if wait:
             for t in list(self._threads):
@@ -75,6 +102,7 @@ def _python_exit():
     with _live_pools_lock:
         pools = list(_live_pools)
     for p in pools:
+        _delayed.before_shutdown(p, True, False)
         p._plait_shutdown(False)
     for p in pools:
         for t in list(p._threads):

@@ -192,6 +192,49 @@ pub fn send_with_fd(sock: RawFd, data: &[u8], fd: RawFd, flags: libc::c_int) -> 
     }
 }
 
+/// One `sendmsg` of `data` with up to four descriptors attached
+/// (`SCM_RIGHTS`, in order), with `flags`; `EINTR` is retried. The
+/// descriptors stay the caller's.
+pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd], flags: libc::c_int) -> io::Result<()> {
+    assert!(!fds.is_empty() && fds.len() <= 4, "send_with_fds: 1 to 4 descriptors");
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    let mut cbuf = [0u64; 6]; // room for one cmsg with four fds, aligned
+    let bytes = std::mem::size_of_val(fds) as u32;
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg_control points at `space` (<= 48) bytes of aligned
+    // storage, enough for the one header CMSG_FIRSTHDR returns and its
+    // `fds.len()` descriptors.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(bytes) as usize;
+        let data = libc::CMSG_DATA(c).cast::<RawFd>();
+        for (i, &fd) in fds.iter().enumerate() {
+            std::ptr::write_unaligned(data.add(i), fd);
+        }
+    }
+    loop {
+        // SAFETY: `msg` and everything it points to outlive the call; the
+        // kernel only reads them.
+        let n = unsafe { libc::sendmsg(sock, &msg, flags) };
+        if n >= 0 {
+            return Ok(());
+        }
+        let e = errno();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// One `recvmsg` of at most `len` bytes into `buf`, with `flags` (plus
 /// `MSG_CMSG_CLOEXEC`); every descriptor that came along (`SCM_RIGHTS`,
 /// up to a dozen per call) is handed to `on_fd`, in order, now owned by

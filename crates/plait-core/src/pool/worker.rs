@@ -4,15 +4,17 @@
 //! Either way a worker is our child (the zygote forks with `CLONE_PARENT`),
 //! so we reap it; it gets `PR_SET_PDEATHSIG`, so none outlives a parent
 //! that is killed; and it ignores SIGINT (Ctrl-C is the parent's business).
-//! Its faulthandler writes to a crash log we name, so a crash leaves its
-//! last traceback for the death message.
+//! Its faulthandler writes to a crash log we create: a memfd (no name in
+//! any directory, so nothing another local user could plant or read) that
+//! the worker inherits (spawned) or receives with the fork request
+//! (zygote). After a death we read our copy of it for the death message.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -101,13 +103,14 @@ impl Zygote {
         Zygote { pid, sock }
     }
 
-    /// Have the zygote fork a worker on `child_end`; its pid.
-    fn fork_worker(&mut self, child_end: &UnixStream, crash_log: &Path) -> io::Result<libc::pid_t> {
-        use std::os::unix::ffi::OsStrExt;
-        crate::ipc::send_with_fd(
+    /// Have the zygote fork a worker on `child_end` whose faulthandler
+    /// writes to `crash_log`; its pid. The request is one byte with both
+    /// descriptors attached.
+    fn fork_worker(&mut self, child_end: &UnixStream, crash_log: &OwnedFd) -> io::Result<libc::pid_t> {
+        crate::ipc::fd::send_with_fds(
             self.sock.as_raw_fd(),
-            crash_log.as_os_str().as_bytes(),
-            child_end.as_raw_fd(),
+            b"W",
+            &[child_end.as_raw_fd(), crash_log.as_raw_fd()],
             libc::MSG_NOSIGNAL,
         )?;
         let mut reply = [0u8; 4];
@@ -171,7 +174,8 @@ pub struct Conn {
     pub wbuf: Vec<u8>,
     /// Shared-memory segments it reported (in result frames).
     pub reported: HashSet<PathBuf>,
-    pub crash_log: PathBuf,
+    /// Our copy of the memfd its faulthandler writes to.
+    pub crash_log: OwnedFd,
 }
 
 impl Conn {
@@ -179,18 +183,16 @@ impl Conn {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.crash_log);
     }
 
     /// Close its socket (it exits on EOF) and reap it.
     pub fn close(&mut self) {
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.crash_log);
     }
 
     /// Why a worker that closed its socket is gone, with its last
-    /// traceback (reaps it and removes its crash log).
+    /// traceback (reaps it).
     pub fn death_message(&mut self) -> String {
         let status = self.child.wait().ok();
         let how = match status {
@@ -198,8 +200,7 @@ impl Conn {
             Some(s) => format!("exited with code {}", s.code().unwrap_or(-1)),
             None => "died".to_string(),
         };
-        let log = std::fs::read_to_string(&self.crash_log).unwrap_or_default();
-        let _ = std::fs::remove_file(&self.crash_log);
+        let log = read_crash_log(&self.crash_log);
         let mut msg = format!("worker process {} {} while running this task", self.child.id(), how);
         if !log.trim().is_empty() {
             msg.push_str("; its last traceback:\n");
@@ -223,6 +224,44 @@ impl Conn {
             }
         }
     }
+}
+
+/// At most this much of a crash log is read (the end of it).
+const CRASH_LOG_MAX: usize = 64 * 1024;
+
+/// What a worker's faulthandler wrote to its crash log (`pread` from the
+/// start: the file offset is shared with the worker's copy), at most the
+/// last `CRASH_LOG_MAX` bytes.
+fn read_crash_log(fd: &OwnedFd) -> String {
+    // SAFETY: stat is plain data; fstat fills it for our open descriptor.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and a valid out-pointer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return String::new();
+    }
+    let size = st.st_size.max(0) as usize;
+    let start = size.saturating_sub(CRASH_LOG_MAX);
+    let mut buf = vec![0u8; size - start];
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into the unfilled tail of `buf`, which is valid
+        // for `buf.len() - got` bytes.
+        let n = unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                buf[got..].as_mut_ptr().cast(),
+                buf.len() - got,
+                (start + got) as libc::off_t,
+            )
+        };
+        if n > 0 {
+            got += n as usize;
+        } else if n == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    buf.truncate(got);
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// `"signal 9 (SIGKILL: Killed)"`.
@@ -259,10 +298,12 @@ pub fn signal_name(sig: i32) -> String {
 /// zygote that fails is dropped, and workers are spawned from then on),
 /// otherwise spawned as `python -m plait._worker FD`. It is sent its setup
 /// frame; it is ready once it answers `S`.
-pub fn start(launch: &mut Launch, id: usize) -> io::Result<Conn> {
+pub fn start(launch: &mut Launch, _id: usize) -> io::Result<Conn> {
     let (parent, child_end) = UnixStream::pair()?;
     let child_fd = child_end.as_raw_fd();
-    let crash_log = std::env::temp_dir().join(format!("plait-worker-{}-{}-{}.log", std::process::id(), id, child_fd));
+    // The crash log has no name anywhere: a memfd (close-on-exec here).
+    let crash_log = crate::ipc::fd::memfd(c"plait-worker-crash", 0)?;
+    let crash_fd = crash_log.as_raw_fd();
     if let Some(z) = launch.zygote.as_mut() {
         match z.fork_worker(&child_end, &crash_log) {
             Ok(pid) => {
@@ -280,17 +321,18 @@ pub fn start(launch: &mut Launch, id: usize) -> io::Result<Conn> {
     };
     let mut cmd = Command::new(&launch.python);
     cmd.args(["-m", "plait._worker", &child_fd.to_string()]);
-    cmd.env("PLAIT_WORKER_CRASH_LOG", &crash_log);
+    cmd.env("PLAIT_WORKER_CRASH_FD", crash_fd.to_string());
     let inherit = launch.inherit_fds.clone();
     // SAFETY: the closure runs in the child between fork and exec and only
     // calls async-signal-safe functions (fcntl, prctl, signal); it reads
     // `inherit`, allocated before the fork, and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            // Keep our end across exec, and the descriptors the pickled
+            // Keep our end and the crash log across exec, and the descriptors the pickled
             // setup names (multiprocessing queues in initargs); everything
             // else stays CLOEXEC.
             libc::fcntl(child_fd, libc::F_SETFD, 0);
+            libc::fcntl(crash_fd, libc::F_SETFD, 0);
             for &fd in &inherit {
                 libc::fcntl(fd, libc::F_SETFD, 0);
             }
@@ -306,7 +348,7 @@ pub fn start(launch: &mut Launch, id: usize) -> io::Result<Conn> {
     connect(Proc::Spawned(child), parent, setup, crash_log)
 }
 
-fn connect(child: Proc, mut sock: UnixStream, setup: &[u8], crash_log: PathBuf) -> io::Result<Conn> {
+fn connect(child: Proc, mut sock: UnixStream, setup: &[u8], crash_log: OwnedFd) -> io::Result<Conn> {
     sock.write_all(&frame::build(frame::SETUP, &[setup]))?;
     sock.set_nonblocking(true)?;
     Ok(Conn {
