@@ -61,12 +61,33 @@ _CfRemoteTraceback = _cf_process._RemoteTraceback
 # ---- what runs in a worker --------------------------------------------------
 
 
-def _mapstar(fn, chunk):
-    return list(map(fn, chunk))
+class _Results(list):
+    """A chunk's results. It pickles as the tuple of its items, so the
+    worker's encoder does not visit every item looking for large buffers
+    (a chunk of tiny items is the common case); the parent gets a list."""
+
+    __slots__ = ()
+
+    def __reduce__(self):
+        return list, (tuple(self),)
 
 
-def _starmapstar(fn, chunk):
-    return list(itertools.starmap(fn, chunk))
+class _Chunk:
+    """A ``map`` chunk as one callable with no arguments: the call pickles
+    in one plain ``pickle.dumps`` (see ``plait.futures._dumps_call``)."""
+
+    __slots__ = ("fn", "items", "star")
+
+    def __init__(self, fn, items, star):
+        self.fn = fn
+        self.items = items
+        self.star = star
+
+    def __reduce__(self):
+        return _Chunk, (self.fn, self.items, self.star)
+
+    def __call__(self):
+        return _Results((itertools.starmap if self.star else map)(self.fn, self.items))
 
 
 # ---- results ------------------------------------------------------------------
@@ -409,20 +430,19 @@ class _BasePool:
     # -- map
     def map(self, func, iterable, chunksize=None, *, timeout=None):
         """``list(map(func, iterable))`` with the calls made in the pool."""
-        return self._map_async(func, iterable, _mapstar, chunksize, None, None, timeout).get()
+        return self._map_async(func, iterable, False, chunksize, None, None, timeout).get()
 
     def starmap(self, func, iterable, chunksize=None, *, timeout=None):
         """``list(itertools.starmap(func, iterable))`` in the pool."""
-        return self._map_async(func, iterable, _starmapstar, chunksize, None, None, timeout).get()
+        return self._map_async(func, iterable, True, chunksize, None, None, timeout).get()
 
     def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None, *,
                   timeout=None):
-        return self._map_async(func, iterable, _mapstar, chunksize, callback, error_callback, timeout)
+        return self._map_async(func, iterable, False, chunksize, callback, error_callback, timeout)
 
     def starmap_async(self, func, iterable, chunksize=None, callback=None, error_callback=None, *,
                       timeout=None):
-        return self._map_async(func, iterable, _starmapstar, chunksize, callback, error_callback,
-                               timeout)
+        return self._map_async(func, iterable, True, chunksize, callback, error_callback, timeout)
 
     def _map_async(self, func, iterable, star, chunksize, callback, error_callback, timeout):
         self._check_running()
@@ -441,7 +461,7 @@ class _BasePool:
                 iterable = list(iterable)
             submit = self._submit
             for i in range(0, n, chunksize):
-                futures.append(submit(star, (func, iterable[i:i + chunksize]), {}, timeout))
+                futures.append(submit(_Chunk(func, iterable[i:i + chunksize], star), (), {}, timeout))
         return MapResult(futures, n, callback, error_callback, self._cb_lock)
 
     # -- imap
@@ -475,7 +495,7 @@ class _BasePool:
                 chunk = list(itertools.islice(source, chunksize))
                 if not chunk:
                     break
-                it._add(submit(_mapstar, (func, chunk), {}, timeout))
+                it._add(submit(_Chunk(func, chunk, False), (), {}, timeout))
         except BaseException as exc:
             it._fail(exc)
         else:
