@@ -49,7 +49,8 @@ from concurrent.futures import process as _cf_process
 from multiprocessing import TimeoutError as _MpTimeoutError
 from multiprocessing.pool import CLOSE, RUN, TERMINATE, RemoteTraceback
 
-from plait.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from plait.futures import FIRST_EXCEPTION, ProcessPoolExecutor, ThreadPoolExecutor
+from plait.futures import wait as _wait
 from plait.futures._common import cpu_count
 
 __all__ = ["Pool", "ThreadPool", "AsyncResult", "ApplyResult", "MapResult", "IMapIterator",
@@ -189,28 +190,35 @@ def _callback_runner(lock, callback, error_callback, event):
 
 class MapResult:
     """The result of ``map_async``/``starmap_async``: a list in input
-    order, or the exception of the first chunk that failed (as CPython,
-    the result is ready as soon as one chunk fails)."""
+    order, or the exception of a chunk that failed (as CPython, the result
+    is ready as soon as one chunk fails). Without callbacks it is a view of
+    the chunks' futures (no Python runs as they finish); with callbacks,
+    each chunk's completion is counted and the callback runs before the
+    result is ready, as CPython's."""
 
-    __slots__ = ("_futures", "_length", "_cond", "_left", "_claimed", "_failed", "_value",
+    __slots__ = ("_futures", "_cond", "_left", "_claimed", "_failed", "_value",
                  "_callback", "_error_callback", "_cb_lock", "__weakref__")
 
-    def __init__(self, futures, length, callback, error_callback, cb_lock):
+    def __init__(self, futures, callback, error_callback, cb_lock):
         self._futures = futures
-        self._length = length
-        self._cond = threading.Condition(threading.Lock())
-        self._left = len(futures)
-        self._claimed = False
         self._failed = None
         self._value = None
         self._callback = callback
         self._error_callback = error_callback
         self._cb_lock = cb_lock
+        self._claimed = False
+        if callback is None and error_callback is None and futures:
+            self._cond = None  # a view: see _check
+            self._left = -1
+            return
+        self._cond = threading.Condition(threading.Lock())
+        self._left = len(futures)
         if not futures:
             self._end(True, [])
         for f in futures:
             f.add_done_callback(self._chunk_done)
 
+    # -- with callbacks
     def _chunk_done(self, future):
         ok, value = _outcome(future)
         with self._cond:
@@ -242,15 +250,50 @@ class MapResult:
                 self._left = 0
                 self._cond.notify_all()
 
+    # -- a view of the futures
+    def _check(self):
+        """Settle the view if every chunk is done or one failed: True then."""
+        fs = self._futures
+        if self._left == 0 or fs is None:
+            return True
+        for f in fs:
+            if f.done():
+                if f.cancelled() or f.exception() is not None:
+                    break
+            else:
+                return False
+        else:
+            self._value = [v for f in fs for v in f.result()]
+            self._left = 0
+            self._futures = None
+            return True
+        # A failed chunk: the first in completion order is unknown here;
+        # take the first failed in input order.
+        for f in fs:
+            if f.done() and (f.cancelled() or f.exception() is not None):
+                self._failed = _outcome(f)[1]
+                break
+        self._left = 0
+        self._futures = None
+        return True
+
     def ready(self):
+        if self._cond is None:
+            return self._check()
         return self._left == 0
 
     def successful(self):
-        if self._left:
+        if not self.ready():
             raise ValueError(f"{self!r} not ready")
         return self._failed is None
 
     def wait(self, timeout=None):
+        if self._cond is None:
+            fs = self._futures
+            if fs is not None and not self._check():
+                _wait(fs, timeout, FIRST_EXCEPTION)
+                self._check()
+            return
         with self._cond:
             self._cond.wait_for(lambda: self._left == 0, timeout)
 
@@ -462,7 +505,7 @@ class _BasePool:
             submit = self._submit
             for i in range(0, n, chunksize):
                 futures.append(submit(_Chunk(func, iterable[i:i + chunksize], star), (), {}, timeout))
-        return MapResult(futures, n, callback, error_callback, self._cb_lock)
+        return MapResult(futures, callback, error_callback, self._cb_lock)
 
     # -- imap
     def imap(self, func, iterable, chunksize=1, *, timeout=None):
