@@ -1,5 +1,7 @@
 """Process-pool workloads: submit then collect, map with chunks, a 10 MiB
-round trip, and starting a pool.
+round trip, and starting a pool; ``multiprocessing.Pool``'s API
+(``plait.process.Pool``: apply_async then get, map with chunks); and the
+makespan of a mix of long and tiny tasks (see benches/README.md).
 
 Columns: ``stdlib`` is CPython's ``concurrent.futures.ProcessPoolExecutor``
 (the interpreter's default start method, fork on Linux up to 3.13, except
@@ -40,7 +42,7 @@ from time import perf_counter
 from harness import PLAIT, REF, STDLIB, BenchContext, Variant, Workload
 
 GROUP = "processes"
-TITLE = "processes: ProcessPoolExecutor submit/result, map, 10 MiB round trip, start"
+TITLE = "processes: ProcessPoolExecutor submit/result, map, 10 MiB round trip, start; Pool; makespan"
 
 WORKERS = 2
 BIG = 10 * 1024 * 1024  # bytes in the round-trip argument
