@@ -315,7 +315,7 @@ class IMapIterator:
 
     def __init__(self):
         self._cond = threading.Condition(threading.Lock())
-        self._slots = deque()  # ordered: futures / ("error", exc); unordered: outcomes
+        self._slots = deque()  # futures, then maybe a _Failed (unordered: outcomes)
         self._fed = False
         self._buffer = deque()
         self._ended = False
