@@ -303,6 +303,7 @@ def test_close_then_join_drains_everything(pool):
 
 
 def test_terminate_ends_every_result_and_leaves_no_worker(tmp_path):
+    before = set(children())  # other tests' pools may still be winding down
     p = pp.Pool(2)
     # No task can finish before terminate(): every one sleeps a minute.
     running = [p.apply_async(sleep_return, (BOUND,)) for _ in range(2)]
@@ -315,7 +316,7 @@ def test_terminate_ends_every_result_and_leaves_no_worker(tmp_path):
         assert r.ready()
         with pytest.raises((CancelledError, WorkerDied, mp.ProcessError, RuntimeError)):
             r.get(BOUND)
-    assert children() == []
+    assert set(children()) - before == set()
 
 
 def test_terminate_on_threads_cancels_what_has_not_started():
@@ -378,3 +379,30 @@ def test_no_worker_outlives_a_parent_that_never_closed(tmp_path):
             time.sleep(0.05)
         else:
             pytest.fail(f"worker {wpid} outlived its parent")
+
+
+@pytest.mark.xfail(reason="plait.futures' exit hook (_process_pools_exit) runs in a forked child "
+                          "and waits for the parent's live pools: fix in futures/_process_pool.py",
+                   strict=False)
+def test_a_forked_child_of_a_pool_owner_exits():
+    # multiprocessing forks this process (its pool's executor alive): the
+    # child must exit, not wait at exit for pools that are its parent's.
+    with pp.Pool(1) as p:
+        assert p.apply(square, (2,)) == 4
+        child = mp.get_context("fork").Process(target=square, args=(3,))
+        child.start()
+        child.join(20)
+        try:
+            assert child.exitcode == 0
+        finally:
+            if child.exitcode is None:
+                child.kill()
+                child.join()
+
+
+def test_processes_default_to_the_usable_cpus():
+    from plait.futures._common import cpu_count
+
+    with pp.ThreadPool() as t:
+        assert t._processes == cpu_count() == len(os.sched_getaffinity(0))
+        assert t.apply(square, (4,)) == 16
