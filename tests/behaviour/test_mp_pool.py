@@ -406,3 +406,50 @@ def test_processes_default_to_the_usable_cpus():
     with pp.ThreadPool() as t:
         assert t._processes == cpu_count() == len(os.sched_getaffinity(0))
         assert t.apply(square, (4,)) == 16
+
+
+def test_ctrl_c_in_map_inside_with_kills_the_workers(tmp_path):
+    # A real SIGINT while the main thread waits in map(): KeyboardInterrupt,
+    # __exit__ terminates, the program ends and no worker survives it.
+    script = tmp_path / "main.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys, time
+        from plait.process import Pool
+
+        def hold(d):
+            open(os.path.join(d, str(os.getpid())), "w").close()
+            time.sleep(60)
+
+        if __name__ == "__main__":
+            d = sys.argv[1]
+            with Pool(2) as p:
+                r = p.map_async(hold, [d] * 8, 1)
+                while len(os.listdir(d)) < 2:
+                    time.sleep(0.01)
+                print("ready", flush=True)
+                r.get()
+    """))
+    pids_dir = tmp_path / "pids"
+    pids_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, str(script), str(pids_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=BOUND)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "KeyboardInterrupt" in err
+    for name in os.listdir(pids_dir):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(int(name), 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"worker {name} outlived the interrupted program")
