@@ -453,3 +453,15 @@ def test_ctrl_c_in_map_inside_with_kills_the_workers(tmp_path):
             time.sleep(0.05)
         else:
             pytest.fail(f"worker {name} outlived the interrupted program")
+
+
+def test_spawned_workers_and_a_task_limit_with_fork_context():
+    with pp.Pool(2, context=mp.get_context("spawn"), initializer=set_init, initargs=("s",)) as p:
+        assert p.map(square, range(10), 3) == [x * x for x in range(10)]
+        assert p.apply(get_init)[0] == "s"
+        with pytest.raises(WorkerDied):
+            p.apply(exit_now, (1,))
+        assert p.apply(square, (7,)) == 49
+    # multiprocessing.Pool accepts a task limit with the fork context: so does plait's.
+    with pp.Pool(1, maxtasksperchild=1, context=mp.get_context("fork")) as p:
+        assert len({p.apply(pid) for _ in range(3)}) == 3
