@@ -1,5 +1,7 @@
 """Process-pool workloads: submit then collect, map with chunks, a 10 MiB
-round trip, and starting a pool.
+round trip, and starting a pool; ``multiprocessing.Pool``'s API
+(``plait.process.Pool``: apply_async then get, map with chunks); and the
+makespan of a mix of long and tiny tasks (see benches/README.md).
 
 Columns: ``stdlib`` is CPython's ``concurrent.futures.ProcessPoolExecutor``
 (the interpreter's default start method, fork on Linux up to 3.13, except
@@ -40,7 +42,7 @@ from time import perf_counter
 from harness import PLAIT, REF, STDLIB, BenchContext, Variant, Workload
 
 GROUP = "processes"
-TITLE = "processes: ProcessPoolExecutor submit/result, map, 10 MiB round trip, start"
+TITLE = "processes: ProcessPoolExecutor submit/result, map, 10 MiB round trip, start; Pool; makespan"
 
 WORKERS = 2
 BIG = 10 * 1024 * 1024  # bytes in the round-trip argument
@@ -97,11 +99,13 @@ class _Executor:
 
 
 class _Pool:
-    """``multiprocessing.Pool``, the reference."""
+    """``multiprocessing.Pool`` (the reference), or a Pool class with its
+    API (``plait.process.Pool``)."""
 
-    def __init__(self, context=None):
-        ctx = context or multiprocessing.get_context()
-        self.pool = ctx.Pool(WORKERS)
+    def __init__(self, context=None, pool_type=None):
+        if pool_type is None:
+            pool_type = (context or multiprocessing.get_context()).Pool
+        self.pool = pool_type(WORKERS)
         _warm(lambda args: self.pool.map(hold, args, chunksize=2))
 
     def submit_then_collect(self, n: int) -> None:
@@ -116,9 +120,31 @@ class _Pool:
     def round_trip(self, payload: bytes) -> bytes:
         return self.pool.apply(identity, (payload,))
 
+    def run_mix(self, tasks) -> None:
+        apply_async = self.pool.apply_async
+        rs = [apply_async(fn, (arg,)) for fn, arg in tasks]
+        for r in rs:
+            r.get()
+
     def close(self) -> None:
         self.pool.close()
         self.pool.join()
+
+
+def _executor_run_mix(self, tasks) -> None:
+    submit = self.ex.submit
+    fs = [submit(fn, arg) for fn, arg in tasks]
+    for f in fs:
+        f.result()
+
+
+_Executor.run_mix = _executor_run_mix
+
+#: The makespan row's batch: LONG tasks of LONG_SECONDS, each followed by
+#: TINY tiny ones, in submission order. On WORKERS workers the best
+#: makespan is LONG * LONG_SECONDS / WORKERS (+ the tiny tasks' cost).
+LONG, LONG_SECONDS, TINY = 4, 0.2, 50
+MIX = [task for _ in range(LONG) for task in [(hold, LONG_SECONDS)] + [(identity, 1)] * TINY]
 
 
 # ---- runners -----------------------------------------------------------------
@@ -177,6 +203,22 @@ def round_trip_10mib(make: Callable[[], object]) -> Runner:
         if len(out) != BIG:
             raise RuntimeError("the round trip lost bytes")
         return elapsed
+
+    return run
+
+
+def makespan(make: Callable[[], object]) -> Runner:
+    """n x (submit the long-and-tiny mix, wait for every result)."""
+
+    def run(n: int) -> float:
+        pool = make()
+        try:
+            t0 = perf_counter()
+            for _ in repeat(None, n):
+                pool.run_mix(MIX)
+            return perf_counter() - t0
+        finally:
+            pool.close()
 
     return run
 
@@ -267,4 +309,45 @@ def workloads(ctx: BenchContext) -> list[Workload]:
         GROUP, "start a pool, get the first result", "starts", "fork Pool",
         start_vs, target=0.5, target_vs=STDLIB, per_op="start", start_n=1,
         notes=lambda: ["stdlib column: fork-based PPE; target: within 2x of it (>= 0.5x)"]))
+
+    # multiprocessing.Pool's API: plait.process.Pool against multiprocessing.Pool.
+    pp = ctx.plait.process if ctx.plait is not None else None
+    pl_pool = getattr(pp, "Pool", None)
+
+    def pool_variants(pattern, what: str) -> list[Variant]:
+        vs = [Variant(REF, f"multiprocessing.Pool({WORKERS}) [{default}]: {what}", pattern(_Pool))]
+        if pl_pool is not None:
+            vs.append(Variant(PLAIT, f"{plabel}: process.Pool({WORKERS}): {what}",
+                              pattern(lambda: _Pool(pool_type=pl_pool))))
+        return vs
+
+    out.append(Workload(
+        GROUP, f"Pool.apply_async n no-ops, then get, {WORKERS} wkrs", "tasks", "mp.Pool",
+        pool_variants(submit_then_collect, "apply_async(noop) x n, then .get()"),
+        target=4.0, stdlib_is_ref=True, per_op="task", start_n=500))
+    out.append(Workload(
+        GROUP, f"Pool.map n items, chunksize={CHUNK}, {WORKERS} wkrs", "items", "mp.Pool",
+        pool_variants(map_chunked, f"map(identity, range(n), chunksize={CHUNK})"),
+        target=1.0, stdlib_is_ref=True, per_op="item", start_n=100_000))
+
+    mix = f"{LONG} x sleep({LONG_SECONDS}), each then {TINY} tiny"
+    span_vs = [Variant(STDLIB, f"concurrent.futures.ProcessPoolExecutor({WORKERS}) [{default}]: "
+                       f"submit each of ({mix}), then results",
+                       makespan(lambda: _Executor(std.ProcessPoolExecutor))),
+               Variant(REF, f"multiprocessing.Pool({WORKERS}) [{default}]: apply_async each of "
+                       f"({mix}), then get", makespan(_Pool))]
+    if pl is not None:
+        span_vs.append(Variant(PLAIT, f"{plabel}: futures.ProcessPoolExecutor({WORKERS}): submit "
+                               f"each of ({mix}), then results",
+                               makespan(lambda: _Executor(pl.ProcessPoolExecutor))))
+    if pl_pool is not None:
+        span_vs.append(Variant("plait Pool", f"{plabel}: process.Pool({WORKERS}): apply_async "
+                               f"each of ({mix}), then get",
+                               makespan(lambda: _Pool(pool_type=pl_pool))))
+    out.append(Workload(
+        GROUP, f"makespan: long and tiny tasks mixed, {WORKERS} wkrs", "mixes", "mp.Pool",
+        span_vs, target=1.0, target_vs=STDLIB, per_op="mix", start_n=1, max_repeats=3,
+        notes=lambda: [f"a mix: {mix}; best possible ~{LONG * LONG_SECONDS / WORKERS:g} s "
+                       "on {WORKERS} workers; target: plait's makespan <= the standard pool's"
+                       .replace("{WORKERS}", str(WORKERS))]))
     return out

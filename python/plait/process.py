@@ -1,4 +1,6 @@
-"""plait.process: ``multiprocessing``'s Pipe and Queue over a Rust transport.
+"""plait.process: ``multiprocessing``'s Pipe and Queue over a Rust transport,
+and ``multiprocessing.pool``'s Pool and ThreadPool on plait's executors
+(see ``plait._mp_pool``).
 
 ``Pipe()`` returns two :class:`Connection` objects with the
 ``multiprocessing.connection.Connection`` API over a Unix socket pair
@@ -58,8 +60,22 @@ from multiprocessing import util as _util
 from multiprocessing.context import BufferTooShort
 
 from plait._plait import _Channel, _ProcessQueueCore
+from plait._mp_pool import (  # noqa: F401 - re-exported
+    ApplyResult,
+    AsyncResult,
+    IMapIterator,
+    IMapUnorderedIterator,
+    MapResult,
+    Pool,
+    ThreadPool,
+)
+from plait.futures import WorkerDied
 
-__all__ = ["Connection", "Pipe", "Queue", "BufferTooShort"]
+__all__ = [
+    "Connection", "Pipe", "Queue", "BufferTooShort",
+    "Pool", "ThreadPool", "AsyncResult", "ApplyResult", "MapResult", "IMapIterator",
+    "IMapUnorderedIterator", "WorkerDied",
+]
 
 _HIGHEST = pickle.HIGHEST_PROTOCOL
 _pdumps = pickle.dumps
