@@ -1,6 +1,6 @@
 """plait.futures.ProcessPoolExecutor: the concurrent.futures contract plus
 what the standard library's pool lacks — a dead worker fails only its task,
-per-task time limits, cancel while running, shutdown that never hangs, and
+per-task time limits, cancel(kill=True) of a running task, shutdown that never hangs, and
 no child process left behind. Every wait is bounded."""
 
 import os
@@ -119,15 +119,32 @@ def test_pool_wide_default_timeout():
         assert ex.submit(square, 2).result(BOUND) == 4
 
 
-def test_cancel_running_task(pool):
-    f = pool.submit(sleep_return, 30)
+def test_cancel_running_task_needs_kill(pool):
+    # cancel() keeps CPython's meaning: a running task runs on.
+    short = pool.submit(sleep_return, 0.5)
     deadline = time.monotonic() + BOUND
+    while not short.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert short.cancel() is False and not short.cancelled()
+    assert short.result(BOUND) == 0.5
+    # cancel(kill=True) kills its worker; the future ends cancelled.
+    f = pool.submit(sleep_return, 30)
     while not f.running() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert f.cancel() and f.cancelled()
+    assert f.cancel(kill=True) and f.cancelled()
     with pytest.raises(cf.CancelledError):
         f.result(BOUND)
     assert pool.submit(square, 5).result(BOUND) == 25
+
+
+def test_cancel_kill_on_a_plain_future_is_a_plain_cancel():
+    f = pf.Future()
+    assert f.cancel(kill=True) and f.cancelled()
+    g = pf.Future()
+    assert g.set_running_or_notify_cancel()
+    assert g.cancel(kill=True) is False and g.running()
+    with pytest.raises(TypeError):
+        pf.Future().cancel(True)
 
 
 def test_shutdown_with_a_stuck_worker_does_not_hang():
@@ -470,7 +487,7 @@ def test_cancel_after_many_tiny_tasks_kills_only_the_right_worker(pool, tmp_path
             time.sleep(0.01)
         # It runs (it wrote its pid); the pool may still need a moment to see
         # that its previous task ended: retry, bounded.
-        while not victim.cancel():
+        while not victim.cancel(kill=True):
             assert time.monotonic() < deadline, "a running task could not be cancelled"
             time.sleep(0.01)
         assert victim.cancelled()

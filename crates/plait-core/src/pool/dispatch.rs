@@ -407,6 +407,7 @@ impl<T, W> Policy<T, W> {
     /// all): free its slot.
     pub fn unsent(&mut self, task: Task<T>) -> T {
         if task.slot != NO_SLOT {
+            task.ticket.unbind();
             self.claims.free(task.slot);
             self.free_slots.push(task.slot);
         }
@@ -473,6 +474,8 @@ impl<T, W> Policy<T, W> {
         // Cancelled while prefetched, and not yet noticed.
         if let Some(k) = s.inflight.iter().position(|f| f.task.id == id && !f.task.marked_running) {
             let f = s.inflight.remove(k).expect("position exists");
+            // A ticket never points at a free slot (a cancel would wait).
+            f.task.ticket.unbind();
             self.claims.free(f.task.slot);
             self.free_slots.push(f.task.slot);
             self.dropped.push(f.task.handle);
@@ -604,6 +607,7 @@ impl<T, W> Policy<T, W> {
             if !self.claims.withdraw(t.slot, t.id) {
                 match self.claims.cancel(t.slot, t.id) {
                     Some(CancelOutcome::Cancelled) => {
+                        t.ticket.unbind();
                         self.claims.free(t.slot);
                         self.free_slots.push(t.slot);
                         self.dropped.push(t.handle);
@@ -695,6 +699,9 @@ impl<T, W> Policy<T, W> {
                     self.executing.ids().remove(&f.task.id);
                     let never_ran = !f.task.marked_running
                         && self.claims.cancel(f.task.slot, f.task.id) == Some(CancelOutcome::Cancelled);
+                    if never_ran {
+                        f.task.ticket.unbind();
+                    }
                     self.claims.free(f.task.slot);
                     self.free_slots.push(f.task.slot);
                     if never_ran {
