@@ -163,7 +163,7 @@ def test_process_pool_chaos(seed, method, tmp_path):
                     # Until the pool has seen the previous task's result, it
                     # may not know this one started: retry (bounded by the
                     # deadline above).
-                    if f.cancel():
+                    if f.cancel(kill=True):
                         assert f.cancelled()
                         todo.discard(i)
                 else:

@@ -280,6 +280,9 @@ fn supervise<H: Host>(shared: Arc<Shared<H::Task>>, host: H, cfg: Config) {
         let mut started: Vec<(usize, Task<H::Task>)> = Vec::new();
         let mut attach_start: Vec<(usize, Task<H::Task>)> = Vec::new();
         let mut refused: Vec<Task<H::Task>> = Vec::new();
+        // Frames go out in assignment order (tasks marked running attached
+        // come back after the others).
+        let order: Vec<u64> = assigned.iter().map(|(_, t)| t.id).collect();
         for (wi, t) in assigned {
             // Prefetched tasks stay pending until they become executing.
             if t.marked_running() || !t.direct() {
@@ -292,15 +295,22 @@ fn supervise<H: Host>(shared: Arc<Shared<H::Task>>, host: H, cfg: Config) {
                 Start::Attach => attach_start.push((wi, t)),
             }
         }
-        if !attach_start.is_empty() || !done.is_empty() {
+        // Futures cancelled before their task started: tell their waiters
+        // (CANCELLED_AND_NOTIFIED), as an executor does when it reaches one.
+        for h in policy.take_dropped() {
+            host.ended(h, Ending::Cancelled, &mut done);
+        }
+        let attached = !attach_start.is_empty();
+        if attached || !done.is_empty() {
             host.deliver(std::mem::take(&mut done), attach_start, &mut started, &mut refused);
         }
         for t in refused {
             drop(policy.unsent(t));
         }
-        // Sent in assignment order per worker (a task refused above leaves
-        // the next one first: `sent` promotes it).
-        started.sort_by_key(|(wi, _)| *wi);
+        // A task refused above leaves the next one first: `sent` promotes it.
+        if attached {
+            started.sort_by_key(|(_, t)| order.iter().position(|&id| id == t.id));
+        }
         let now = Instant::now();
         for (wi, t) in started {
             let slot = t.slot() as u32;
@@ -310,7 +320,12 @@ fn supervise<H: Host>(shared: Arc<Shared<H::Task>>, host: H, cfg: Config) {
                 host.promoted(h);
             }
         }
-        drop(policy.take_dropped());
+        for h in policy.take_dropped() {
+            host.ended(h, Ending::Cancelled, &mut done);
+        }
+        if !done.is_empty() {
+            host.deliver(std::mem::take(&mut done), Vec::new(), &mut Vec::new(), &mut Vec::new());
+        }
         // One write per worker for everything it was handed; what the
         // socket does not take now goes when poll() says it can. Its
         // death, if the write fails, is noticed on the next read.

@@ -146,7 +146,13 @@ fn complete(py: Python<'_>, done: Vec<Done>) {
                     }
                 }
                 Done::Cancelled(f) => {
-                    FutureCore::cancel_plain(f.bind(py))?;
+                    // Cancelled (now, or by cancel() before its task
+                    // started): its waiters are told, as an executor does.
+                    let f = f.bind(py);
+                    FutureCore::cancel_plain(f)?;
+                    if f.get().core.state() == State::Cancelled {
+                        FutureCore::set_running_or_notify_cancel(f)?;
+                    }
                 }
             }
             Ok(())
