@@ -360,8 +360,10 @@ impl<T, W> Policy<T, W> {
         // Workers still starting will take one task each: never prefetch
         // those to a busy worker (two long tasks, one worker up: the second
         // waits for the second worker, not behind the first task).
-        let starting = if self.shutting { 0 } else { self.workers.iter().filter(|s| !s.ready).count() };
+        let starting = self.workers.iter().filter(|s| !s.ready).count();
         for round in 0..deepest {
+            // By index: the body takes from the queue and the slot list.
+            #[allow(clippy::needless_range_loop)]
             for wi in 0..self.workers.len() {
                 let s = &self.workers[wi];
                 if self.queue.is_empty() || self.free_slots.is_empty() {
@@ -604,19 +606,15 @@ impl<T, W> Policy<T, W> {
         // (unless the dead worker had claimed one, or a cancel came first).
         for f in inflight {
             let t = f.task;
-            if !self.claims.withdraw(t.slot, t.id) {
-                match self.claims.cancel(t.slot, t.id) {
-                    Some(CancelOutcome::Cancelled) => {
-                        t.ticket.unbind();
-                        self.claims.free(t.slot);
-                        self.free_slots.push(t.slot);
-                        self.dropped.push(t.handle);
-                        continue;
-                    }
-                    // Claimed by the worker as it died: it never ran the
-                    // call (its predecessor's result was not read).
-                    _ => {}
-                }
+            // Not withdrawn and not cancelled: the worker claimed it as it
+            // died, so it never ran the call (its predecessor's result was
+            // not read): it goes back too.
+            if !self.claims.withdraw(t.slot, t.id) && self.claims.cancel(t.slot, t.id) == Some(CancelOutcome::Cancelled) {
+                t.ticket.unbind();
+                self.claims.free(t.slot);
+                self.free_slots.push(t.slot);
+                self.dropped.push(t.handle);
+                continue;
             }
             back.push(t);
         }
