@@ -18,24 +18,33 @@
 //! travels in large writes and the worker never waits for us. A worker idle
 //! longer than [`IDLE_RESET`] starts again from `BASE_DEPTH` when tasks
 //! arrive: the next burst may be of slow tasks, which a deep worker would
-//! take all of (and tasks it holds are RUNNING, beyond `cancel()`).
+//! take all of.
 //!
 //! **Assignment.** Level by level: every ready worker holding no task gets
 //! one, then every worker holding one gets a second, and so on up to each
 //! worker's depth, so the queue spreads evenly. A worker never holds more
-//! than `max_tasks_per_child` minus what it has done.
+//! than `max_tasks_per_child` minus what it has done. Beyond the first
+//! level, the last tasks are left for the workers still starting.
+//!
+//! **Claims** (`claim.rs`). Each task sent takes a slot of the claim page.
+//! A task sent to an idle worker is claimed at once and is *direct* (the
+//! caller marks its future running); a prefetched one stays pending until
+//! it becomes executing ([`Policy::result`] claims it then, or finds it
+//! cancelled and passes over it). [`Policy::take_back`] withdraws tasks
+//! prefetched behind one that has run [`TAKE_BACK_AFTER`] when a worker is
+//! idle; [`Policy::skipped`] frees the slot of a task a worker skipped.
 //!
 //! **Executing.** Only the first task a worker holds is executing; its
 //! time limit runs from when it became first. [`Executing`] is the set of
-//! those ids, shared with the binding: `cancel()` on a running future can
-//! stop only an executing task (by killing its worker).
+//! those ids, shared with the binding: `cancel(kill=True)` on a running
+//! future can stop only an executing task (by killing its worker).
 //!
 //! **Endings.** A worker that dies, or is killed for a time limit or a
 //! cancel, fails only its executing task; what was prefetched to it goes
-//! back to the queue front, already marked running. Shutdown with
-//! `cancel_futures` cancels the queued tasks that never ran and fails those
-//! handed back by a dead worker; with `kill` it also fails every task held
-//! by the killed workers. Every task ends exactly once.
+//! back to the queue front, still pending. Shutdown with `cancel_futures`
+//! cancels the queued tasks and the prefetched ones that have not started;
+//! with `kill` it also fails every executing task of the killed workers.
+//! Every task ends exactly once.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

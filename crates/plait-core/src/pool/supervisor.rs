@@ -3,12 +3,14 @@
 //! [`Shared::submit`], [`Shared::cancel`] and [`Shared::shutdown`] use to
 //! wake it. Each turn of its loop:
 //!
-//! 1. takes the queued commands (submit, cancel a running task, shutdown);
+//! 1. takes the queued commands (submit, kill a running task, shutdown);
 //! 2. reads what workers sent and notices deaths (EOF);
 //! 3. kills workers whose executing task overran its time limit;
 //! 4. retires idle workers that reached `max_tasks_per_child`;
 //! 5. starts workers on demand;
-//! 6. assigns tasks ([`Policy::assign`]), marks them running (detached when
+//! 6. takes back tasks prefetched behind long ones for idle workers
+//!    ([`Policy::take_back`]), assigns tasks ([`Policy::assign`]), marks
+//!    the direct ones running (detached when
 //!    the host can, otherwise in the one attach of this turn, which also
 //!    delivers the turn's completions) and writes each worker's new task
 //!    frames in one write;
