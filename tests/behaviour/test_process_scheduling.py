@@ -134,6 +134,9 @@ def test_shutdown_cancel_futures_cancels_prefetched_tasks(ctx, tmp_path):
     wait_until(lambda: len(started(d)) == 2, "two tasks never started")
     first = started(d)
     ex.shutdown(wait=False, cancel_futures=True)
+    # The supervisor ends them in its own time: wait for that before the
+    # running tasks may finish (they would take the next ones).
+    wait_until(lambda: all(f.done() for i, f in enumerate(fs) if i not in first), "not cancelled")
     touch(os.path.join(d, "release"))
     ex.shutdown(wait=True)
     assert [i for i, f in enumerate(fs) if not f.cancelled()] == first
@@ -285,3 +288,25 @@ def test_second_ctrl_c_kills_running_tasks(tmp_path):
         assert time.monotonic() < deadline, "the running task's worker was not killed"
         time.sleep(0.05)
 
+
+
+def nested_block(directory):
+    ex = pf.ProcessPoolExecutor(1)
+    ex.submit(block, directory, 1)
+    return block(directory, 0)
+
+
+def test_killing_a_worker_that_runs_its_own_pool_leaves_no_process(ctx, tmp_path):
+    # The nested pool's workers die with the worker that owns them.
+    d = str(tmp_path)
+    with pf.ProcessPoolExecutor(1, mp_context=ctx) as ex:
+        f = ex.submit(nested_block, d)
+        wait_until(lambda: started(d) == [0, 1], "the nested task never started")
+        pids = [int((tmp_path / f"started-{i}").read_text()) for i in (0, 1)]
+        assert pids[0] != pids[1]
+        assert f.cancel(kill=True)
+        deadline = time.monotonic() + BOUND
+        while any(alive(p) for p in pids):
+            assert time.monotonic() < deadline, "a nested worker outlived its parent"
+            time.sleep(0.05)
+        assert ex.submit(square, 4).result(BOUND) == 16
