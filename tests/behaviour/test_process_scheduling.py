@@ -198,6 +198,7 @@ def test_a_task_may_run_its_own_process_pool(ctx):
 
 CTRL_C = """
 import os, signal, sys, threading, time
+import concurrent.futures as cf
 import plait.futures as pf
 
 DIR = os.environ["PLAIT_TEST_DIR"]
@@ -215,7 +216,11 @@ if __name__ == "__main__":
     pids = set()
     try:
         with pf.ProcessPoolExecutor(2{ctx}) as ex:
-            for k, pid in enumerate(ex.map(sleepy, range(1000))):
+            if {as_completed}:
+                results = (f.result() for f in cf.as_completed([ex.submit(sleepy, i) for i in range(1000)]))
+            else:
+                results = ex.map(sleepy, range(1000))
+            for k, pid in enumerate(results):
                 pids.add(pid)
                 if k == 3:
                     threading.Thread(target=interrupt).start()
@@ -233,11 +238,12 @@ def alive(pid):
         return False
 
 
+@pytest.mark.parametrize("loop", ["map", "as_completed"])
 @pytest.mark.parametrize("method", ["auto", "spawn"])
-def test_ctrl_c_in_a_map_inside_with_stops_promptly(tmp_path, method):
+def test_ctrl_c_in_a_loop_inside_with_stops_promptly(tmp_path, method, loop):
     script = tmp_path / "prog.py"
     ctx = "" if method == "auto" else ", mp_context=__import__('multiprocessing').get_context('spawn')"
-    script.write_text(textwrap.dedent(CTRL_C.format(ctx=ctx)))
+    script.write_text(textwrap.dedent(CTRL_C.format(ctx=ctx, as_completed=loop == "as_completed")))
     runs = tmp_path / "runs"
     runs.mkdir()
     env = dict(os.environ, PLAIT_TEST_DIR=str(runs))
