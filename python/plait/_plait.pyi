@@ -24,6 +24,7 @@ __all__ = [
     "_ThreadPoolCore",
     "_Worker",
     "_MapIterator",
+    "_executor_map",
     "_interpreter_exiting",
     "_fork_sibling",
     "_thread_count",
@@ -293,7 +294,16 @@ class _MapIterator:
     def __next__(self) -> Any: ...
     def close(self) -> None: ...
 
-@disjoint_base
+def _executor_map(
+    executor: Any,
+    func: Callable[..., Any],
+    args_iter: Any,
+    timeout: float | None,
+    buffersize: int | None,
+    executor_ref: Any,
+) -> _MapIterator: ...
+
+@final
 class _ClaimPage:
     def __new__(cls, max_workers: int) -> Self: ...
     @staticmethod
@@ -302,6 +312,7 @@ class _ClaimPage:
     def fd(self) -> int: ...
     def start(self, slot: int, id: int) -> bool: ...
 
+@disjoint_base
 class _ProcessPoolCore:
     def __new__(cls, *_args: Any, **_kwargs: Any) -> Self: ...
     def _plait_start(
