@@ -14,13 +14,20 @@ Frames on the socket are ``u32 little-endian length | kind byte | payload``:
 parent -> worker
   ``I`` pickled setup dict (sys.path, main module path, authkey,
   initializer, initargs); empty for a forked worker, which inherited it
-  ``T`` u64 task id, pickled ``(fn, args, kwargs)``
+  ``T`` u64 task id, u32 claim slot, pickled ``(fn, args, kwargs)``
 worker -> parent
   ``S`` ready (after setup and the initializer)
   ``F`` pickled message: the initializer failed; the worker exits
   ``R`` u64 task id, pickled result
   ``E`` u64 task id, pickled ``(exception or None, type name, message,
   formatted remote traceback)``
+  ``X`` u64 task id: skipped, its claim was cancelled or taken back
+
+Before running a task the worker claims it in the pool's claim page (shared
+memory, see ``plait_core::pool::claim``): a task cancelled or taken back
+while it waited in the socket is skipped. The next task, when it is already
+read, is claimed before the current result is sent, so the parent finds it
+decided when it reads that result.
 
 EOF on the socket means "exit". SIGINT is ignored (Ctrl-C is the parent's
 business); faulthandler writes to the file the parent names, so a crash
@@ -38,7 +45,8 @@ import sys
 import traceback
 
 HEADER = struct.Struct("<IB")
-TASK_HEADER = struct.Struct("<IBQ")  # a T/R/E frame's header and task id
+TASK_HEADER = struct.Struct("<IBQ")  # an R/E/X frame's header and task id
+TASK_IN = struct.Struct("<IBQI")  # a T frame's header, task id and claim slot
 #: Result types that hold no buffer (sent without looking for one).
 SCALARS = frozenset({int, float, str, bool, type(None), complex})
 
@@ -150,12 +158,28 @@ def main(fd, inherited=None, crash_fd=None):
             _send(sock, "F", msg.encode("utf-8", "replace"))
             return 3
         _send(sock, "S", b"")
-        _serve(sock, rfile)
+        _serve(sock, rfile, _claims(inherited, payload))
     except (EOFError, ConnectionError, OSError):
         return 0
 
 
-def _serve(sock, rfile):
+def _claims(inherited, payload):
+    """The pool's claim page: inherited by a forked worker, mapped from the
+    descriptor a spawned one inherited (None: run every task)."""
+    if inherited is not None:
+        return inherited.get("claims")
+    try:
+        fd = pickle.loads(payload).get("claims_fd")
+    except Exception:
+        return None
+    if fd is None:
+        return None
+    from plait import _plait
+
+    return _plait._ClaimPage.from_fd(fd)
+
+
+def _serve(sock, rfile, claims=None):
     """Run task frames until EOF. The parent sends tasks in batches: one
     read brings in several, parsed in place. Each result is sent before the
     next task starts, so the results of finished tasks survive a task that
@@ -163,14 +187,19 @@ def _serve(sock, rfile):
     from plait import _wire
 
     decode, encode, encode_small = _wire.decode, _wire.encode, _wire.encode_small
-    unpack_header = TASK_HEADER.unpack_from
+    unpack_in = TASK_IN.unpack_from
     pack_header = TASK_HEADER.pack
     sendall = sock.sendall
     read1 = rfile.read1
+    claim = claims.start if claims is not None else None
     T = ord("T")
     R = ord("R")
     E = ord("E")
-    size = TASK_HEADER.size
+    X = ord("X")
+    size = TASK_IN.size
+    skipped = X, 9
+    # The next frame, when it was claimed ahead (position, claimed).
+    ahead = ahead_ok = -1
     buf = b""
     while True:
         missing = HEADER.size
@@ -195,9 +224,18 @@ def _serve(sock, rfile):
             stop = pos + 4 + length
             if stop > end:
                 break
-            if kind == T and length >= 9:
+            if kind == T and length >= 13:
                 fn = args = kwargs = result = None
-                _, _, task_id = unpack_header(buf, pos)
+                _, _, task_id, slot = unpack_in(buf, pos)
+                if ahead == pos:
+                    ok = ahead_ok
+                else:
+                    ok = claim is None or claim(slot, task_id)
+                ahead = -1
+                if not ok:
+                    sendall(pack_header(skipped[1], skipped[0], task_id))
+                    pos = stop
+                    continue
                 fds = []  # a result's shared-memory segment travels along
                 try:
                     fn, args, kwargs = decode(view[pos + size : stop])
@@ -208,6 +246,12 @@ def _serve(sock, rfile):
                     body = _error_payload(exc, fds)
                     kind = E
                 fn = args = kwargs = result = None
+                if claim is not None and end - stop >= size:
+                    # Claim the next task before sending this result.
+                    nlength, nkind = HEADER.unpack_from(buf, stop)
+                    if nkind == T and stop + 4 + nlength <= end and nlength >= 13:
+                        _, _, next_id, next_slot = unpack_in(buf, stop)
+                        ahead, ahead_ok = stop, claim(next_slot, next_id)
                 frame = pack_header(len(body) + 9, kind, task_id) + body
                 if fds:
                     _send_frame_with_fds(sock, frame, fds)

@@ -196,12 +196,7 @@ def test_map_async_raises_a_failing_chunk_and_imap_raises_at_its_place(pool):
         pool.map(square, gen())  # read in the caller, as CPython
 
 
-def test_imap_unordered_yields_as_completed(pool, tmp_path, request):
-    if request.node.callspec.params["pool"] == "processes":
-        # Issue 13 part A's dispatch fix: before it, the supervisor may queue
-        # a quick task behind the waiting one while the other worker idles.
-        request.applymarker(pytest.mark.xfail(reason="needs issue 13 part A's dispatch fix",
-                                              strict=False))
+def test_imap_unordered_yields_as_completed(pool, tmp_path):
     flag = str(tmp_path / "go")
     wait = functools.partial(wait_for_file, bound=15)
     it = pool.imap_unordered(wait, [flag] + [str(tmp_path)] * 5)
@@ -381,9 +376,6 @@ def test_no_worker_outlives_a_parent_that_never_closed(tmp_path):
             pytest.fail(f"worker {wpid} outlived its parent")
 
 
-@pytest.mark.xfail(reason="plait.futures' exit hook (_process_pools_exit) runs in a forked child "
-                          "and waits for the parent's live pools: fix in futures/_process_pool.py",
-                   strict=False)
 def test_a_forked_child_of_a_pool_owner_exits():
     # multiprocessing forks this process (its pool's executor alive): the
     # child must exit, not wait at exit for pools that are its parent's.

@@ -1,6 +1,6 @@
 """plait.futures.ProcessPoolExecutor: the concurrent.futures contract plus
 what the standard library's pool lacks — a dead worker fails only its task,
-per-task time limits, cancel while running, shutdown that never hangs, and
+per-task time limits, cancel(kill=True) of a running task, shutdown that never hangs, and
 no child process left behind. Every wait is bounded."""
 
 import os
@@ -119,15 +119,32 @@ def test_pool_wide_default_timeout():
         assert ex.submit(square, 2).result(BOUND) == 4
 
 
-def test_cancel_running_task(pool):
-    f = pool.submit(sleep_return, 30)
+def test_cancel_running_task_needs_kill(pool):
+    # cancel() keeps CPython's meaning: a running task runs on.
+    short = pool.submit(sleep_return, 0.5)
     deadline = time.monotonic() + BOUND
+    while not short.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert short.cancel() is False and not short.cancelled()
+    assert short.result(BOUND) == 0.5
+    # cancel(kill=True) kills its worker; the future ends cancelled.
+    f = pool.submit(sleep_return, 30)
     while not f.running() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert f.cancel() and f.cancelled()
+    assert f.cancel(kill=True) and f.cancelled()
     with pytest.raises(cf.CancelledError):
         f.result(BOUND)
     assert pool.submit(square, 5).result(BOUND) == 25
+
+
+def test_cancel_kill_on_a_plain_future_is_a_plain_cancel():
+    f = pf.Future()
+    assert f.cancel(kill=True) and f.cancelled()
+    g = pf.Future()
+    assert g.set_running_or_notify_cancel()
+    assert g.cancel(kill=True) is False and g.running()
+    with pytest.raises(TypeError):
+        pf.Future().cancel(True)
 
 
 def test_shutdown_with_a_stuck_worker_does_not_hang():
@@ -470,7 +487,7 @@ def test_cancel_after_many_tiny_tasks_kills_only_the_right_worker(pool, tmp_path
             time.sleep(0.01)
         # It runs (it wrote its pid); the pool may still need a moment to see
         # that its previous task ended: retry, bounded.
-        while not victim.cancel():
+        while not victim.cancel(kill=True):
             assert time.monotonic() < deadline, "a running task could not be cancelled"
             time.sleep(0.01)
         assert victim.cancelled()
@@ -503,3 +520,31 @@ def test_a_finished_timer_leaves_no_thread_behind(tmp_path):
               "__import__('time').sleep(0.6)")
     name, parent, _ = run_script(tmp_path, MAIN_NAME.format(before=before, after="pass"))
     assert name == f"__main__:{parent}"
+
+
+def test_a_forked_child_does_not_use_or_wait_for_its_parents_pool():
+    # The pool's supervisor thread and workers are the parent's: in a child
+    # made by os.fork(), submit says so (BrokenProcessPool), shutdown and
+    # interpreter exit return at once, and the parent's pool is unharmed.
+    with pf.ProcessPoolExecutor(1) as ex:
+        assert ex.submit(square, 3).result(timeout=60) == 9
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.close(r)
+            code = 1
+            try:
+                try:
+                    ex.submit(square, 4)
+                except cf.process.BrokenProcessPool as exc:
+                    code = 0 if "parent" in str(exc) else 2
+                ex.shutdown(wait=True)
+                os.write(w, b"ok")
+            finally:
+                os._exit(code)
+        os.close(w)
+        _, status = os.waitpid(child, 0)
+        with os.fdopen(r, "rb") as f:
+            assert f.read() == b"ok"
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert ex.submit(square, 5).result(timeout=60) == 25

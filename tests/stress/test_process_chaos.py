@@ -68,19 +68,6 @@ EXECUTOR_ONLY = {"cancel_pending", "cancel_running", "stop_cancel"}
 ACT_ON = {"test_kill", "cancel_running", "stop_cancel"}
 
 
-def _cancel_takes_kill():
-    f = pf.Future()
-    f.set_result(None)
-    try:
-        f.cancel(kill=True)
-    except TypeError:
-        return False
-    return True
-
-
-HAS_KILL = _cancel_takes_kill()
-
-
 class ChaosError(Exception):
     """The task's own exception, raised by 'exception' tasks."""
 
@@ -346,13 +333,10 @@ def test_executor_chaos(method, tmp_path):
                 return True
             if not f.running():
                 return False  # the pool has not seen it start yet
-            if HAS_KILL:
-                # cancel() keeps CPython's meaning: a running task runs on.
-                assert not f.cancel(), f"cancel() stopped running task {i}"
-                assert not f.done()
-                ok = f.cancel(kill=True)
-            else:
-                ok = f.cancel()
+            # cancel() keeps CPython's meaning: a running task runs on.
+            assert not f.cancel(), f"cancel() stopped running task {i}"
+            assert not f.done()
+            ok = f.cancel(kill=True)
             if ok:
                 assert f.cancelled()
             return ok
@@ -394,18 +378,14 @@ def test_executor_chaos(method, tmp_path):
     assert_each_once(calls, calls_lock)
     assert_no_child_left(before, pids)
     print(f"executor chaos seed {SEED} ({method}): {TASKS} tasks in {elapsed:.1f} s; "
-          f"{len(cancelled_pending)} of {SLOW['cancel_pending']} pending cancels hit; "
-          f"cancel(kill=True): {HAS_KILL}")
+          f"{len(cancelled_pending)} of {SLOW['cancel_pending']} pending cancels hit")
 
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_pool_chaos(method, tmp_path):
-    import plait.process
+    from plait.process import Pool
 
-    Pool = getattr(plait.process, "Pool", None)
-    if Pool is None:
-        pytest.skip("plait.process.Pool is not in this tree (issue 13, part B)")
     rng = random.Random(SEED + 1)
     outcomes = plan(rng, set(SLOW) - EXECUTOR_ONLY)
     calls = collections.Counter()

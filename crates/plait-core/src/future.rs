@@ -139,6 +139,17 @@ impl<R, C> Future<R, C> {
         }
     }
 
+    /// PENDING → RUNNING without a word to anyone (a process pool learns
+    /// that a prefetched task started); `false` in any other state.
+    pub fn start_if_pending(&self) -> bool {
+        let _g = self.inner.lock();
+        if self.state() == State::Pending {
+            self.set_state(State::Running);
+            return true;
+        }
+        false
+    }
+
     /// Cancel if not yet running. Returns whether the future is cancelled
     /// and, when this call cancelled it, the callbacks to run.
     pub fn cancel(&self) -> (bool, Vec<C>) {

@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plait_core::pool::dispatch::{BASE_DEPTH, FAST_TASK, IDLE_RESET, MAX_DEPTH};
-use plait_core::pool::{Ending, Executing, Failure, Policy, Task};
+use plait_core::pool::dispatch::{BASE_DEPTH, FAST_TASK, IDLE_RESET, MAX_DEPTH, TAKE_BACK_AFTER};
+use plait_core::pool::{CancelOutcome, Ending, Executing, Failure, Policy, Task, Ticket};
 
 /// A pool whose workers are plain labels, driven the way the supervisor
 /// drives the policy.
@@ -20,6 +20,12 @@ struct Sim {
     next_worker: u32,
     /// Futures cancelled while queued (the host says so at dispatch).
     cancelled: HashSet<u64>,
+    /// Each task's ticket, for `cancel()`.
+    tickets: HashMap<u64, Arc<Ticket>>,
+    /// Futures that `cancel()` cancelled (through the claims).
+    user_cancelled: HashSet<u64>,
+    /// Tasks whose future was marked running, in order.
+    running: Vec<u64>,
     /// How each task ended: its result, or an ending, or dropped because
     /// it was cancelled before it started.
     outcome: HashMap<u64, Vec<String>>,
@@ -35,6 +41,9 @@ impl Sim {
             next_id: 1,
             next_worker: 0,
             cancelled: HashSet::new(),
+            tickets: HashMap::new(),
+            user_cancelled: HashSet::new(),
+            running: Vec::new(),
             outcome: HashMap::new(),
         }
     }
@@ -42,7 +51,9 @@ impl Sim {
     fn submit_with(&mut self, timeout: Option<Duration>) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.policy.submit(Task::new(id, Vec::new(), timeout, id));
+        let t = Task::new(id, Vec::new(), timeout, id);
+        self.tickets.insert(id, Arc::clone(&t.ticket));
+        self.policy.submit(t);
         id
     }
 
@@ -75,14 +86,73 @@ impl Sim {
     fn dispatch(&mut self) -> Vec<(usize, u64)> {
         let mut sent = Vec::new();
         for (wi, t) in self.policy.assign(self.now) {
-            if !t.marked_running() && self.cancelled.contains(&t.id) {
+            if t.direct() && !t.marked_running() && self.cancelled.contains(&t.id) {
                 self.record(t.id, "dropped: cancelled while queued");
+                self.policy.unsent(t);
                 continue;
+            }
+            if t.direct() && !t.marked_running() {
+                self.running.push(t.id);
             }
             sent.push((wi, t.id));
             self.policy.sent(wi, t, self.now);
+            self.promoted(wi);
         }
+        self.forget_dropped();
         sent
+    }
+
+    fn promoted(&mut self, wi: usize) {
+        if let Some(&id) = self.policy.take_promoted(wi) {
+            assert!(!self.user_cancelled.contains(&id), "task {id}: cancelled, yet promoted");
+            self.running.push(id);
+        }
+    }
+
+    /// Tasks the policy dropped must be ones `cancel()` cancelled.
+    fn forget_dropped(&mut self) {
+        for id in self.policy.take_dropped() {
+            assert!(self.user_cancelled.contains(&id), "task {id} dropped but not cancelled");
+        }
+    }
+
+    /// `cancel()` on a pending future (as the binding does: through its
+    /// ticket and the claims).
+    fn cancel(&mut self, id: u64) -> CancelOutcome {
+        let ticket = Arc::clone(&self.tickets[&id]);
+        let out = ticket.cancel(self.policy.claims(), id, || true);
+        if out == CancelOutcome::Cancelled && self.user_cancelled.insert(id) {
+            self.record(id, "cancel()");
+        }
+        out
+    }
+
+    /// Worker `wi` claims the second task it holds (it finished the first
+    /// and reads the next before sending the result).
+    fn claim_next(&mut self, wi: usize) -> Option<bool> {
+        let (id, slot) = self.policy.held_slots(wi).nth(1)?;
+        Some(self.policy.claims().start(slot, id))
+    }
+
+    /// Worker `wi` reads the tasks it holds: it skips (`X`) those whose
+    /// claim was cancelled or withdrawn.
+    fn skips(&mut self, wi: usize) {
+        let ghosts: Vec<u64> = self.policy.ghosts(wi).collect();
+        for id in ghosts {
+            self.policy.skipped(wi, id);
+        }
+        let held: Vec<(u64, usize)> = self.policy.held_slots(wi).skip(1).collect();
+        for (id, slot) in held {
+            if !self.policy.claims().start(slot, id) {
+                self.policy.skipped(wi, id);
+            } else {
+                // Claimed early; fine (it runs next), but put it back for
+                // the test's bookkeeping: a claim cannot be undone, so only
+                // look, do not claim, for the rest.
+                break;
+            }
+        }
+        self.forget_dropped();
     }
 
     /// Worker `wi` reports results for the first `n` tasks it holds, all in
@@ -92,10 +162,15 @@ impl Sim {
         for _ in 0..n {
             self.now += each;
             let id = self.policy.executing(wi).expect("the worker holds a task");
+            assert!(self.running.contains(&id), "task {id}: a result, never marked running");
             let t = self.policy.result(wi, id, self.now).expect("its executing task");
             assert_eq!(t.handle, id);
             self.record(id, "result");
+            self.promoted(wi);
             out.push(id);
+            if self.policy.executing(wi).is_none() {
+                break;
+            }
         }
         self.policy.end_read(wi, self.now);
         out
@@ -107,6 +182,12 @@ impl Sim {
 
     fn record_ended(&mut self, ended: Vec<(u64, Ending)>) -> Vec<(u64, Ending)> {
         for (id, how) in &ended {
+            if self.user_cancelled.contains(id) {
+                // Ending a cancelled future again is a no-op; it must not
+                // be anything but a cancel.
+                assert_eq!(*how, Ending::Cancelled, "task {id}: cancelled, then {how:?}");
+                continue;
+            }
             self.record(*id, format!("{how:?}"));
         }
         ended
@@ -115,6 +196,7 @@ impl Sim {
     fn kill(&mut self, wi: usize, why: Failure, msg: &str) -> Vec<(u64, Ending)> {
         let mut ended = Vec::new();
         self.policy.remove(wi, Some((why, msg.to_string())), &mut ended);
+        self.forget_dropped();
         self.record_ended(ended)
     }
 
@@ -263,7 +345,7 @@ fn the_depth_resets_after_an_idle_spell() {
 fn a_task_cancelled_while_queued_never_dispatches() {
     let mut sim = Sim::new(1, None);
     let ids = sim.submit_n(4);
-    sim.cancelled.insert(ids[1]);
+    assert_eq!(sim.cancel(ids[1]), CancelOutcome::Cancelled);
     sim.start_workers();
     let mut sent = Vec::new();
     while sim.policy.queued() > 0 || !sim.held(0).is_empty() {
@@ -272,7 +354,7 @@ fn a_task_cancelled_while_queued_never_dispatches() {
         sim.results(0, n, SLOW);
     }
     assert_eq!(sent, vec![ids[0], ids[2], ids[3]]);
-    assert_eq!(sim.outcome[&ids[1]], vec!["dropped: cancelled while queued"]);
+    assert_eq!(sim.outcome[&ids[1]], vec!["cancel()"]);
 }
 
 #[test]
@@ -298,17 +380,19 @@ fn a_death_fails_only_the_executing_task_and_requeues_the_prefetched() {
 }
 
 #[test]
-fn a_requeued_task_is_already_marked_running() {
+fn a_requeued_prefetched_task_is_still_pending_and_starts_once() {
     let mut sim = Sim::new(1, None);
     sim.submit_n(2);
     sim.start_workers();
     sim.dispatch();
+    assert_eq!(sim.running, vec![1], "prefetched task 2 is not running");
     sim.kill(0, Failure::WorkerDied, "died");
     sim.start_workers();
     let assigned = sim.policy.assign(sim.now);
     assert_eq!(assigned.len(), 1);
     assert_eq!(assigned[0].1.id, 2);
-    assert!(assigned[0].1.marked_running(), "its future must not be marked running twice");
+    assert!(!assigned[0].1.marked_running(), "it never started");
+    assert!(assigned[0].1.direct(), "it starts at once on the idle worker");
 }
 
 #[test]
@@ -400,20 +484,20 @@ fn shutdown_with_cancel_futures_cancels_the_queue_and_finishes_the_held() {
     sim.submit_n(8);
     sim.start_workers();
     sim.dispatch();
-    // Worker 0 dies: its prefetched task 3 goes back, marked running.
+    // Worker 0 dies: its prefetched task 3 goes back, still pending.
     sim.kill(0, Failure::WorkerDied, "died");
     assert_eq!(sim.queued(), vec![3, 5, 6, 7, 8]);
     let stopped = sim.policy.shutdown(true, false);
     let ended = sim.record_ended(stopped.ended);
-    let again = Ending::Failed(Failure::WorkerDied, "the pool was shut down before this task could run again".into());
-    assert_eq!(
-        ended,
-        vec![(3, again), (5, Ending::Cancelled), (6, Ending::Cancelled), (7, Ending::Cancelled), (8, Ending::Cancelled)]
-    );
+    let c = Ending::Cancelled;
+    assert_eq!(ended, vec![(3, c.clone()), (5, c.clone()), (6, c.clone()), (7, c.clone()), (8, c.clone()), (4, c)]);
     assert!(stopped.killed.is_empty());
-    assert!(!sim.policy.finished(), "worker 1 still holds 2 and 4");
-    sim.results(0, 2, SLOW);
+    assert!(!sim.policy.finished(), "worker 1 still runs 2");
+    assert_eq!(sim.held(0), vec![2], "its prefetched 4 was cancelled too");
+    sim.results(0, 1, SLOW);
     assert!(sim.policy.finished());
+    sim.skips(0);
+    assert_eq!(sim.policy.ghosts(0).count(), 0);
 }
 
 #[test]
@@ -428,7 +512,11 @@ fn shutdown_with_kill_fails_everything_held() {
     let ids: Vec<u64> = ended.iter().map(|(id, _)| *id).collect();
     assert_eq!(ids, vec![5, 6, 1, 3, 2, 4]);
     let killed = Ending::Failed(Failure::WorkerDied, "the worker was killed by shutdown(kill_workers=True)".into());
-    assert!(ended[2..].iter().all(|(_, how)| *how == killed));
+    // The executing ones fail; the prefetched ones never started.
+    assert_eq!(ended[2].1, killed);
+    assert_eq!(ended[3].1, Ending::Cancelled);
+    assert_eq!(ended[4].1, killed);
+    assert_eq!(ended[5].1, Ending::Cancelled);
     assert!((1..=4).all(|id| !sim.executing.contains(id)));
     assert!(sim.policy.finished());
 }
@@ -486,6 +574,28 @@ fn every_task_ends_exactly_once_under_random_events() {
                     }
                     submitted.push(id);
                 }
+                9 if !submitted.is_empty() => {
+                    // cancel() of a task whose future is not done; claims by
+                    // workers reading ahead; skips; take-backs.
+                    let id = submitted[rng.below(submitted.len() as u64) as usize];
+                    if !sim.outcome.contains_key(&id) && rng.below(2) == 0 {
+                        sim.cancel(id);
+                    }
+                    if sim.policy.workers() > 0 {
+                        let wi = rng.below(sim.policy.workers() as u64) as usize;
+                        match rng.below(3) {
+                            0 => {
+                                sim.claim_next(wi);
+                            }
+                            1 => sim.skips(wi),
+                            _ => {
+                                sim.advance(TAKE_BACK_AFTER);
+                                sim.policy.take_back(sim.now);
+                                sim.forget_dropped();
+                            }
+                        }
+                    }
+                }
                 3..=5 if sim.policy.workers() > 0 => {
                     let wi = rng.below(sim.policy.workers() as u64) as usize;
                     let n = rng.below(1 + sim.held(wi).len() as u64) as usize;
@@ -519,6 +629,7 @@ fn every_task_ends_exactly_once_under_random_events() {
         let mut guard = 0;
         while !sim.policy.finished() {
             for wi in 0..sim.policy.workers() {
+                sim.skips(wi);
                 let n = sim.held(wi).len();
                 sim.results(wi, n, Duration::from_micros(100));
             }
@@ -540,7 +651,119 @@ fn every_task_ends_exactly_once_under_random_events() {
         }
     }
     // The soak met every kind of ending.
-    for kind in ["result", "Failed", "Cancelled", "dropped"] {
+    for kind in ["result", "Failed", "Cancelled", "dropped", "cancel"] {
         assert!(seen.get(kind).is_some_and(|&n| n > 0), "no {kind} ending in {seen:?}");
     }
+}
+
+#[test]
+fn two_long_tasks_on_two_workers_one_still_starting_go_to_different_workers() {
+    let mut sim = Sim::new(2, None);
+    sim.submit_n(2);
+    let w0 = sim.policy.add_worker(0, sim.now);
+    let w1 = sim.policy.add_worker(1, sim.now);
+    sim.policy.ready(w0);
+    // The second task is kept for the worker still starting.
+    assert_eq!(sim.dispatch(), vec![(w0, 1)]);
+    assert_eq!(sim.queued(), vec![2]);
+    sim.policy.ready(w1);
+    assert_eq!(sim.dispatch(), vec![(w1, 2)]);
+    assert_eq!(sim.running, vec![1, 2]);
+}
+
+#[test]
+fn prefetched_tasks_stay_pending_until_they_execute() {
+    // Eight long tasks on two workers: two run, six are pending.
+    let mut sim = Sim::new(2, None);
+    sim.submit_n(8);
+    sim.start_workers();
+    sim.dispatch();
+    assert_eq!(sim.held(0), vec![1, 3]);
+    assert_eq!(sim.held(1), vec![2, 4]);
+    assert_eq!(sim.running, vec![1, 2]);
+    // Every one not running can be cancelled, prefetched or queued.
+    for id in [3, 4, 5, 6, 7, 8] {
+        assert_eq!(sim.cancel(id), CancelOutcome::Cancelled, "task {id}");
+    }
+    assert_eq!(sim.cancel(1), CancelOutcome::Started);
+    sim.results(0, 1, SLOW);
+    sim.results(1, 1, SLOW);
+    assert_eq!(sim.running, vec![1, 2], "the cancelled ones never started");
+    assert!(sim.policy.finished() || sim.policy.queued() > 0);
+    assert_eq!(sim.dispatch(), Vec::<(usize, u64)>::new(), "the queued ones are dropped");
+    for wi in 0..2 {
+        sim.skips(wi);
+        assert_eq!(sim.policy.ghosts(wi).count(), 0);
+        assert!(sim.held(wi).is_empty());
+    }
+    for id in 3..=8 {
+        assert_eq!(sim.outcome[&id], vec!["cancel()"]);
+    }
+}
+
+#[test]
+fn a_cancelled_prefetched_task_never_reaches_started() {
+    let mut sim = Sim::new(1, None);
+    sim.submit_n(3);
+    sim.start_workers();
+    sim.dispatch();
+    assert_eq!(sim.held(0), vec![1, 2]);
+    let slot2 = sim.policy.held_slots(0).nth(1).unwrap().1;
+    assert_eq!(sim.cancel(2), CancelOutcome::Cancelled);
+    // The worker's own claim fails: it skips the task.
+    assert!(!sim.policy.claims().start(slot2, 2));
+    sim.results(0, 1, SLOW);
+    // Promotion passed over 2; the worker holds nothing to execute now.
+    assert_eq!(sim.policy.executing(0), None);
+    assert_eq!(sim.policy.ghosts(0).collect::<Vec<_>>(), vec![2]);
+    sim.skips(0);
+    assert_eq!(sim.dispatch(), vec![(0, 3)]);
+    sim.results(0, 1, SLOW);
+    assert_eq!(sim.running, vec![1, 3]);
+}
+
+#[test]
+fn a_task_behind_a_long_one_is_taken_back_for_an_idle_worker() {
+    let mut sim = Sim::new(2, None);
+    sim.submit_n(4);
+    sim.start_workers();
+    sim.dispatch();
+    assert_eq!(sim.held(0), vec![1, 3]);
+    assert_eq!(sim.held(1), vec![2, 4]);
+    // Worker 1's tasks are quick; worker 0's first is long.
+    sim.results(1, 2, FAST);
+    assert!(sim.held(1).is_empty());
+    assert_eq!(sim.policy.take_back(sim.now), 0, "the long task has not run long enough yet");
+    sim.advance(TAKE_BACK_AFTER);
+    assert!(sim.policy.next_take_back().is_some_and(|t| t <= sim.now));
+    assert_eq!(sim.policy.take_back(sim.now), 1);
+    assert_eq!(sim.held(0), vec![1]);
+    assert_eq!(sim.queued(), vec![3]);
+    assert_eq!(sim.dispatch(), vec![(1, 3)]);
+    assert_eq!(sim.running, vec![1, 2, 4, 3]);
+    // Worker 0 skips its withdrawn copy; 3 runs once, on worker 1.
+    sim.skips(0);
+    assert_eq!(sim.policy.ghosts(0).count(), 0);
+    sim.results(1, 1, SLOW);
+    sim.results(0, 1, SLOW);
+    for id in 1..=4 {
+        assert_eq!(sim.outcome[&id], vec!["result"], "task {id}");
+    }
+}
+
+#[test]
+fn a_task_its_worker_already_claimed_is_not_taken_back() {
+    let mut sim = Sim::new(2, None);
+    sim.submit_n(4);
+    sim.start_workers();
+    sim.dispatch();
+    sim.results(1, 2, FAST);
+    sim.advance(TAKE_BACK_AFTER * 2);
+    // Worker 0 finished 1 and claimed 3 before its result was read.
+    assert_eq!(sim.claim_next(0), Some(true));
+    assert_eq!(sim.policy.take_back(sim.now), 0);
+    assert_eq!(sim.held(0), vec![1, 3]);
+    assert_eq!(sim.cancel(3), CancelOutcome::Started, "too late to cancel too");
+    sim.results(0, 2, SLOW);
+    assert_eq!(sim.outcome[&3], vec!["result"]);
 }

@@ -35,7 +35,7 @@ if setup == b"fail":
 send("S", b"")
 while True:
     _, body = recv()
-    tid, payload = body[:8], body[8:]
+    tid, payload = body[:8], body[12:]  # id, claim slot, payload
     if payload == b"die":
         os._exit(3)
     if payload == b"hang":
@@ -97,7 +97,15 @@ impl Host for Recorder {
         self.push(id, format!("{how:?}"));
     }
 
-    fn deliver(&self, _: Vec<()>, starting: Vec<(usize, Task<u64>)>, started: &mut Vec<(usize, Task<u64>)>) {
+    fn promoted(&self, _: &u64) {}
+
+    fn deliver(
+        &self,
+        _: Vec<()>,
+        starting: Vec<(usize, Task<u64>)>,
+        started: &mut Vec<(usize, Task<u64>)>,
+        _: &mut Vec<Task<u64>>,
+    ) {
         started.extend(starting);
     }
 }
@@ -106,7 +114,7 @@ fn run_pool(python: &str, setup: &[u8], tasks: &[(&str, Option<Duration>)]) -> H
     let shared = Arc::new(Shared::<u64>::new().unwrap());
     let host = Recorder::default();
     let launch = Launch { python: python.into(), setup: Some(setup.to_vec()), inherit_fds: Vec::new(), zygote: None };
-    let cfg = Config { max_workers: 2, max_tasks_per_child: None, launch };
+    let cfg = Config { max_workers: 2, max_tasks_per_child: None, launch, claims: None };
     let thread = supervisor::start(Arc::clone(&shared), host.clone(), cfg).unwrap();
     for (i, (payload, timeout)) in tasks.iter().enumerate() {
         let id = i as u64 + 1;

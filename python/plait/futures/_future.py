@@ -7,7 +7,14 @@ from plait._plait import _FutureCore
 
 class Future(_FutureCore, _cf.Future):
     """The result of an asynchronous call, like ``concurrent.futures.Future``
-    (and an instance of it)."""
+    (and an instance of it).
+
+    ``cancel(*, kill=False)``: as CPython's, ``cancel()`` succeeds only for
+    a call that has not started, and a running one runs on. ``kill=True``
+    (plait's addition) also stops a running task of a
+    ``ProcessPoolExecutor`` by killing (and replacing) its worker; the
+    future then ends cancelled. For any other future ``kill=True`` is a
+    plain ``cancel()``."""
 
     __module__ = "plait.futures"
 

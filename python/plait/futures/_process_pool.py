@@ -6,6 +6,7 @@ hooks that let pools finish their work, or kill their workers after Ctrl-C."""
 import functools
 import itertools
 import multiprocessing as _mp
+import os as _os
 import pickle as _pickle
 import sys as _sys
 import threading
@@ -15,7 +16,7 @@ from multiprocessing import context as _mp_context
 from multiprocessing import reduction as _mp_reduction
 
 from plait import _wire
-from plait._plait import _executor_map, _ProcessPoolCore
+from plait._plait import _ClaimPage, _executor_map, _ProcessPoolCore
 
 from . import _delayed
 from ._common import check_buffersize, cpu_count
@@ -39,6 +40,19 @@ _live_process_pools = weakref.WeakSet()
 _start_lock = threading.Lock()
 
 
+def _reset_after_fork():
+    # The zygote is forked while a pool holds `_start_lock`: a child (and
+    # every worker, which may start a pool of its own) gets a fresh one.
+    # The pools alive here are the parent's (their supervisors did not
+    # survive the fork): at exit the child must not wait for them.
+    global _start_lock
+    _start_lock = threading.Lock()
+    _live_process_pools.clear()
+
+
+_os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
     """A pool of worker processes, like
     ``concurrent.futures.ProcessPoolExecutor`` (and an instance of it), run
@@ -57,9 +71,17 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
       replaced. ``task_timeout`` (keyword-only, seconds) is a default time
       limit per task; ``schedule(fn, args, kwargs, timeout=...)`` sets one
       per call. A task past its limit gets ``TimeoutError`` and its worker
-      is killed and replaced; ``cancel()`` on a running task does the same
-      with ``CancelledError``.
-    * ``shutdown(kill_workers=True)`` kills the workers at once.
+      is killed and replaced.
+    * A future is RUNNING only once its task started in a worker; a task
+      sent ahead to a worker (prefetched) stays PENDING and ``cancel()``
+      still stops it. ``cancel()`` on a running task returns False, as in
+      CPython; ``future.cancel(kill=True)`` (plait's addition) kills and
+      replaces the worker running it, and the future ends cancelled.
+    * ``shutdown(kill_workers=True)`` kills the workers at once. Leaving a
+      ``with`` block on ``KeyboardInterrupt`` (or another exception that is
+      not an ``Exception``) cancels what has not started and waits only for
+      running tasks; a second Ctrl-C while waiting kills them.
+    * A task may run a process pool of its own.
     * Lambdas and closures need ``cloudpickle`` installed."""
 
     __module__ = "plait.futures"
@@ -93,7 +115,7 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
             self._plait_setup()  # fail now if it cannot travel
         _live_process_pools.add(self)
 
-    def _plait_setup(self):
+    def _plait_setup(self, claims=None):
         """What a spawned worker needs, pickled as multiprocessing pickles a
         spawned Process: multiprocessing queues and locks in ``initargs``
         travel too (their descriptors are inherited; see
@@ -106,13 +128,17 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
             init = bytes(_mp_reduction.ForkingPickler.dumps((self._initializer, self._initargs)))
         finally:
             _mp_context.set_spawning_popen(None)
-        data = _pickle.dumps({
+        setup = {
             "sys_path": list(_sys.path),
             "main_path": _main_path(),
             "authkey": bytes(_mp.current_process().authkey),
             "init": init,
-        })
-        return data, popen.fds
+        }
+        fds = list(popen.fds)
+        if claims is not None:
+            setup["claims_fd"] = claims.fd
+            fds.append(claims.fd)
+        return _pickle.dumps(setup), fds
 
     def _plait_begin(self):
         # The first submit starts the workers, as in CPython, so functions
@@ -124,19 +150,21 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
             if method == "auto":
                 method = "fork" if _single_threaded() else "spawn"
             zygote = None
+            # Shared with the workers: who runs a prefetched task, or not.
+            claims = _ClaimPage(self._max_workers)
             if method == "fork":
                 try:
                     # Only needed if the zygote fails and workers must be
                     # spawned after all.
-                    setup, fds = self._plait_setup()
+                    setup, fds = self._plait_setup(claims)
                 except Exception:
                     setup, fds = None, []
-                inherited = {"initializer": self._initializer, "initargs": self._initargs}
+                inherited = {"initializer": self._initializer, "initargs": self._initargs, "claims": claims}
                 zygote = _fork_zygote(inherited, threading.current_thread() is threading.main_thread())
             else:
-                setup, fds = self._plait_setup()
+                setup, fds = self._plait_setup(claims)
             self._plait_start(_sys.executable, self._max_workers, self._max_tasks_per_child,
-                              setup, fds, self._task_timeout, zygote)
+                              setup, fds, self._task_timeout, zygote, claims=claims)
 
     def submit(self, fn, /, *args, **kwargs):
         if not self._plait_started:
@@ -188,6 +216,21 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
         self._plait_shutdown(cancel_futures, kill_workers)
         if wait:
             self._plait_wait_stopped()
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        if exc_type is None or issubclass(exc_type, Exception):
+            self.shutdown(wait=True)
+            return False
+        # Ctrl-C (or SystemExit...) in the block: what has not started is
+        # cancelled, running tasks are waited for; a second Ctrl-C while
+        # waiting kills them.
+        try:
+            self.shutdown(wait=True, cancel_futures=True)
+        except BaseException:
+            self.shutdown(wait=False, kill_workers=True)
+            self._plait_wait_stopped(5)
+            raise
+        return False
 
 
 _interrupted = False

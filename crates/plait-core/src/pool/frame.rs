@@ -4,11 +4,12 @@
 //! | kind | direction       | payload                                        |
 //! |------|-----------------|------------------------------------------------|
 //! | `I`  | parent → worker | pickled setup (empty: a forked worker has it)  |
-//! | `T`  | parent → worker | `u64` task id, pickled `(fn, args, kwargs)`    |
+//! | `T`  | parent → worker | `u64` task id, `u32` claim slot, pickled `(fn, args, kwargs)` |
 //! | `S`  | worker → parent | nothing: setup and initializer done            |
 //! | `F`  | worker → parent | the initializer's failure, as text             |
 //! | `R`  | worker → parent | `u64` task id, pickled result                  |
 //! | `E`  | worker → parent | `u64` task id, pickled exception               |
+//! | `X`  | worker → parent | `u64` task id: skipped (cancelled or withdrawn, see `claim.rs`) |
 //!
 //! A result whose buffers live in shared memory carries the segment's
 //! descriptor (`SCM_RIGHTS`), so reads go through [`recv_with_fds`] and
@@ -40,6 +41,8 @@ pub const INIT_FAILED: u8 = b'F';
 pub const RESULT: u8 = b'R';
 /// Worker → parent: a task's exception.
 pub const ERROR: u8 = b'E';
+/// Worker → parent: a task it skipped (its claim was cancelled or withdrawn).
+pub const SKIPPED: u8 = b'X';
 
 /// A whole frame, built in a new buffer.
 pub fn build(kind: u8, payload: &[&[u8]]) -> Vec<u8> {
@@ -68,7 +71,7 @@ pub struct Frame<'a> {
 }
 
 impl<'a> Frame<'a> {
-    /// A `T`, `R` or `E` frame's task id and the bytes after it.
+    /// A `T`, `R`, `E` or `X` frame's task id and the bytes after it.
     #[inline]
     pub fn task(&self) -> Option<(u64, &'a [u8])> {
         let (id, rest) = self.body.split_first_chunk::<8>()?;

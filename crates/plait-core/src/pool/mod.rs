@@ -29,11 +29,13 @@ use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
+pub mod claim;
 pub mod dispatch;
 pub mod frame;
 pub mod supervisor;
 pub mod worker;
 
+pub use claim::{CancelOutcome, Claims, Ticket};
 pub use dispatch::{Ending, Executing, Failure, Policy, Task};
 pub use supervisor::{Config, Shared};
 pub use worker::Zygote;
@@ -74,6 +76,10 @@ pub trait Host: Send + 'static {
     /// Mark the task running, if that can be done detached.
     fn try_start(&self, task: &Self::Task) -> Start;
 
+    /// A prefetched task became its worker's executing task (its claim is
+    /// taken: it runs): mark it running, detached, if it is still pending.
+    fn promoted(&self, task: &Self::Task);
+
     /// A worker's outcome for `task`. Returns the path of the shared-memory
     /// segment the result refers to, if any (the worker reported it, so it
     /// is not swept if that worker dies).
@@ -84,11 +90,12 @@ pub trait Host: Send + 'static {
 
     /// Attached, once per batch: make the `pending` completions in order,
     /// then mark the tasks of `starting` running, pushing those that are
-    /// (the rest were cancelled) onto `started`.
+    /// onto `started` and the rest (cancelled) onto `refused`.
     fn deliver(
         &self,
         pending: Vec<Self::Pending>,
         starting: Vec<(usize, Task<Self::Task>)>,
         started: &mut Vec<(usize, Task<Self::Task>)>,
+        refused: &mut Vec<Task<Self::Task>>,
     );
 }

@@ -3,12 +3,14 @@
 //! [`Shared::submit`], [`Shared::cancel`] and [`Shared::shutdown`] use to
 //! wake it. Each turn of its loop:
 //!
-//! 1. takes the queued commands (submit, cancel a running task, shutdown);
+//! 1. takes the queued commands (submit, kill a running task, shutdown);
 //! 2. reads what workers sent and notices deaths (EOF);
 //! 3. kills workers whose executing task overran its time limit;
 //! 4. retires idle workers that reached `max_tasks_per_child`;
 //! 5. starts workers on demand;
-//! 6. assigns tasks ([`Policy::assign`]), marks them running (detached when
+//! 6. takes back tasks prefetched behind long ones for idle workers
+//!    ([`Policy::take_back`]), assigns tasks ([`Policy::assign`]), marks
+//!    the direct ones running (detached when
 //!    the host can, otherwise in the one attach of this turn, which also
 //!    delivers the turn's completions) and writes each worker's new task
 //!    frames in one write;
@@ -27,6 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use super::claim::Claims;
 use super::dispatch::{Ending, Executing, Failure, Policy, Task, COALESCE};
 use super::frame;
 use super::worker::{self, Conn, Launch};
@@ -162,6 +165,9 @@ pub struct Config {
     pub max_workers: usize,
     pub max_tasks_per_child: Option<usize>,
     pub launch: Launch,
+    /// The claim page the workers map (see `claim.rs`); `None`: one that
+    /// only this process sees (every worker's claim then succeeds).
+    pub claims: Option<Arc<Claims>>,
 }
 
 /// Start the supervisor thread of the pool `shared`.
@@ -178,8 +184,12 @@ fn end_all<H: Host>(host: &H, ended: &mut Vec<(H::Task, Ending)>, done: &mut Vec
 
 /// The supervisor loop. Runs detached except in [`Host::deliver`].
 fn supervise<H: Host>(shared: Arc<Shared<H::Task>>, host: H, cfg: Config) {
-    let Config { max_workers, max_tasks_per_child, mut launch } = cfg;
-    let mut policy: Policy<H::Task, Conn> = Policy::new(max_workers, max_tasks_per_child, Arc::clone(&shared.executing));
+    let Config { max_workers, max_tasks_per_child, mut launch, claims } = cfg;
+    let executing = Arc::clone(&shared.executing);
+    let mut policy: Policy<H::Task, Conn> = match claims {
+        Some(c) => Policy::with_claims(max_workers, max_tasks_per_child, executing, c),
+        None => Policy::new(max_workers, max_tasks_per_child, executing),
+    };
     let mut next_worker_id = 0usize;
     let mut last_wake = Instant::now();
     let mut cmds: VecDeque<Cmd<H::Task>> = VecDeque::new();
@@ -265,27 +275,58 @@ fn supervise<H: Host>(shared: Arc<Shared<H::Task>>, host: H, cfg: Config) {
         // 6. Hand out tasks. Most futures can be marked running without
         // the interpreter (nothing in Python watches them); the rest wait
         // for the attach below.
+        // A task prefetched behind one that runs long goes to a worker
+        // that is idle instead (see `Policy::take_back`).
+        policy.take_back(Instant::now());
         let assigned = if policy.queued() > 0 { policy.assign(Instant::now()) } else { Vec::new() };
         let mut started: Vec<(usize, Task<H::Task>)> = Vec::new();
         let mut attach_start: Vec<(usize, Task<H::Task>)> = Vec::new();
+        let mut refused: Vec<Task<H::Task>> = Vec::new();
+        // Frames go out in assignment order (tasks marked running attached
+        // come back after the others).
+        let order: Vec<u64> = assigned.iter().map(|(_, t)| t.id).collect();
         for (wi, t) in assigned {
-            if t.marked_running() {
+            // Prefetched tasks stay pending until they become executing.
+            if t.marked_running() || !t.direct() {
                 started.push((wi, t));
                 continue;
             }
             match host.try_start(&t.handle) {
                 Start::Running => started.push((wi, t)),
-                Start::Cancelled => drop(t),
+                Start::Cancelled => refused.push(t),
                 Start::Attach => attach_start.push((wi, t)),
             }
         }
-        if !attach_start.is_empty() || !done.is_empty() {
-            host.deliver(std::mem::take(&mut done), attach_start, &mut started);
+        // Futures cancelled before their task started: tell their waiters
+        // (CANCELLED_AND_NOTIFIED), as an executor does when it reaches one.
+        for h in policy.take_dropped() {
+            host.ended(h, Ending::Cancelled, &mut done);
+        }
+        let attached = !attach_start.is_empty();
+        if attached || !done.is_empty() {
+            host.deliver(std::mem::take(&mut done), attach_start, &mut started, &mut refused);
+        }
+        for t in refused {
+            drop(policy.unsent(t));
+        }
+        // A task refused above leaves the next one first: `sent` promotes it.
+        if attached {
+            started.sort_by_key(|(_, t)| order.iter().position(|&id| id == t.id));
         }
         let now = Instant::now();
         for (wi, t) in started {
-            frame::push(&mut policy.io_mut(wi).wbuf, frame::TASK, &[&t.id.to_le_bytes(), &t.payload]);
+            let slot = t.slot() as u32;
+            frame::push(&mut policy.io_mut(wi).wbuf, frame::TASK, &[&t.id.to_le_bytes(), &slot.to_le_bytes(), &t.payload]);
             policy.sent(wi, t, now);
+            if let Some(h) = policy.take_promoted(wi) {
+                host.promoted(h);
+            }
+        }
+        for h in policy.take_dropped() {
+            host.ended(h, Ending::Cancelled, &mut done);
+        }
+        if !done.is_empty() {
+            host.deliver(std::mem::take(&mut done), Vec::new(), &mut Vec::new(), &mut Vec::new());
         }
         // One write per worker for everything it was handed; what the
         // socket does not take now goes when poll() says it can. Its
@@ -299,13 +340,16 @@ fn supervise<H: Host>(shared: Arc<Shared<H::Task>>, host: H, cfg: Config) {
                 c.close();
             }
             if !done.is_empty() {
-                host.deliver(std::mem::take(&mut done), Vec::new(), &mut Vec::new());
+                host.deliver(std::mem::take(&mut done), Vec::new(), &mut Vec::new(), &mut Vec::new());
             }
             shared.set_stopped();
             return;
         }
         // 8. Wait for input, a command or the next deadline.
-        let next_deadline = policy.next_deadline();
+        let next_deadline = match (policy.next_deadline(), policy.next_take_back()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let timeout_ms = match next_deadline {
             Some(d) => d.saturating_duration_since(Instant::now()).as_millis().min(1000) as i32 + 1,
             None => 1000,
@@ -372,10 +416,18 @@ fn read_worker<H: Host>(
             frame::RESULT | frame::ERROR => {
                 let Some((id, body)) = f.task() else { continue };
                 let Some(task) = policy.result(wi, id, now) else { continue };
+                if let Some(h) = policy.take_promoted(wi) {
+                    host.promoted(h);
+                }
                 results = true;
                 let reply = Reply { is_error: f.kind == frame::ERROR, body, fds: &mut fds };
                 if let Some(segment) = host.result(task.handle, reply, done) {
                     policy.io_mut(wi).reported.insert(segment);
+                }
+            }
+            frame::SKIPPED => {
+                if let Some((id, _)) = f.task() {
+                    policy.skipped(wi, id);
                 }
             }
             _ => {}

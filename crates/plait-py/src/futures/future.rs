@@ -36,6 +36,18 @@ fn invalid_state(py: Python<'_>, state: State, fut: &Bound<'_, PyAny>) -> PyErr 
     errors::invalid_state(py, &format!("{}: {}", state.name(), repr))
 }
 
+/// How `cancel()` reaches the task of a process pool's future.
+pub(crate) trait PoolTask: Send + Sync {
+    /// The future is pending: decide, against the worker that may hold the
+    /// task prefetched, whether it will never run (`true`) or started
+    /// (`false`). Called detached; `pending` says whether the future still
+    /// is.
+    fn cancel_pending(&self, pending: &dyn Fn() -> bool) -> bool;
+    /// `cancel(kill=True)` on a running task: kill its worker if it still
+    /// runs this task; whether it will.
+    fn kill_running(&self) -> bool;
+}
+
 /// Lazily created interop attributes.
 #[derive(Default)]
 struct Interop {
@@ -48,9 +60,9 @@ struct Interop {
 pub struct FutureCore {
     pub(crate) core: Arc<CoreFuture<Obj, Obj>>,
     interop: Mutex<Interop>,
-    /// Set by a process pool: how to stop the work if the future is
-    /// cancelled while running (kill the worker running it).
-    on_cancel_running: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// Set by a process pool: how `cancel()` reaches its task (see
+    /// [`PoolTask`]).
+    pool: std::sync::OnceLock<Box<dyn PoolTask>>,
     /// A finished outcome still in pickled form (set by a process pool
     /// without the interpreter), decoded by the first reader.
     pickled: Mutex<Option<Pickled>>,
@@ -58,13 +70,18 @@ pub struct FutureCore {
 }
 
 impl FutureCore {
+    /// `cancel()` as CPython's: never stops a running task.
+    pub(crate) fn cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        FutureCore::cancel_with(slf, false)
+    }
+
     fn create() -> Self {
         let core = Arc::new(CoreFuture::new());
         let reg = register_arc(&core);
         FutureCore {
             core,
             interop: Mutex::new(Interop::default()),
-            on_cancel_running: std::sync::OnceLock::new(),
+            pool: std::sync::OnceLock::new(),
             pickled: Mutex::new(None),
             _fork: reg,
         }
@@ -131,10 +148,49 @@ impl FutureCore {
         Ok(r)
     }
 
-    /// Make `cancel()` work on a running future: `stop` tries to end the
-    /// work and says whether it will; if so the future is cancelled at once.
-    pub(crate) fn set_cancel_running(&self, stop: Box<dyn Fn() -> bool + Send + Sync>) {
-        let _ = self.on_cancel_running.set(stop);
+    /// Let `cancel()` reach a process pool's task (see [`PoolTask`]).
+    pub(crate) fn set_pool_task(&self, task: Box<dyn PoolTask>) {
+        let _ = self.pool.set(task);
+    }
+
+    /// A pool's prefetched task started: PENDING → RUNNING (nothing waits
+    /// for that transition, so no interpreter is needed).
+    pub(crate) fn mark_started(&self) -> bool {
+        self.core.start_if_pending()
+    }
+
+    /// Cancel as `Future.cancel()` does, without asking a pool (the pool
+    /// itself decided the task never runs).
+    pub(crate) fn cancel_plain(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let (cancelled, cbs) = FutureCore::transition(slf, |c| c.cancel(), |_| None, true)?;
+        run_callbacks(slf, cbs)?;
+        Ok(cancelled)
+    }
+
+    /// `cancel()`, and `cancel(kill=True)` (see the Python method).
+    pub(crate) fn cancel_with(slf: &Bound<'_, Self>, kill: bool) -> PyResult<bool> {
+        let this = slf.get();
+        if let Some(p) = this.pool.get() {
+            if this.core.state() == State::Pending {
+                let core = &this.core;
+                let never_runs = slf.py().detach(|| p.cancel_pending(&|| core.state() == State::Pending));
+                if !never_runs {
+                    // It started in its worker (the supervisor says so too,
+                    // as soon as it reads that worker).
+                    this.core.start_if_pending();
+                    if !kill {
+                        return Ok(false);
+                    }
+                }
+            }
+            if this.core.state() == State::Running {
+                if kill && p.kill_running() {
+                    return FutureCore::force_cancel(slf);
+                }
+                return Ok(false);
+            }
+        }
+        FutureCore::cancel_plain(slf)
     }
 
     /// Mark running without the interpreter when nothing in Python can be
@@ -314,20 +370,13 @@ impl FutureCore {
     }
 
     /// Cancel the future if it has not started running; returns whether it
-    /// is cancelled.
-    pub(crate) fn cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
-        let this = slf.get();
-        if this.core.state() == State::Running {
-            if let Some(stop) = this.on_cancel_running.get() {
-                if !stop() {
-                    return Ok(false);
-                }
-                return FutureCore::force_cancel(slf);
-            }
-        }
-        let (cancelled, cbs) = FutureCore::transition(slf, |c| c.cancel(), |_| None, true)?;
-        run_callbacks(slf, cbs)?;
-        Ok(cancelled)
+    /// is cancelled. `kill` (keyword-only, plait's addition): a process
+    /// pool's running task is stopped by killing (and replacing) its
+    /// worker, and the future ends cancelled; for other futures it is a
+    /// plain cancel.
+    #[pyo3(name = "cancel", signature = (*, kill = false))]
+    fn py_cancel(slf: &Bound<'_, Self>, kill: bool) -> PyResult<bool> {
+        FutureCore::cancel_with(slf, kill)
     }
 
     fn cancelled(&self) -> bool {

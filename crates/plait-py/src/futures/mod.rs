@@ -26,7 +26,7 @@ mod pickled;
 mod thread_pool;
 
 // What the process pool (`process/pool.rs`) builds its futures from.
-pub(crate) use future::{run_callbacks_of, FutureCore};
+pub(crate) use future::{run_callbacks_of, FutureCore, PoolTask};
 pub(crate) use pickled::{decode_pickled, Pickled};
 
 type Obj = Py<PyAny>;

@@ -16,14 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use plait_core::future::Resolution;
-use plait_core::pool::{self, Ending, Failure, Host, Reply, Shared, Start, Task, Zygote};
+use plait_core::future::{InvalidState, Resolution, State};
+use plait_core::pool::{self, CancelOutcome, Claims, Ending, Failure, Host, Policy, Reply, Shared, Start, Task, Ticket, Zygote};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
 use crate::errors;
-use crate::futures::{decode_pickled, run_callbacks_of, FutureCore, Pickled};
+use crate::futures::{decode_pickled, run_callbacks_of, FutureCore, Pickled, PoolTask};
 use crate::process::shm::ShmGuard;
 use crate::wait::{deadline_in, detached};
 
@@ -56,10 +56,16 @@ impl Host for PyHost {
     #[inline]
     fn try_start(&self, job: &Job) -> Start {
         match job.future.get().try_set_running_detached() {
-            Some(Ok(true)) => Start::Running,
+            // Running already: a cancel() found its claim started.
+            Some(Ok(true)) | Some(Err(InvalidState(State::Running))) => Start::Running,
             Some(Ok(false)) | Some(Err(_)) => Start::Cancelled,
             None => Start::Attach,
         }
+    }
+
+    #[inline]
+    fn promoted(&self, job: &Job) {
+        job.future.get().mark_started();
     }
 
     #[inline]
@@ -85,12 +91,24 @@ impl Host for PyHost {
         });
     }
 
-    fn deliver(&self, done: Vec<Done>, starting: Vec<(usize, Task<Job>)>, started: &mut Vec<(usize, Task<Job>)>) {
+    fn deliver(
+        &self,
+        done: Vec<Done>,
+        starting: Vec<(usize, Task<Job>)>,
+        started: &mut Vec<(usize, Task<Job>)>,
+        refused: &mut Vec<Task<Job>>,
+    ) {
         Python::attach(|py| {
             complete(py, done);
             for (wi, t) in starting {
-                if let Ok(true) = FutureCore::set_running_or_notify_cancel(t.handle.future.bind(py)) {
+                let f = t.handle.future.get();
+                if f.mark_started() {
                     started.push((wi, t));
+                    continue;
+                }
+                match FutureCore::set_running_or_notify_cancel(t.handle.future.bind(py)) {
+                    Ok(true) => started.push((wi, t)),
+                    _ => refused.push(t),
                 }
             }
         });
@@ -128,7 +146,13 @@ fn complete(py: Python<'_>, done: Vec<Done>) {
                     }
                 }
                 Done::Cancelled(f) => {
-                    FutureCore::cancel(f.bind(py))?;
+                    // Cancelled (now, or by cancel() before its task
+                    // started): its waiters are told, as an executor does.
+                    let f = f.bind(py);
+                    FutureCore::cancel_plain(f)?;
+                    if f.get().core.state() == State::Cancelled {
+                        FutureCore::set_running_or_notify_cancel(f)?;
+                    }
                 }
             }
             Ok(())
@@ -139,6 +163,66 @@ fn complete(py: Python<'_>, done: Vec<Done>) {
     }
 }
 
+/// How `cancel()` reaches a task of this pool (see `plait_core::pool::claim`).
+struct TaskLink {
+    id: u64,
+    ticket: Arc<Ticket>,
+    claims: Arc<Claims>,
+    shared: std::sync::Weak<Shared<Job>>,
+}
+
+impl PoolTask for TaskLink {
+    fn cancel_pending(&self, pending: &dyn Fn() -> bool) -> bool {
+        self.ticket.cancel(&self.claims, self.id, pending) == CancelOutcome::Cancelled
+    }
+
+    fn kill_running(&self) -> bool {
+        // Only the task a worker is executing can be stopped (by killing
+        // its worker).
+        match self.shared.upgrade() {
+            Some(shared) if shared.is_executing(self.id) => {
+                shared.cancel(self.id);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The claim page of a pool, shared with its workers: a forked worker
+/// inherits the mapping, a spawned one maps the descriptor (`fd`).
+#[pyclass(module = "plait.futures", name = "_ClaimPage", frozen)]
+pub struct ClaimPage(Arc<Claims>);
+
+#[pymethods]
+impl ClaimPage {
+    /// A page for a pool of `max_workers` workers.
+    #[new]
+    fn new(max_workers: usize) -> PyResult<Self> {
+        Ok(ClaimPage(Arc::new(Claims::shared(Policy::<(), ()>::slots_for(max_workers))?)))
+    }
+
+    /// Map the page of descriptor `fd` (inherited by a spawned worker,
+    /// which hands it over).
+    #[staticmethod]
+    fn from_fd(fd: i32) -> PyResult<Self> {
+        // SAFETY: the caller hands over an open descriptor it owns.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Ok(ClaimPage(Arc::new(Claims::from_fd(fd)?)))
+    }
+
+    #[getter]
+    fn fd(&self) -> i32 {
+        self.0.fd().unwrap_or(-1)
+    }
+
+    /// In a worker, before running task `id` of slot `slot`: whether to
+    /// run it (false: it was cancelled or taken back; skip it).
+    fn start(&self, slot: usize, id: u64) -> bool {
+        slot >= self.0.len() || self.0.start(slot, id)
+    }
+}
+
 /// The Rust part of `plait.futures.ProcessPoolExecutor`.
 #[pyclass(module = "plait.futures", name = "_ProcessPoolCore", subclass, frozen)]
 pub struct ProcessPoolCore {
@@ -146,6 +230,22 @@ pub struct ProcessPoolCore {
     next_id: AtomicU64,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     default_timeout: Mutex<Option<f64>>,
+    claims: Mutex<Option<Arc<Claims>>>,
+    /// `plait_core::fork::generation()` when the supervisor started
+    /// (`NOT_STARTED` before): a forked child sees another generation, and
+    /// the pool's supervisor and workers are its parent's, not its own.
+    started_in: AtomicU64,
+}
+
+const NOT_STARTED: u64 = u64::MAX;
+
+impl ProcessPoolCore {
+    /// Started in the process this was forked from: the supervisor thread
+    /// did not survive the fork, and the workers are the parent's.
+    fn foreign(&self) -> bool {
+        let born = self.started_in.load(Ordering::Relaxed);
+        born != NOT_STARTED && born != plait_core::fork::generation()
+    }
 }
 
 #[pymethods]
@@ -158,13 +258,16 @@ impl ProcessPoolCore {
             next_id: AtomicU64::new(1),
             thread: Mutex::new(None),
             default_timeout: Mutex::new(None),
+            claims: Mutex::new(None),
+            started_in: AtomicU64::new(NOT_STARTED),
         })
     }
 
     /// Start the supervisor (once, at the first submit). `zygote`: the pid
     /// and socket of a zygote the caller forked, which then forks workers.
-    /// Does nothing after shutdown.
-    #[pyo3(signature = (python, max_workers, max_tasks_per_child, setup, inherit_fds, default_timeout, zygote))]
+    /// Does nothing after shutdown. `claims`: the page the workers were
+    /// given (without one, cancel() cannot stop a prefetched task).
+    #[pyo3(signature = (python, max_workers, max_tasks_per_child, setup, inherit_fds, default_timeout, zygote, *, claims = None))]
     #[allow(clippy::too_many_arguments)]
     fn _plait_start(
         &self,
@@ -175,6 +278,7 @@ impl ProcessPoolCore {
         inherit_fds: Vec<i32>,
         default_timeout: Option<f64>,
         zygote: Option<(i32, i32)>,
+        claims: Option<PyRef<'_, ClaimPage>>,
     ) -> PyResult<()> {
         // SAFETY: the caller hands over this socket (it detached it from
         // its Python object), and the zygote is its child.
@@ -184,10 +288,16 @@ impl ProcessPoolCore {
             return Ok(()); // dropping `zygote` stops and reaps it
         }
         *self.default_timeout.lock() = default_timeout;
+        let claims = match claims {
+            Some(c) => Arc::clone(&c.0),
+            None => Arc::new(Claims::local(Policy::<(), ()>::slots_for(max_workers))),
+        };
+        *self.claims.lock() = Some(Arc::clone(&claims));
         let launch = pool::worker::Launch { python, setup, inherit_fds, zygote };
-        let cfg = pool::Config { max_workers, max_tasks_per_child, launch };
+        let cfg = pool::Config { max_workers, max_tasks_per_child, launch, claims: Some(claims) };
         let handle = pool::supervisor::start(Arc::clone(&self.shared), PyHost, cfg)
             .map_err(|e| PyRuntimeError::new_err(format!("cannot start the pool supervisor: {e}")))?;
+        self.started_in.store(plait_core::fork::generation(), Ordering::Relaxed);
         *thread = Some(handle);
         Ok(())
     }
@@ -212,6 +322,11 @@ impl ProcessPoolCore {
         if let Some(msg) = self.shared.broken() {
             return Err(errors::broken_process_pool(py, &msg));
         }
+        if self.foreign() {
+            let msg = "this process pool was started by the parent of this forked process; \
+                       its workers are the parent's (make a new pool in the child)";
+            return Err(errors::broken_process_pool(py, msg));
+        }
         if self.shared.is_closed() {
             return Err(PyRuntimeError::new_err("cannot schedule new futures after shutdown"));
         }
@@ -227,20 +342,19 @@ impl ProcessPoolCore {
             }
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let weak = Arc::downgrade(&self.shared);
-        fut.get().set_cancel_running(Box::new(move || match weak.upgrade() {
-            // Only the task a worker is executing can be stopped (by killing
-            // it); one still waiting in a worker's socket runs, as a RUNNING
-            // future does in CPython, and cancel() says False.
-            Some(shared) if shared.is_executing(id) => {
-                shared.cancel(id);
-                true
-            }
-            _ => false,
-        }));
         let timeout = timeout.or(*self.default_timeout.lock()).map(|t| Duration::from_secs_f64(t.max(0.0)));
         let shm = ShmGuard::of(&payload);
-        self.shared.submit(Task::new(id, payload, timeout, Job { future: fut.clone().unbind(), _shm: shm }));
+        let task = Task::new(id, payload, timeout, Job { future: fut.clone().unbind(), _shm: shm });
+        if let Some(claims) = self.claims.lock().as_ref() {
+            let link = TaskLink {
+                id,
+                ticket: Arc::clone(&task.ticket),
+                claims: Arc::clone(claims),
+                shared: Arc::downgrade(&self.shared),
+            };
+            fut.get().set_pool_task(Box::new(link));
+        }
+        self.shared.submit(task);
         Ok(fut_obj.unbind())
     }
 
@@ -251,6 +365,9 @@ impl ProcessPoolCore {
 
     #[pyo3(signature = (cancel_futures, kill))]
     fn _plait_shutdown(&self, cancel_futures: bool, kill: bool) {
+        if self.foreign() {
+            return; // the parent's pool: the parent shuts it down
+        }
         {
             // Never started: nothing to stop (and `_plait_start` will not
             // start it now).
@@ -268,6 +385,9 @@ impl ProcessPoolCore {
     /// Wait (Ctrl-C aware) until the supervisor has stopped every worker.
     #[pyo3(signature = (timeout = None))]
     fn _plait_wait_stopped(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        if self.foreign() {
+            return Ok(true); // no supervisor of ours to wait for
+        }
         let deadline = timeout.map(deadline_in);
         let done = self.shared.stopped();
         let (out, err) = detached(py, deadline, |ctx| done.wait(ctx));
@@ -297,7 +417,7 @@ impl ProcessPoolCore {
 impl Drop for ProcessPoolCore {
     fn drop(&mut self) {
         // Collected without shutdown: stop the workers once the queue drains.
-        if !self.shared.is_stopped() {
+        if !self.foreign() && !self.shared.is_stopped() {
             self.shared.shutdown(false, false);
         }
     }
@@ -305,5 +425,6 @@ impl Drop for ProcessPoolCore {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ProcessPoolCore>()?;
+    m.add_class::<ClaimPage>()?;
     Ok(())
 }
