@@ -127,6 +127,24 @@ def test_shutdown_after_cancelling_most_waits_only_for_what_started(ctx, tmp_pat
     assert started(d) == [0, 1, 2, 3]
 
 
+def test_stdlib_wait_counts_every_cancelled_queued_task_done(tmp_path):
+    # The standard library's wait() counts a cancelled future done only once
+    # the executor has told its waiters (CANCELLED_AND_NOTIFIED): cancelled
+    # tasks queued behind a running one must all be told when it ends, not
+    # a few per turn of the supervisor.
+    d = str(tmp_path)
+    with pf.ProcessPoolExecutor(1) as ex:
+        first = ex.submit(block, d, 0)
+        rest = [ex.submit(square, i) for i in range(10)]
+        wait_until(lambda: started(d) == [0], "the first task never started")
+        assert [f.cancel() for f in rest] == [True] * 10
+        touch(os.path.join(d, "release"))
+        assert first.result(timeout=BOUND) == 0
+        done, not_done = cf.wait(rest, timeout=BOUND)
+        assert not not_done, [f._state for f in not_done]
+        assert all(f._state == "CANCELLED_AND_NOTIFIED" for f in rest)
+
+
 def test_shutdown_cancel_futures_cancels_prefetched_tasks(ctx, tmp_path):
     d = str(tmp_path)
     ex = pf.ProcessPoolExecutor(2, mp_context=ctx)

@@ -358,6 +358,30 @@ fn a_task_cancelled_while_queued_never_dispatches() {
 }
 
 #[test]
+fn a_run_of_cancelled_tasks_is_dropped_in_one_dispatch() {
+    // One worker busy with a long task; everything queued behind it is
+    // cancelled. The next dispatch (after the long task's result) drops
+    // them all at once, so their waiters are told then, not one per turn.
+    let mut sim = Sim::new(1, None);
+    let long = sim.submit();
+    sim.start_workers();
+    assert_eq!(sim.dispatch(), vec![(0, long)]);
+    let rest = sim.submit_n(10);
+    for &id in &rest {
+        assert_eq!(sim.cancel(id), CancelOutcome::Cancelled);
+    }
+    sim.results(0, 1, SLOW);
+    let mut dropped = Vec::new();
+    for (wi, t) in sim.policy.assign(sim.now) {
+        panic!("worker {wi} was sent task {}, which was cancelled", t.id);
+    }
+    dropped.extend(sim.policy.take_dropped());
+    dropped.sort_unstable();
+    assert_eq!(dropped, rest);
+    assert_eq!(sim.policy.queued(), 0);
+}
+
+#[test]
 fn a_death_fails_only_the_executing_task_and_requeues_the_prefetched() {
     let mut sim = Sim::new(2, None);
     sim.submit_n(6);

@@ -385,8 +385,14 @@ impl<T, W> Policy<T, W> {
                     Some(max) => max.saturating_sub(s.tasks_done + load[wi]),
                     None => usize::MAX,
                 };
-                if s.ready && load[wi] == round && round < s.depth && room > 0 {
-                    let Some(mut t) = self.queue.pop_front() else { break };
+                if !(s.ready && load[wi] == round && round < s.depth && room > 0) {
+                    continue;
+                }
+                // A cancelled task is dropped (its waiters are told) without
+                // using up the worker's turn, so a run of them at the front
+                // of the queue is cleared in one go, as an executor clears
+                // cancelled work items it reaches.
+                while let Some(mut t) = self.queue.pop_front() {
                     let slot = self.free_slots.pop().expect("a free slot");
                     self.claims.queue(slot, t.id);
                     // A cancel that came first wins: drop the task.
@@ -408,6 +414,7 @@ impl<T, W> Policy<T, W> {
                     }
                     out.push((wi, t));
                     load[wi] += 1;
+                    break;
                 }
             }
         }
