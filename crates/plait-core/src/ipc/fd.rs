@@ -158,38 +158,9 @@ pub fn send_gather(sock: RawFd, parts: &[IoSlice<'_>], flags: libc::c_int) -> io
 
 /// One `sendmsg` of `data` with descriptor `fd` attached (`SCM_RIGHTS`),
 /// with `flags`; `EINTR` is retried. The descriptor stays the caller's.
+#[inline]
 pub fn send_with_fd(sock: RawFd, data: &[u8], fd: RawFd, flags: libc::c_int) -> io::Result<()> {
-    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
-    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    let mut cbuf = [0u64; 4]; // room for one cmsg with one fd, aligned
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space;
-    // SAFETY: msg_control points at `space` (<= 32) bytes of aligned
-    // storage, enough for the one header CMSG_FIRSTHDR returns and its data.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
-    }
-    loop {
-        // SAFETY: `msg` and everything it points to outlive the call; the
-        // kernel only reads them.
-        let n = unsafe { libc::sendmsg(sock, &msg, flags) };
-        if n >= 0 {
-            return Ok(());
-        }
-        let e = errno();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    send_with_fds(sock, data, &[fd], flags)
 }
 
 /// One `sendmsg` of `data` with up to four descriptors attached
