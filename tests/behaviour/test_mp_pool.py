@@ -64,6 +64,19 @@ def wait_for_file(path, bound=BOUND):
     return "slow"
 
 
+def assert_gone(pid, what, bound=10):
+    """Fail with ``what`` unless process ``pid`` is gone within ``bound`` s
+    (a hang bound: it is usually gone at once)."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)  # existence check only: signal 0 sends nothing
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    pytest.fail(what)
+
+
 _init_value = None
 
 
@@ -365,15 +378,7 @@ def test_no_worker_outlives_a_parent_that_never_closed(tmp_path):
                          timeout=BOUND)
     assert out.returncode == 0, out.stderr
     for wpid in eval(out.stdout):
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(wpid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"worker {wpid} outlived its parent")
+        assert_gone(wpid, f"worker {wpid} outlived its parent")
 
 
 def test_a_forked_child_of_a_pool_owner_exits():
@@ -436,15 +441,7 @@ def test_ctrl_c_in_map_inside_with_kills_the_workers(tmp_path):
             proc.wait()
     assert "KeyboardInterrupt" in err
     for name in os.listdir(pids_dir):
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(int(name), 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"worker {name} outlived the interrupted program")
+        assert_gone(int(name), f"worker {name} outlived the interrupted program")
 
 
 def test_spawned_workers_and_a_task_limit_with_fork_context():

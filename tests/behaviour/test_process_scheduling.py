@@ -272,10 +272,7 @@ def test_ctrl_c_in_a_loop_inside_with_stops_promptly(tmp_path, method, loop):
     assert 4 <= len(ran) < 200, len(ran)
     pids = [int(p) for p in (runs / "pids").read_text().split()]
     assert pids
-    deadline = time.monotonic() + BOUND
-    while any(alive(p) for p in pids):
-        assert time.monotonic() < deadline, "a worker outlived its parent"
-        time.sleep(0.05)
+    wait_until(lambda: not any(alive(p) for p in pids), "a worker outlived its parent")
 
 
 def test_second_ctrl_c_kills_running_tasks(tmp_path):
@@ -307,10 +304,7 @@ def test_second_ctrl_c_kills_running_tasks(tmp_path):
     assert "KeyboardInterrupt" in out.stderr, out.stderr
     pids = [int(n.split("-")[1]) for n in os.listdir(runs)]
     assert pids
-    deadline = time.monotonic() + BOUND
-    while any(alive(p) for p in pids):
-        assert time.monotonic() < deadline, "the running task's worker was not killed"
-        time.sleep(0.05)
+    wait_until(lambda: not any(alive(p) for p in pids), "the running task's worker was not killed")
 
 
 
@@ -329,8 +323,5 @@ def test_killing_a_worker_that_runs_its_own_pool_leaves_no_process(ctx, tmp_path
         pids = [int((tmp_path / f"started-{i}").read_text()) for i in (0, 1)]
         assert pids[0] != pids[1]
         assert f.cancel(kill=True)
-        deadline = time.monotonic() + BOUND
-        while any(alive(p) for p in pids):
-            assert time.monotonic() < deadline, "a nested worker outlived its parent"
-            time.sleep(0.05)
+        wait_until(lambda: not any(alive(p) for p in pids), "a nested worker outlived its parent")
         assert ex.submit(square, 4).result(BOUND) == 16
