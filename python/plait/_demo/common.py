@@ -114,6 +114,19 @@ class RunResult:
         return self.items / self.seconds if self.seconds > 0 else 0.0
 
 
+def verdict(done: int, jobs: int, total: int, expected: int, errors: list[str],
+            note: str = "") -> tuple[bool, str]:
+    """A jobs run's (ok, note): ok when every job succeeded and the
+    checksum matches; the note names the first failure, a stall (``note``
+    given), or how far the run got."""
+    if errors:
+        note = f"{len(errors)} jobs failed, e.g. {errors[0]}"
+    ok = not note and done == jobs and total == expected
+    if not ok and not note:
+        note = f"{done:,} of {jobs:,} jobs done, checksum differs"
+    return ok, note
+
+
 @dataclass
 class Section:
     key: str

@@ -6,7 +6,8 @@ import os
 import time
 from typing import Callable
 
-from .common import STALL_SECONDS, STDLIB_NAME, DemoContext, RunResult, process_futures, section
+from .common import (STALL_SECONDS, STDLIB_NAME, DemoContext, RunResult, process_futures, section,
+                     verdict)
 from .terminal import ProgressBar
 
 
@@ -40,10 +41,7 @@ def run_cpu_jobs(make_pool: Callable[[], object], as_completed: Callable, inputs
             on_progress(done, time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
     expected = sum(squares_below(n) for n in inputs)
-    note = f"{len(errors)} jobs failed, e.g. {errors[0]}" if errors else ""
-    ok = not errors and done == len(inputs) and total == expected
-    if not ok and not note:
-        note = f"{done} of {len(inputs)} jobs done, checksum differs"
+    ok, note = verdict(done, len(inputs), total, expected, errors)
     return done, seconds, ok, note
 
 

@@ -9,7 +9,7 @@ import time
 from types import ModuleType
 from typing import Callable
 
-from .common import STALL_SECONDS, DemoContext, RunResult, futures_modules, section
+from .common import STALL_SECONDS, DemoContext, RunResult, futures_modules, section, verdict
 from .terminal import ProgressBar
 
 IO_WORKERS = 16
@@ -137,11 +137,7 @@ def run_io_jobs(futures: ModuleType, jobs: int, address: tuple, expected: int,
                 for f in fs:
                     f.cancel()
         seconds = time.perf_counter() - t0
-    if errors:
-        note = f"{len(errors)} jobs failed, e.g. {errors[0]}"
-    ok = not note and done == jobs and total == expected
-    if not ok and not note:
-        note = f"{done:,} of {jobs:,} jobs done, checksum differs"
+    ok, note = verdict(done, jobs, total, expected, errors, note)
     return done, seconds, ok, note
 
 
