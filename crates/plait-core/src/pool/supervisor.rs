@@ -311,7 +311,10 @@ fn supervise<H: Host>(shared: Arc<Shared<H::Task>>, host: H, cfg: Config) {
         }
         // A task refused above leaves the next one first: `sent` promotes it.
         if attached {
-            started.sort_by_key(|(_, t)| order.iter().position(|&id| id == t.id));
+            // By a map from id to place, not a search per task: a turn can
+            // hand out max_workers × MAX_DEPTH tasks.
+            let place: std::collections::HashMap<u64, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+            started.sort_by_key(|(_, t)| place.get(&t.id).copied());
         }
         let now = Instant::now();
         for (wi, t) in started {
