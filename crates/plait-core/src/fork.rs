@@ -34,6 +34,11 @@ pub trait AfterFork: Send + Sync {
     /// Called only from the `pthread_atfork` child handler, while the child
     /// is single-threaded.
     unsafe fn after_fork_child(&self, survivor: u64);
+
+    /// The primitive as `plait.debug` sees it (`None`: not a primitive).
+    fn inspect(&self) -> Option<&dyn crate::debug::Inspect> {
+        None
+    }
 }
 
 /// A process-lifetime object that holds its own lock across `fork()`.
@@ -112,6 +117,13 @@ pub fn register_arc<T: AfterFork + 'static>(obj: &Arc<T>) -> Registration {
     register(weak)
 }
 
+/// Every live registered primitive (for `plait.debug`). The registry's
+/// lock is released before returning, so the caller may drop the `Arc`s.
+pub fn live() -> Vec<Arc<dyn AfterFork>> {
+    let r = REGISTRY.lock();
+    r.slots.iter().flatten().filter_map(Weak::upgrade).collect()
+}
+
 /// How many times this process has been forked into a child (0 in the
 /// original process). Lets lazily-checked state notice a fork.
 pub fn generation() -> u64 {
@@ -159,6 +171,10 @@ extern "C" fn child() {
     FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     let survivor = ident();
     set_main_thread(survivor);
+    // SAFETY: we are in the atfork child handler; the child has one thread.
+    unsafe { crate::debug::waits::after_fork(survivor) };
+    // SAFETY: as above.
+    unsafe { crate::debug::order::after_fork() };
     let live: Vec<Arc<dyn AfterFork>> = {
         let r = REGISTRY.lock();
         r.slots.iter().flatten().filter_map(Weak::upgrade).collect()
@@ -202,6 +218,9 @@ impl AfterFork for crate::sync::Lock {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork(survivor) }
     }
+    fn inspect(&self) -> Option<&dyn crate::debug::Inspect> {
+        Some(self)
+    }
 }
 
 impl AfterFork for crate::sync::RLock {
@@ -210,6 +229,9 @@ impl AfterFork for crate::sync::RLock {
     unsafe fn after_fork_child(&self, survivor: u64) {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork(survivor) }
+    }
+    fn inspect(&self) -> Option<&dyn crate::debug::Inspect> {
+        Some(self)
     }
 }
 
@@ -220,6 +242,9 @@ impl AfterFork for crate::sync::Semaphore {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork() }
     }
+    fn inspect(&self) -> Option<&dyn crate::debug::Inspect> {
+        Some(self)
+    }
 }
 
 impl AfterFork for crate::sync::Event {
@@ -228,6 +253,9 @@ impl AfterFork for crate::sync::Event {
     unsafe fn after_fork_child(&self, _survivor: u64) {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork() }
+    }
+    fn inspect(&self) -> Option<&dyn crate::debug::Inspect> {
+        Some(self)
     }
 }
 
@@ -238,6 +266,9 @@ impl AfterFork for crate::sync::CondVar {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork() }
     }
+    fn inspect(&self) -> Option<&dyn crate::debug::Inspect> {
+        Some(self)
+    }
 }
 
 impl AfterFork for crate::sync::Barrier {
@@ -246,6 +277,9 @@ impl AfterFork for crate::sync::Barrier {
     unsafe fn after_fork_child(&self, _survivor: u64) {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork() }
+    }
+    fn inspect(&self) -> Option<&dyn crate::debug::Inspect> {
+        Some(self)
     }
 }
 
@@ -259,12 +293,15 @@ impl AfterFork for crate::timer::TimerCell {
     }
 }
 
-impl<T: Send + Sync> AfterFork for crate::queue::Queue<T> {
+impl<T: Send + Sync + 'static> AfterFork for crate::queue::Queue<T> {
     /// # Safety
     /// As [`AfterFork::after_fork_child`]: from the child handler only.
     unsafe fn after_fork_child(&self, _survivor: u64) {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork() }
+    }
+    fn inspect(&self) -> Option<&dyn crate::debug::Inspect> {
+        Some(self)
     }
 }
 

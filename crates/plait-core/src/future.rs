@@ -13,7 +13,7 @@
 //! run, and the caller runs them after the mutex is released. Threads
 //! waiting for completion park on an owned [`WaitList`].
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crate::spin::SpinMutex as Mutex;
@@ -88,21 +88,58 @@ pub struct Future<R, C> {
     state: AtomicU8,
     inner: Mutex<Inner<R, C>>,
     waiters: WaitList,
+    /// For `plait.debug`: the thread that runs it (set when it starts
+    /// running), or the pid of the worker process that does.
+    runner: AtomicU64,
+    worker: AtomicU32,
+    running_since: AtomicU64,
+    pub probe: crate::debug::Probe,
 }
 
-impl<R, C> Default for Future<R, C> {
+impl<R: Send + 'static, C: Send + 'static> Default for Future<R, C> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<R, C> Future<R, C> {
+impl<R: Send + 'static, C: Send + 'static> Future<R, C> {
     /// A PENDING future.
     pub fn new() -> Self {
         Future {
             state: AtomicU8::new(State::Pending as u8),
             inner: Mutex::new(Inner { resolution: None, callbacks: Vec::new() }),
             waiters: WaitList::new(),
+            runner: AtomicU64::new(0),
+            worker: AtomicU32::new(0),
+            running_since: AtomicU64::new(0),
+            probe: crate::debug::Probe::new(),
+        }
+    }
+
+    /// The calling thread starts running it (for `plait.debug`).
+    fn runs_here(&self) {
+        self.runner.store(crate::thread::ident(), Ordering::Relaxed);
+        self.running_since.store(crate::debug::coarse_ns(), Ordering::Relaxed);
+    }
+
+    /// A worker process `pid` runs it (for `plait.debug`); 0 forgets it.
+    pub fn set_worker(&self, pid: u32) {
+        self.runner.store(0, Ordering::Relaxed);
+        self.worker.store(pid, Ordering::Relaxed);
+        if self.running_since.load(Ordering::Relaxed) == 0 {
+            self.running_since.store(crate::debug::coarse_ns(), Ordering::Relaxed);
+        }
+    }
+
+    /// What runs it now, as `plait.debug` shows it.
+    pub fn runs_on(&self) -> crate::debug::RunsOn {
+        if self.state() != State::Running {
+            return crate::debug::RunsOn::Nothing;
+        }
+        match (self.runner.load(Ordering::Relaxed), self.worker.load(Ordering::Relaxed)) {
+            (_, pid) if pid != 0 => crate::debug::RunsOn::Worker(pid),
+            (0, _) => crate::debug::RunsOn::Nothing,
+            (t, _) => crate::debug::RunsOn::Thread(t),
         }
     }
 
@@ -128,6 +165,7 @@ impl<R, C> Future<R, C> {
         let _g = self.inner.lock();
         match self.state() {
             State::Pending => {
+                self.runs_here();
                 self.set_state(State::Running);
                 Ok(true)
             }
@@ -259,6 +297,7 @@ impl<R, C> Future<R, C> {
         if self.state().is_done() {
             return Outcome::Notified;
         }
+        let Ok(_guard) = crate::debug::begin_wait(self, ctx.deadline) else { return Outcome::Interrupted };
         let node = Node::new();
         {
             let mut q = self.waiters.lock();
@@ -300,9 +339,34 @@ impl<R, C> Future<R, C> {
     }
 }
 
-impl<R: Send + Sync, C: Send + Sync> crate::fork::AfterFork for Future<R, C> {
+impl<R: Send + Sync + 'static, C: Send + Sync + 'static> crate::fork::AfterFork for Future<R, C> {
     unsafe fn after_fork_child(&self, _survivor: u64) {
         // SAFETY: forwarded: called from the child handler only.
         unsafe { self.after_fork() }
+    }
+    fn inspect(&self) -> Option<&dyn crate::debug::Inspect> {
+        Some(self)
+    }
+}
+
+impl<R: Send + 'static, C: Send + 'static> crate::debug::Inspect for Future<R, C> {
+    fn kind(&self) -> crate::debug::Kind {
+        crate::debug::Kind::Future
+    }
+    fn probe(&self) -> &crate::debug::Probe {
+        &self.probe
+    }
+    /// The thread running it: it, and only it, will finish the future.
+    fn holders(&self, out: &mut Vec<crate::debug::Holder>) {
+        if let crate::debug::RunsOn::Thread(t) = self.runs_on() {
+            let since_ns = self.running_since.load(Ordering::Relaxed);
+            out.push(crate::debug::Holder { ident: t, since_ns, count: 1 });
+        }
+    }
+    fn waiters(&self, out: &mut Vec<crate::debug::Waiter>) {
+        self.waiters.waiters_into(out);
+    }
+    fn future(&self) -> Option<(&'static str, crate::debug::RunsOn)> {
+        Some((self.state().name(), self.runs_on()))
     }
 }

@@ -16,7 +16,9 @@
 //!   shared-memory ring and segments, the shared counter.
 //! * [`pool`]: the process-pool supervisor (worker lifecycle, dispatch
 //!   policy, death and time limits) behind a trait the binding implements.
-//! * [`fork`]: the registry that resets every primitive in a forked child.
+//! * [`fork`]: the registry that resets every primitive in a forked child
+//!   (and lets `plait.debug` find every live primitive).
+//! * [`debug`]: probes, the wait table, deadlock and lock-order detection.
 //!
 //! Waiting is described by [`park::WaitCtx`]: a deadline plus an optional
 //! interrupt check polled in slices, which the binding uses to run Python
@@ -26,6 +28,7 @@
 #[macro_use]
 mod loom;
 
+pub mod debug;
 pub mod detach;
 pub mod fork;
 pub mod future;

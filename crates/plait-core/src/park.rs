@@ -100,6 +100,10 @@ pub struct Node {
     notified: AtomicBool,
     thread: Thread,
     ident: u64,
+    /// Monotonic ns when the wait began (for `plait.debug`).
+    since_ns: u64,
+    /// Monotonic ns deadline of the wait, 0 for none (set by `park`).
+    deadline_ns: std::sync::atomic::AtomicU64,
 }
 
 impl Node {
@@ -109,7 +113,15 @@ impl Node {
             notified: AtomicBool::new(false),
             thread: thread::current(),
             ident: ident(),
+            since_ns: crate::debug::now_ns(),
+            deadline_ns: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// This waiter as `plait.debug` shows it.
+    pub fn waiter(&self) -> crate::debug::Waiter {
+        let d = self.deadline_ns.load(std::sync::atomic::Ordering::Relaxed);
+        crate::debug::Waiter { ident: self.ident, since_ns: self.since_ns, deadline_ns: (d != 0).then_some(d) }
     }
 
     /// The `threading.get_ident()` of the thread that waits on this node.
@@ -131,6 +143,9 @@ impl Node {
     /// Park the calling thread (which must own this node) until notified,
     /// the deadline passes, or the interrupt check fires.
     pub fn park(&self, ctx: &WaitCtx<'_>) -> Outcome {
+        if let Some(d) = ctx.deadline {
+            self.deadline_ns.store(crate::debug::instant_to_ns(d).max(1), std::sync::atomic::Ordering::Relaxed);
+        }
         if SPIN_BEFORE_PARK && ctx.spin && self.spin(ctx.deadline) {
             return Outcome::Notified;
         }
@@ -233,6 +248,11 @@ impl WaitList {
     /// The `threading.get_ident()` of every waiter, in queue order.
     pub fn idents(&self) -> Vec<u64> {
         self.nodes.lock().iter().map(|n| n.ident).collect()
+    }
+
+    /// Every waiter, in queue order, for `plait.debug`.
+    pub fn waiters_into(&self, out: &mut Vec<crate::debug::Waiter>) {
+        out.extend(self.nodes.lock().iter().map(|n| n.waiter()));
     }
 
     /// Reset after `fork()` in the child: the waiters belonged to threads

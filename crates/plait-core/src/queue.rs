@@ -76,12 +76,13 @@ impl<T> Inner<T> {
 pub struct Queue<T> {
     order: Order,
     inner: Mutex<Inner<T>>,
+    pub probe: crate::debug::Probe,
 }
 
 /// A strict "less than" that may fail (a Python comparison).
 pub type Less<'a, T, E> = &'a mut dyn FnMut(&T, &T) -> Result<bool, E>;
 
-impl<T: Send> Queue<T> {
+impl<T: Send + 'static> Queue<T> {
     /// `maxsize == 0` means unbounded, as in `queue.Queue`.
     pub fn new(order: Order, maxsize: usize) -> Self {
         Queue {
@@ -95,6 +96,7 @@ impl<T: Send> Queue<T> {
                 putters: VecDeque::new(),
                 joiners: VecDeque::new(),
             }),
+            probe: crate::debug::Probe::new(),
         }
     }
 
@@ -230,6 +232,8 @@ impl<T: Send> Queue<T> {
             }
             list(&mut g).push_back(Arc::clone(&node));
         }
+        // A queue has no holder: registering never refuses.
+        let _guard = crate::debug::begin_wait(self, ctx.deadline).ok();
         match node.park(ctx) {
             Outcome::Notified => Outcome::Notified,
             give_up => {
@@ -472,5 +476,20 @@ mod tests {
         assert!(matches!(q.try_get(&Inline, &mut fail), Err(GetError::Compare("boom"))));
         let out: Vec<i64> = (0..4).map(|_| q.try_get(&Inline, &mut lt).unwrap()).collect();
         assert_eq!(out, vec![1, 3, 5, 8]);
+    }
+}
+
+impl<T: Send + 'static> crate::debug::Inspect for Queue<T> {
+    fn kind(&self) -> crate::debug::Kind {
+        crate::debug::Kind::Queue
+    }
+    fn probe(&self) -> &crate::debug::Probe {
+        &self.probe
+    }
+    fn waiters(&self, out: &mut Vec<crate::debug::Waiter>) {
+        let g = self.inner.lock();
+        for n in g.getters.iter().chain(g.putters.iter()).chain(g.joiners.iter()) {
+            out.push(n.waiter());
+        }
     }
 }

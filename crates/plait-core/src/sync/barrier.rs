@@ -16,6 +16,7 @@
 //! `action_running` flag keeps every other thread waiting meanwhile, as
 //! CPython's held condition lock does.
 
+use crate::debug::{begin_wait, Inspect, Kind, Probe, Waiter};
 use std::time::{Duration, Instant};
 
 use crate::spin::{SpinGuard as MutexGuard, SpinMutex as Mutex};
@@ -43,6 +44,7 @@ pub struct Barrier {
     parties: usize,
     state: Mutex<State>,
     waiters: WaitList,
+    pub probe: Probe,
 }
 
 /// Why `wait` did not return an index.
@@ -63,6 +65,7 @@ impl Barrier {
             parties,
             state: Mutex::new(State { phase: Phase::Filling, count: 0, action_running: false }),
             waiters: WaitList::new(),
+            probe: Probe::new(),
         }
     }
 
@@ -215,7 +218,11 @@ impl Barrier {
         self.waiters.lock().push_back(node.clone());
         drop(st);
         let wctx = WaitCtx { deadline, ..*ctx };
-        let out = d.detach(|| node.park(&wctx));
+        let out = d.detach(|| {
+            // A barrier has no holder: registering never refuses.
+            let _guard = begin_wait(self, deadline).ok();
+            node.park(&wctx)
+        });
         let st = self.lock(d);
         if out != Outcome::Notified {
             let mut q = self.waiters.lock();
@@ -246,5 +253,18 @@ impl Barrier {
         if st.phase != Phase::Broken {
             st.phase = Phase::Filling;
         }
+        self.probe.reset();
+    }
+}
+
+impl Inspect for Barrier {
+    fn kind(&self) -> Kind {
+        Kind::Barrier
+    }
+    fn probe(&self) -> &Probe {
+        &self.probe
+    }
+    fn waiters(&self, out: &mut Vec<Waiter>) {
+        self.waiters.waiters_into(out);
     }
 }

@@ -8,17 +8,19 @@
 
 use std::sync::Arc;
 
+use crate::debug::{begin_wait, Inspect, Kind, Probe, Waiter};
 use crate::park::{Node, Outcome, WaitCtx, WaitList};
 
 #[derive(Debug, Default)]
 pub struct CondVar {
     waiters: WaitList,
+    pub probe: Probe,
 }
 
 impl CondVar {
     loom_const_fn! {
         pub fn new() -> Self {
-            CondVar { waiters: WaitList::new() }
+            CondVar { waiters: WaitList::new(), probe: Probe::new() }
         }
     }
 
@@ -34,6 +36,9 @@ impl CondVar {
     /// that raced with the give-up counts as a notification on timeout,
     /// and is handed on to the next waiter when interrupted.
     pub fn wait(&self, node: &Arc<Node>, ctx: &WaitCtx<'_>) -> Outcome {
+        // A condition has no holder, so no wait on it closes a cycle:
+        // registering never refuses.
+        let _guard = begin_wait(self, ctx.deadline).ok();
         match node.park(ctx) {
             Outcome::Notified => Outcome::Notified,
             give_up => self.give_up(node, give_up),
@@ -82,5 +87,18 @@ impl CondVar {
     pub unsafe fn after_fork(&self) {
         // SAFETY: forwarded from the caller's guarantee.
         unsafe { self.waiters.reset_after_fork() };
+        self.probe.reset();
+    }
+}
+
+impl Inspect for CondVar {
+    fn kind(&self) -> Kind {
+        Kind::Condition
+    }
+    fn probe(&self) -> &Probe {
+        &self.probe
+    }
+    fn waiters(&self, out: &mut Vec<Waiter>) {
+        self.waiters.waiters_into(out);
     }
 }

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::loom::atomic::{AtomicU8, Ordering};
+use crate::debug::{begin_wait, Inspect, Kind, Probe, Waiter};
 use crate::park::{remove_node, Node, Outcome, WaitCtx, WaitList};
 
 const SET: u8 = 1;
@@ -16,12 +17,13 @@ const PARKED: u8 = 2;
 pub struct Event {
     state: AtomicU8,
     waiters: WaitList,
+    pub probe: Probe,
 }
 
 impl Event {
     loom_const_fn! {
         pub fn new() -> Self {
-            Event { state: AtomicU8::new(0), waiters: WaitList::new() }
+            Event { state: AtomicU8::new(0), waiters: WaitList::new(), probe: Probe::new() }
         }
     }
 
@@ -59,8 +61,16 @@ impl Event {
         self.wait_slow(ctx)
     }
 
+    /// The blocking part of wait, registered in the wait table.
     #[cold]
     pub fn wait_slow(&self, ctx: &WaitCtx<'_>) -> Outcome {
+        let Ok(guard) = begin_wait(self, ctx.deadline) else { return Outcome::Interrupted };
+        let out = self.park_slow(ctx);
+        self.probe.stats.record_wait(guard.elapsed_ns());
+        out
+    }
+
+    fn park_slow(&self, ctx: &WaitCtx<'_>) -> Outcome {
         let node = Node::new();
         {
             let mut q = self.waiters.lock();
@@ -100,5 +110,18 @@ impl Event {
         // SAFETY: forwarded from the caller's guarantee.
         unsafe { self.waiters.reset_after_fork() };
         self.state.fetch_and(!PARKED, Ordering::Relaxed);
+        self.probe.reset();
+    }
+}
+
+impl Inspect for Event {
+    fn kind(&self) -> Kind {
+        Kind::Event
+    }
+    fn probe(&self) -> &Probe {
+        &self.probe
+    }
+    fn waiters(&self, out: &mut Vec<Waiter>) {
+        self.waiters.waiters_into(out);
     }
 }

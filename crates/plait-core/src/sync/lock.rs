@@ -9,9 +9,12 @@
 //! | `PARKED` | the wait list may be non-empty            |
 //!
 //! Uncontended acquire and release are one compare-and-swap each. The owner
-//! (the ident of the thread that acquired it) is kept for debugging only:
-//! a Lock may legally be released by another thread.
+//! (the ident of the thread that acquired it) and since when it holds the
+//! lock (coarse clock) are kept for `plait.debug` only: a Lock may legally
+//! be released by another thread, and when that happens the lock's probe
+//! remembers it, so deadlock reports through it are worded as probable.
 
+use crate::debug::{begin_wait, Holder, Inspect, Kind, Probe, Waiter};
 use crate::loom::atomic::{AtomicU64, AtomicU8, Ordering};
 use crate::park::{Outcome, WaitCtx, WaitList};
 use crate::sync::acquire::{acquire_slow, Gate};
@@ -25,12 +28,13 @@ pub struct Lock {
     state: AtomicU8,
     owner: AtomicU64,
     waiters: WaitList,
+    pub probe: Probe,
 }
 
 impl Lock {
     loom_const_fn! {
         pub fn new() -> Self {
-            Lock { state: AtomicU8::new(0), owner: AtomicU64::new(0), waiters: WaitList::new() }
+            Lock { state: AtomicU8::new(0), owner: AtomicU64::new(0), waiters: WaitList::new(), probe: Probe::new() }
         }
     }
 
@@ -39,9 +43,15 @@ impl Lock {
     pub fn try_acquire(&self) -> bool {
         let ok = self.try_lock_state();
         if ok {
-            self.owner.store(ident(), Ordering::Relaxed);
+            self.took();
         }
         ok
+    }
+
+    #[inline]
+    fn took(&self) {
+        self.owner.store(ident(), Ordering::Relaxed);
+        self.probe.held_now();
     }
 
     #[inline]
@@ -67,11 +77,24 @@ impl Lock {
         self.acquire_slow(ctx)
     }
 
+    /// The blocking part of acquire: registered in the wait table (so a
+    /// deadlock through it can be found), with its wait counted in the
+    /// statistics. `Interrupted` without an interrupt means the wait was
+    /// refused because it would close a deadlock (`debug::waits`).
     #[cold]
     pub fn acquire_slow(&self, ctx: &WaitCtx<'_>) -> Outcome {
+        let Ok(guard) = begin_wait(self, ctx.deadline) else { return Outcome::Interrupted };
+        let out = self.park_slow(ctx);
+        self.probe.stats.record_wait(guard.elapsed_ns());
+        out
+    }
+
+    /// The blocking part of acquire without the wait table (for RLock,
+    /// which registers itself).
+    pub(crate) fn park_slow(&self, ctx: &WaitCtx<'_>) -> Outcome {
         let out = acquire_slow(self, ctx);
         if out == Outcome::Notified {
-            self.owner.store(ident(), Ordering::Relaxed);
+            self.took();
         }
         out
     }
@@ -79,6 +102,9 @@ impl Lock {
     /// Release; `false` if the lock was not held.
     #[inline]
     pub fn release(&self) -> bool {
+        if self.owner.load(Ordering::Relaxed) != ident() && self.is_locked() {
+            self.probe.released_by_other();
+        }
         self.owner.store(0, Ordering::Relaxed);
         match self.state.compare_exchange(LOCKED, 0, Ordering::Release, Ordering::Relaxed) {
             Ok(_) => true,
@@ -92,6 +118,7 @@ impl Lock {
 
     #[cold]
     fn release_slow(&self) {
+        self.probe.hold_ended_contended();
         let mut q = self.waiters.lock();
         let next = q.pop_front();
         if q.is_empty() {
@@ -117,6 +144,11 @@ impl Lock {
         }
     }
 
+    /// The threads parked on this lock, for `plait.debug`.
+    pub(crate) fn inspect_waiters(&self, out: &mut Vec<Waiter>) {
+        self.waiters.waiters_into(out);
+    }
+
     /// Idents of the threads parked on this lock.
     pub fn waiters(&self) -> Vec<u64> {
         self.waiters.idents()
@@ -129,6 +161,7 @@ impl Lock {
         crate::park::notify_locked(&mut q, usize::MAX);
         self.owner.store(0, Ordering::Relaxed);
         self.state.store(0, Ordering::Release);
+        self.probe.reset();
     }
 
     /// Force the lock to a fresh, unlocked state.
@@ -140,6 +173,7 @@ impl Lock {
         unsafe { self.waiters.reset_after_fork() };
         self.state.store(0, Ordering::Relaxed);
         self.owner.store(0, Ordering::Relaxed);
+        self.probe.reset();
     }
 
     /// Repair after fork: keep the lock if the surviving thread holds it,
@@ -154,7 +188,32 @@ impl Lock {
         if held_by_survivor {
             self.state.store(LOCKED, Ordering::Relaxed);
             self.owner.store(survivor, Ordering::Relaxed);
+            self.probe.held_now();
         }
+    }
+
+    /// The holder as `plait.debug` shows it.
+    pub(crate) fn holder(&self) -> Option<Holder> {
+        let owner = self.owner();
+        (owner != 0).then(|| Holder { ident: owner, since_ns: self.probe.since(), count: 1 })
+    }
+}
+
+impl Inspect for Lock {
+    fn kind(&self) -> Kind {
+        Kind::Lock
+    }
+    fn probe(&self) -> &Probe {
+        &self.probe
+    }
+    fn holders(&self, out: &mut Vec<Holder>) {
+        out.extend(self.holder());
+    }
+    fn waiters(&self, out: &mut Vec<Waiter>) {
+        self.waiters.waiters_into(out);
+    }
+    fn loose(&self) -> bool {
+        self.probe.foreign_release()
     }
 }
 

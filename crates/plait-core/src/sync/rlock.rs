@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::debug::{begin_wait, Holder, Inspect, Kind, Probe, Waiter};
 use crate::park::{Outcome, WaitCtx};
 use crate::sync::lock::Lock;
 use crate::thread::ident;
@@ -79,7 +80,14 @@ impl RLock {
     /// lock, taking it with recursion count `count`.
     #[cold]
     pub fn acquire_slow(&self, ctx: &WaitCtx<'_>, count: u64) -> Outcome {
-        let out = self.lock.acquire(ctx);
+        let out = if self.lock.try_acquire() {
+            Outcome::Notified
+        } else {
+            let Ok(guard) = begin_wait(self, ctx.deadline) else { return Outcome::Interrupted };
+            let out = self.lock.park_slow(ctx);
+            self.lock.probe.stats.record_wait(guard.elapsed_ns());
+            out
+        };
         if out == Outcome::Notified {
             self.take(ident(), count);
         }
@@ -171,6 +179,11 @@ impl RLock {
         self.count.store(0, Ordering::Relaxed);
     }
 
+    /// Name, site, statistics: the inner lock's probe serves the RLock.
+    pub fn probe(&self) -> &Probe {
+        &self.lock.probe
+    }
+
     /// Keep the lock if the surviving thread owns it, free it otherwise.
     ///
     /// # Safety
@@ -186,5 +199,23 @@ impl RLock {
             self.owner.store(survivor, Ordering::Relaxed);
             self.count.store(count, Ordering::Relaxed);
         }
+    }
+}
+
+impl Inspect for RLock {
+    fn kind(&self) -> Kind {
+        Kind::RLock
+    }
+    fn probe(&self) -> &Probe {
+        &self.lock.probe
+    }
+    fn holders(&self, out: &mut Vec<Holder>) {
+        let owner = self.owner();
+        if owner != 0 {
+            out.push(Holder { ident: owner, since_ns: self.lock.probe.since(), count: self.count() });
+        }
+    }
+    fn waiters(&self, out: &mut Vec<Waiter>) {
+        self.lock.inspect_waiters(out);
     }
 }

@@ -5,9 +5,20 @@
 //! for the bounded flavour, which must refuse to pass its bound) and, if
 //! `PARKED` was set, wakes `n` waiters. See `acquire.rs` for why no wakeup
 //! is lost.
+//!
+//! For `plait.debug`, a semaphore remembers which threads took its permits
+//! (up to [`TRACKED`] of them) and since when; a release forgets the
+//! releasing thread's oldest permit, or the oldest of all when the
+//! releaser took none (any thread may release a semaphore).
 
+use crate::debug::{begin_wait, coarse_ns, Holder, Inspect, Kind, Probe, Waiter};
 use crate::loom::atomic::{AtomicUsize, Ordering};
 use crate::park::{Outcome, WaitCtx, WaitList};
+use crate::spin::SpinMutex;
+use crate::thread::ident;
+
+/// How many permit holders a semaphore remembers.
+pub const TRACKED: usize = 64;
 use crate::sync::acquire::{acquire_slow, Gate};
 
 const PARKED: usize = 1;
@@ -21,6 +32,9 @@ pub struct Semaphore {
     state: AtomicUsize,
     bound: Option<usize>,
     waiters: WaitList,
+    /// `(ident, coarse ns)` of permit holders, oldest first.
+    holders: SpinMutex<Vec<(u64, u64)>>,
+    pub probe: Probe,
 }
 
 /// Why a release was refused.
@@ -39,6 +53,8 @@ impl Semaphore {
             state: AtomicUsize::new(value.min(MAX_VALUE) * ONE),
             bound: None,
             waiters: WaitList::new(),
+            holders: SpinMutex::new(Vec::new()),
+            probe: Probe::new(),
         }
     }
 
@@ -55,8 +71,34 @@ impl Semaphore {
         self.bound
     }
 
+    /// Take a permit without waiting.
     #[inline]
     pub fn try_acquire(&self) -> bool {
+        let ok = self.take_permit();
+        if ok {
+            self.note_holder();
+        }
+        ok
+    }
+
+    fn note_holder(&self) {
+        let mut h = self.holders.lock();
+        if h.len() < TRACKED {
+            h.push((ident(), coarse_ns()));
+        }
+    }
+
+    fn forget_holders(&self, n: usize) {
+        let me = ident();
+        let mut h = self.holders.lock();
+        for _ in 0..n.min(h.len()) {
+            let at = h.iter().position(|(t, _)| *t == me).unwrap_or(0);
+            h.remove(at);
+        }
+    }
+
+    #[inline]
+    fn take_permit(&self) -> bool {
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
             if s < ONE {
@@ -76,9 +118,16 @@ impl Semaphore {
         self.acquire_slow(ctx)
     }
 
+    /// The blocking part of acquire (see `Lock::acquire_slow`).
     #[cold]
     pub fn acquire_slow(&self, ctx: &WaitCtx<'_>) -> Outcome {
-        acquire_slow(self, ctx)
+        let Ok(guard) = begin_wait(self, ctx.deadline) else { return Outcome::Interrupted };
+        let out = acquire_slow(self, ctx);
+        self.probe.stats.record_wait(guard.elapsed_ns());
+        if out == Outcome::Notified {
+            self.note_holder();
+        }
+        out
     }
 
     /// Add `n` permits and wake up to `n` waiters.
@@ -96,6 +145,7 @@ impl Semaphore {
             }
             match self.state.compare_exchange_weak(s, s + add, Ordering::Release, Ordering::Relaxed) {
                 Ok(prev) => {
+                    self.forget_holders(n);
                     if prev & PARKED != 0 {
                         self.wake(n);
                     }
@@ -126,12 +176,42 @@ impl Semaphore {
         // SAFETY: forwarded from the caller's guarantee.
         unsafe { self.waiters.reset_after_fork() };
         self.clear_parked();
+        if self.holders.is_locked() {
+            // SAFETY: the child has one thread; whoever held this mutex at
+            // the fork does not exist here and never unlocks it.
+            unsafe { self.holders.force_unlock() };
+        }
+        self.probe.reset();
+    }
+}
+
+impl Inspect for Semaphore {
+    fn kind(&self) -> Kind {
+        Kind::Semaphore
+    }
+    fn probe(&self) -> &Probe {
+        &self.probe
+    }
+    fn holders(&self, out: &mut Vec<Holder>) {
+        let h = self.holders.lock();
+        for (ident, since) in h.iter() {
+            match out.iter_mut().find(|x| x.ident == *ident) {
+                Some(x) => x.count += 1,
+                None => out.push(Holder { ident: *ident, since_ns: *since, count: 1 }),
+            }
+        }
+    }
+    fn waiters(&self, out: &mut Vec<Waiter>) {
+        self.waiters.waiters_into(out);
+    }
+    fn loose(&self) -> bool {
+        true
     }
 }
 
 impl Gate for Semaphore {
     fn try_pass(&self) -> bool {
-        self.try_acquire()
+        self.take_permit()
     }
     fn set_parked(&self) {
         self.state.fetch_or(PARKED, Ordering::SeqCst);
