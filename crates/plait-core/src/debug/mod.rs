@@ -57,6 +57,20 @@ impl Kind {
     }
 }
 
+static TRACKING: AtomicBool = AtomicBool::new(true);
+
+/// Whether primitives record holders' times and waits (default on;
+/// `plait.debug.enable(tracking=False)` turns it off for the last few
+/// percent of speed, and with it every report).
+#[inline]
+pub fn tracking() -> bool {
+    TRACKING.load(Ordering::Relaxed)
+}
+
+pub fn set_tracking(on: bool) {
+    TRACKING.store(on, Ordering::Relaxed);
+}
+
 /// `CLOCK_MONOTONIC` in nanoseconds (what `time.monotonic()` reads).
 pub fn now_ns() -> u64 {
     read_clock(libc::CLOCK_MONOTONIC)
@@ -191,7 +205,9 @@ impl Probe {
     /// The holder took it now (coarse clock; fast paths).
     #[inline]
     pub fn held_now(&self) {
-        self.since.store(coarse_ns(), Ordering::Relaxed);
+        if tracking() {
+            self.since.store(coarse_ns(), Ordering::Relaxed);
+        }
     }
 
     /// Since when the current holder holds it (0 when unknown).
