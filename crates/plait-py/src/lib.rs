@@ -9,6 +9,7 @@
 use pyo3::prelude::*;
 
 mod capi;
+mod debug;
 mod errors;
 // The folder is `loop/` (the Python area); `loop` is a Rust keyword.
 #[path = "loop/mod.rs"]

@@ -170,3 +170,17 @@ pub fn lock_acquire_args(
     }
     Ok(Some(Some(deadline_in(secs))))
 }
+
+/// The exception for a wait that ended `Interrupted`: the one a signal
+/// handler raised, else (a refused wait: parking would have closed a
+/// deadlock in `deadlock="raise"` mode) `plait.debug.DeadlockError` with
+/// the report.
+pub fn interrupted_error(py: Python<'_>, err: Option<PyErr>) -> PyErr {
+    if let Some(e) = err {
+        return e;
+    }
+    match plait_core::debug::waits::take_refused() {
+        Some(cycle) => crate::debug::deadlock_error(py, &cycle),
+        None => pyo3::exceptions::PyRuntimeError::new_err("wait interrupted"),
+    }
+}
