@@ -297,7 +297,7 @@ impl<R: Send + 'static, C: Send + 'static> Future<R, C> {
         if self.state().is_done() {
             return Outcome::Notified;
         }
-        let Ok(_guard) = crate::debug::begin_wait(self, ctx.deadline) else { return Outcome::Interrupted };
+        let Ok(_guard) = crate::debug::begin_wait(self, ctx) else { return Outcome::Interrupted };
         let node = Node::new();
         {
             let mut q = self.waiters.lock();

@@ -50,12 +50,17 @@ pub struct WaitCtx<'a> {
     pub interrupt: Option<&'a (dyn Fn() -> bool + Sync)>,
     pub slice: Duration,
     pub spin: bool,
+    /// The wait may be refused when it would close a deadlock
+    /// (`deadlock="raise"`); the caller then gets `Interrupted` and must
+    /// be ready for it. Off by default: re-taking a lock one must hold
+    /// (Condition.wait's end) never refuses.
+    pub refusable: bool,
 }
 
 impl<'a> WaitCtx<'a> {
     /// Wait without limit and without interruption.
     pub fn forever() -> Self {
-        WaitCtx { deadline: None, interrupt: None, slice: Duration::from_millis(10), spin: true }
+        WaitCtx { deadline: None, interrupt: None, slice: Duration::from_millis(10), spin: true, refusable: false }
     }
 
     /// Wait until `deadline` (or forever when `None`).
@@ -72,6 +77,12 @@ impl<'a> WaitCtx<'a> {
     pub fn with_interrupt(mut self, check: &'a (dyn Fn() -> bool + Sync), slice: Duration) -> Self {
         self.interrupt = Some(check);
         self.slice = slice;
+        self
+    }
+
+    /// Let the wait be refused when it would close a deadlock.
+    pub fn refusable(mut self) -> Self {
+        self.refusable = true;
         self
     }
 

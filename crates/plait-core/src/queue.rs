@@ -233,7 +233,7 @@ impl<T: Send + 'static> Queue<T> {
             list(&mut g).push_back(Arc::clone(&node));
         }
         // A queue has no holder: registering never refuses.
-        let _guard = crate::debug::begin_wait(self, ctx.deadline).ok();
+        let _guard = crate::debug::begin_wait(self, ctx).ok();
         match node.park(ctx) {
             Outcome::Notified => Outcome::Notified,
             give_up => {

@@ -51,6 +51,7 @@ fn _plait(m: &Bound<'_, PyModule>) -> PyResult<()> {
     futures::register(m)?;
     process::register(m)?;
     event_loop::register(m)?;
+    debug::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

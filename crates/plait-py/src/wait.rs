@@ -16,6 +16,8 @@ use plait_core::detach::Detach;
 use plait_core::park::{deadline_after, WaitCtx};
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+
+use crate::debug::Watch;
 use pyo3::types::{PyFloat, PyInt};
 
 /// How often a blocked main thread looks for signals.
@@ -68,24 +70,38 @@ pub fn is_main_thread() -> bool {
 /// Run `f` detached with a [`WaitCtx`] for `deadline`, interruptible by
 /// signal handlers when called from the main thread. Returns `f`'s result
 /// and the exception a signal handler raised, if one did.
+///
+/// Every such wait also carries a `plait.debug` [`Watch`]: it wakes now
+/// and then to look for a deadlock or stall it is part of, and may be
+/// refused when it would close a deadlock (`deadlock="raise"`): `f` then
+/// returns `Interrupted` with no exception, which
+/// [`interrupted_error`] turns into `DeadlockError`.
 pub fn detached<R: Send>(
     py: Python<'_>,
     deadline: Option<Instant>,
     f: impl FnOnce(&WaitCtx<'_>) -> R + Send,
 ) -> (R, Option<PyErr>) {
     let intr = Interrupt::default();
-    let check = || intr.check();
-    let mut ctx = WaitCtx::until(deadline);
-    if is_main_thread() {
-        ctx = ctx.with_interrupt(&check, SLICE);
+    let watch = Watch::new();
+    let main = is_main_thread();
+    let check = || (main && intr.check()) || watch.tick();
+    let mut ctx = WaitCtx::until(deadline).refusable();
+    if let Some(slice) = if main { Some(SLICE) } else { Watch::slice() } {
+        ctx = ctx.with_interrupt(&check, slice);
     }
     let r = py.detach(|| f(&ctx));
     (r, intr.take())
 }
 
-/// Run `f` detached and uninterruptible (re-taking a lock we must hold).
+/// Run `f` detached and uninterruptible (re-taking a lock we must hold):
+/// never refused, and signals wait; the `plait.debug` watch still looks.
 pub fn detached_uninterruptible<R: Send>(py: Python<'_>, f: impl FnOnce(&WaitCtx<'_>) -> R + Send) -> R {
-    let ctx = WaitCtx::forever();
+    let watch = Watch::new();
+    let check = || watch.tick();
+    let mut ctx = WaitCtx::forever();
+    if let Some(slice) = Watch::slice() {
+        ctx = ctx.with_interrupt(&check, slice);
+    }
     py.detach(|| f(&ctx))
 }
 

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{instant_to_ns, now_ns, Holder, Inspect, Kind};
+use crate::park::WaitCtx;
 use crate::spin::SpinMutex;
 use crate::thread::ident;
 
@@ -188,11 +189,13 @@ impl Drop for WaitGuard {
     }
 }
 
-/// Record that the calling thread is about to park on `target` until
-/// `deadline`, and look for a cycle when detection is on. `Err(())` means
-/// the wait must not happen: parking would close a certain cycle in
-/// `Mode::Raise` (the cycle is kept for [`take_refused`]).
-pub fn begin_wait(target: &(dyn Inspect + 'static), deadline: Option<Instant>) -> Result<WaitGuard, ()> {
+/// Record that the calling thread is about to park on `target` within
+/// `ctx`, and look for a cycle when detection is on. `Err(())` means the
+/// wait must not happen: parking would close a certain cycle in
+/// `Mode::Raise` and `ctx` is refusable (the cycle is kept for
+/// [`take_refused`]).
+pub fn begin_wait(target: &(dyn Inspect + 'static), ctx: &WaitCtx<'_>) -> Result<WaitGuard, ()> {
+    let deadline = ctx.deadline;
     let me = ident();
     let start = Instant::now();
     if cfg!(loom) || !super::tracking() {
@@ -219,7 +222,7 @@ pub fn begin_wait(target: &(dyn Inspect + 'static), deadline: Option<Instant>) -
     let guard = WaitGuard { me, start };
     if let Some(cycle) = found {
         if cycle.certain {
-            if m == Mode::Raise {
+            if m == Mode::Raise && ctx.refusable {
                 drop(guard);
                 REFUSED.with(|r| *r.borrow_mut() = Some(cycle));
                 return Err(());

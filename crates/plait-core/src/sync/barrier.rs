@@ -220,7 +220,7 @@ impl Barrier {
         let wctx = WaitCtx { deadline, ..*ctx };
         let out = d.detach(|| {
             // A barrier has no holder: registering never refuses.
-            let _guard = begin_wait(self, deadline).ok();
+            let _guard = begin_wait(self, &wctx).ok();
             node.park(&wctx)
         });
         let st = self.lock(d);

@@ -38,7 +38,7 @@ impl CondVar {
     pub fn wait(&self, node: &Arc<Node>, ctx: &WaitCtx<'_>) -> Outcome {
         // A condition has no holder, so no wait on it closes a cycle:
         // registering never refuses.
-        let _guard = begin_wait(self, ctx.deadline).ok();
+        let _guard = begin_wait(self, ctx).ok();
         match node.park(ctx) {
             Outcome::Notified => Outcome::Notified,
             give_up => self.give_up(node, give_up),

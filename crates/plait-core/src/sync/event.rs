@@ -64,7 +64,7 @@ impl Event {
     /// The blocking part of wait, registered in the wait table.
     #[cold]
     pub fn wait_slow(&self, ctx: &WaitCtx<'_>) -> Outcome {
-        let Ok(guard) = begin_wait(self, ctx.deadline) else { return Outcome::Interrupted };
+        let Ok(guard) = begin_wait(self, ctx) else { return Outcome::Interrupted };
         let out = self.park_slow(ctx);
         self.probe.stats.record_wait(guard.elapsed_ns());
         out

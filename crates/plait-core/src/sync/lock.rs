@@ -83,7 +83,7 @@ impl Lock {
     /// refused because it would close a deadlock (`debug::waits`).
     #[cold]
     pub fn acquire_slow(&self, ctx: &WaitCtx<'_>) -> Outcome {
-        let Ok(guard) = begin_wait(self, ctx.deadline) else { return Outcome::Interrupted };
+        let Ok(guard) = begin_wait(self, ctx) else { return Outcome::Interrupted };
         let out = self.park_slow(ctx);
         self.probe.stats.record_wait(guard.elapsed_ns());
         out

@@ -83,7 +83,7 @@ impl RLock {
         let out = if self.lock.try_acquire() {
             Outcome::Notified
         } else {
-            let Ok(guard) = begin_wait(self, ctx.deadline) else { return Outcome::Interrupted };
+            let Ok(guard) = begin_wait(self, ctx) else { return Outcome::Interrupted };
             let out = self.lock.park_slow(ctx);
             self.lock.probe.stats.record_wait(guard.elapsed_ns());
             out

@@ -121,7 +121,7 @@ impl Semaphore {
     /// The blocking part of acquire (see `Lock::acquire_slow`).
     #[cold]
     pub fn acquire_slow(&self, ctx: &WaitCtx<'_>) -> Outcome {
-        let Ok(guard) = begin_wait(self, ctx.deadline) else { return Outcome::Interrupted };
+        let Ok(guard) = begin_wait(self, ctx) else { return Outcome::Interrupted };
         let out = acquire_slow(self, ctx);
         self.probe.stats.record_wait(guard.elapsed_ns());
         if out == Outcome::Notified {
