@@ -9,6 +9,8 @@ Same APIs as the standard library, implemented in a Rust core:
 
 * ``plait.loop``  — an asyncio event loop with a Rust core:
   ``plait.run(main())``, ``plait.new_event_loop()``, ``plait.EventLoop``
+* ``plait.debug`` — who holds what and who waits for it: ``snapshot()``,
+  ``dump()``, deadlock and lock-order detection, ``python -m plait inspect``
 
 Switch by changing an import::
 
@@ -51,6 +53,10 @@ def __getattr__(name):
         from plait import loop
 
         return getattr(loop, name)
+    if name == "debug":
+        import importlib
+
+        return importlib.import_module("plait.debug")
     raise AttributeError(f"module 'plait' has no attribute {name!r}")
 
 
@@ -69,3 +75,12 @@ __all__ = [
     "Semaphore",
     "Timer",
 ]
+
+# PLAIT_DEBUG (e.g. "deadlock=raise,lock-order") is read by plait.debug,
+# which is otherwise imported only when first used.
+import os as _os  # noqa: E402
+
+if _os.environ.get("PLAIT_DEBUG"):
+    import plait.debug  # noqa: E402, F401
+
+del _os

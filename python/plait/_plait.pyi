@@ -18,6 +18,9 @@ __all__ = [
     "_timer_atexit",
     "_timer_after_fork",
     "_timer_pending",
+    "_debug_state",
+    "_debug_stats",
+    "_debug_configure",
     "_QueueCore",
     "SimpleQueue",
     "_FutureCore",
@@ -209,6 +212,18 @@ class Timer:
 def _timer_atexit() -> None: ...
 def _timer_after_fork() -> None: ...
 def _timer_pending() -> tuple[int, int]: ...
+
+# plait.debug's binding (the layout of the dicts: python/plait/debug/_graph.py)
+def _debug_state(all: bool = False) -> dict[str, Any]: ...
+def _debug_stats() -> list[dict[str, Any]]: ...
+def _debug_configure(
+    *,
+    deadlock: str | None = None,
+    lock_order: bool | None = None,
+    stall: float | None = None,
+    inspect: bool | None = None,
+    tracking: bool | None = None,
+) -> dict[str, Any]: ...
 
 @disjoint_base
 class _QueueCore(Generic[_T]):
