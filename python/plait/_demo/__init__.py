@@ -10,8 +10,8 @@ The demo is a list of *sections* (:data:`common.SECTIONS`), one module each,
 run in the order imported below: the multi-stage pipeline, a thread pool
 running many I/O-bound jobs (the same code on ``concurrent.futures`` and
 ``plait.futures``), CPU-bound work on threads and on processes (the GIL made
-visible), a process pool surviving a worker killed mid-job, and an asyncio
-echo server.  A new section is a module whose function is decorated with
+visible), a process pool surviving a worker killed mid-job, an asyncio
+echo server, and a deadlocked program explained by ``plait.debug``.  A new section is a module whose function is decorated with
 :func:`common.section`, imported here.  This module is the command line.
 """
 
@@ -21,7 +21,7 @@ import argparse
 import sys
 
 # Imported for their @section registration, in the order the sections run.
-from . import pipeline, threadpool, cpu, crash, server  # noqa: F401  # isort: skip
+from . import pipeline, threadpool, cpu, crash, server, deadlock  # noqa: F401  # isort: skip
 from .common import PLAIT_NAME, SECTIONS, DemoContext, implementations
 from .terminal import Terminal, print_results
 
