@@ -88,9 +88,14 @@ def test_two_thread_two_lock_deadlock_is_one_cycle():
 
 def test_waits_table_and_waiters_list_give_one_edge():
     raw = two_lock_state()
-    raw["primitives"][0]["waiters"][0]["since"] = None  # the table's since wins
+    raw["primitives"][0]["waiters"][0]["since"] = None  # the table's since fills it in
+    raw["waits"][T1]["deadline"] = NOW + 2.5  # and its deadline
     snap = snap_of(raw, T1, T2)
-    assert sum(1 for e in snap.edges if e["kind"] == "waits_for") == 2
+    waits = {e["from"]: e for e in snap.edges if e["kind"] == "waits_for"}
+    assert len(waits) == 2
+    assert waits[f"thread:{T2}"]["since_s"] == 2.0
+    assert waits[f"thread:{T1}"]["timeout_s"] == 2.5
+    assert 'waiting to acquire rlock "B" (created at app.py:11) (timeout in 2.500 s)' in str(snap)
 
 
 def test_thread_plait_knows_but_python_does_not_gets_a_bare_node():
@@ -250,6 +255,23 @@ def test_json_schema():
     for edge in data["edges"]:
         assert edge["kind"] in {"waits_for", "held_by", "runs_on", "awaits"}
         assert {"from", "to", "since_s"} <= set(edge)
+
+
+def test_a_snapshot_comes_back_from_its_dict():
+    snap = snap_of(two_lock_state("lock", loose=True), T1, T2)
+    again = Snapshot._from_dict(json.loads(snap.to_json()))
+    assert again.to_dict() == snap.to_dict()
+    assert str(again) == str(snap) and again.to_dot() == snap.to_dot()
+
+
+def test_render_formats(binding):
+    binding.raw = two_lock_state()
+    assert debug._render().startswith("plait.debug: process 4242")
+    assert json.loads(debug._render("json"))["pid"] == 4242
+    assert debug._render("dot").startswith("digraph")
+    assert debug._render("mermaid").startswith("flowchart")
+    with pytest.raises(ValueError):
+        debug._render("svg")
 
 
 def test_dot_marks_cycle_edges_red_and_escapes_names():

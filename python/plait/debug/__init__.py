@@ -279,6 +279,24 @@ def _on_deadlock(cycle: Sequence[Tuple[int, int]], certain: bool) -> str:
     return head + "\n" + _format.cycle_block(snap, ids, certain=bool(certain), stacks=True) + "\n"
 
 
+_RENDER = {
+    "text": str,
+    "json": Snapshot.to_json,
+    "dot": Snapshot.to_dot,
+    "mermaid": Snapshot.to_mermaid,
+}
+
+
+def _render(fmt: str = "text") -> str:
+    """A snapshot of this process as ``text`` (the report), ``json``, ``dot``
+    or ``mermaid``: what the inspect agent sends back."""
+    try:
+        view = _RENDER[fmt]
+    except KeyError:
+        raise ValueError(f"format must be one of {', '.join(_RENDER)}, not {fmt!r}") from None
+    return view(snapshot())
+
+
 def _on_stall(seconds: float) -> None:
     """Report a stall: every thread has been blocked for ``seconds`` on plait
     primitives that nothing can wake."""

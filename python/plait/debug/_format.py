@@ -143,7 +143,8 @@ def _header(snap: "Snapshot") -> List[str]:
 def _blocked_entry(snap: "Snapshot", node: Node) -> List[str]:
     waits = snap.edges_from(node["id"], "waits_for") + snap.edges_from(node["id"], "awaits")
     since = [e["since_s"] for e in waits if e["since_s"] is not None]
-    head = describe(node) + (f" blocked for {seconds(max(since))}" if since else " blocked")
+    state = "blocked" if node["kind"] == "thread" else "waiting"
+    head = describe(node) + (f" {state} for {seconds(max(since))}" if since else f" {state}")
     lines = [head]
     for edge in waits:
         lines.append(f"    {_wait_line(snap, edge)}")
@@ -224,8 +225,8 @@ def _loose_note(snap: "Snapshot", cycle: Sequence[str]) -> List[str]:
             continue
         why = _LOOSE_WHY.get(node["kind"], "may be released by any thread")
         lines.append(f"Note: {describe(node)} {why}.")
-    lines.append("plait cannot tell which thread will release it, so this is probably, not "
-                 "certainly, a deadlock.")
+    lines.append("plait cannot tell which thread will release such a primitive, so this is "
+                 "probably, not certainly, a deadlock.")
     return lines
 
 
@@ -302,7 +303,7 @@ def _label(node: Node) -> str:
 
 
 def _edge_text(edge: Edge) -> str:
-    text = _EDGE_LABEL.get(edge["kind"], edge["kind"])
+    text = _EDGE_LABEL.get(edge["kind"], str(edge["kind"]))
     return text if edge["since_s"] is None else f"{text} {edge['since_s']:.1f}s"
 
 
@@ -356,7 +357,7 @@ def to_mermaid(snap: "Snapshot") -> str:
         out.append(f'  {short[node["id"]]}{left}"{mermaid_text(_label(node))}"{right}')
     red = []
     for i, edge in enumerate(snap.edges):
-        src, dst = short.get(edge["from"]), short.get(edge["to"])
+        src, dst = short[edge["from"]], short[edge["to"]]
         out.append(f'  {src} -->|"{mermaid_text(_edge_text(edge))}"| {dst}')
         if (edge["from"], edge["to"]) in on_cycle:
             red.append(str(i))

@@ -152,9 +152,11 @@ class _Builder:
 
     def edge(self, src: str, dst: str, kind: str, since_s: Optional[float], **extra: Any) -> None:
         key = (src, dst, kind)
-        old = self.edges.get(key)
-        if old is None or (old["since_s"] is None and since_s is not None):
-            self.edges[key] = {"from": src, "to": dst, "kind": kind, "since_s": since_s, **extra}
+        new = {"from": src, "to": dst, "kind": kind, "since_s": since_s, **extra}
+        old = self.edges.setdefault(key, new)
+        for name, value in new.items():  # the same edge seen twice: keep what either knows
+            if old.get(name) is None and value is not None:
+                old[name] = value
 
     def wait(self, ident: int, prim_node: str, since: Optional[float],
              deadline: Optional[float]) -> None:
@@ -341,6 +343,14 @@ class Snapshot:
                    wall=time.time() if wall is None else wall, nodes=nodes, edges=edges,
                    cycles=find_cycles(edges), version=int(state.get("version", 1)))
 
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any]) -> "Snapshot":
+        """A snapshot back from :meth:`to_dict`'s output (or its JSON, parsed):
+        another process's graph, to show in another format."""
+        return cls(pid=int(data["pid"]), now=0.0, wall=float(data.get("time", 0.0)),
+                   nodes=[dict(n) for n in data["nodes"]], edges=[dict(e) for e in data["edges"]],
+                   cycles=[list(c) for c in data["cycles"]], version=int(data.get("version", 1)))
+
     def _add_node(self, node: Node) -> None:
         """Add a node the state did not describe (for a cycle the binding names)."""
         if node["id"] not in self._by_id:
@@ -362,8 +372,8 @@ class Snapshot:
         return [e for e in self.edges if e["to"] == nid and (kind is None or e["kind"] == kind)]
 
     def blocked(self) -> List[Node]:
-        """Threads parked on a primitive and tasks awaiting something, in node order."""
-        return [n for n in self.nodes if n["kind"] in ("thread", "task")
+        """Threads parked on a primitive, then tasks awaiting something."""
+        return [n for kind in ("thread", "task") for n in self.nodes if n["kind"] == kind
                 and (self.edges_from(n["id"], "waits_for") or self.edges_from(n["id"], "awaits"))]
 
     def cycle_edges(self) -> Set[Tuple[str, str]]:
