@@ -18,8 +18,8 @@ import pytest
 import plait
 import plait.debug as debug
 from plait import _plait
-from plait.debug import _format, _graph, _tasks
-from plait.debug._graph import Snapshot, TaskGraph, find_cycles
+from plait.debug import _format, _tasks
+from plait.debug._graph import Snapshot, find_cycles
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -171,9 +171,10 @@ def edges(*pairs):
 
 
 def test_cycles_are_elementary_deduplicated_and_start_at_a_thread():
-    found = find_cycles(edges(("lock:1", "thread:1"), ("thread:1", "lock:2"), ("lock:2", "thread:2"),
-                              ("thread:2", "lock:1"), ("thread:2", "lock:3"),
-                              ("lock:3", "thread:2"), ("lock:9", "thread:1")))
+    found = find_cycles(edges(("lock:1", "thread:1"), ("thread:1", "lock:2"),
+                              ("lock:2", "thread:2"), ("thread:2", "lock:1"),
+                              ("thread:2", "lock:3"), ("lock:3", "thread:2"),
+                              ("lock:9", "thread:1")))
     assert found == [["thread:2", "lock:3"], ["thread:1", "lock:2", "thread:2", "lock:1"]]
 
 

@@ -389,7 +389,8 @@ def top_rows(prims: Iterable[Mapping[str, Any]], n: int = 10) -> List[Dict[str, 
 
 def format_top(rows: Sequence[Mapping[str, Any]]) -> str:
     """A short table of :func:`top_rows`' output."""
-    head = f"{'contended':>10} {'wait total':>11} {'wait max':>10} {'hold max':>10}  {'kind':<9} name"
+    head = (f"{'contended':>10} {'wait total':>11} {'wait max':>10} {'hold max':>10}  "
+            f"{'kind':<9} name")
     lines = [head]
     for r in rows:
         site = r.get("site")

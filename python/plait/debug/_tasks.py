@@ -94,14 +94,16 @@ def _concurrent_node(cfut: _cf.Future, graph: TaskGraph) -> str:
         graph.prim_ids.add(prim)
         return node_id("future", prim)
     nid = f"future:py0x{id(cfut):x}"
-    graph.nodes.append({"id": nid, "kind": "future", "name": f"concurrent.futures.Future at 0x{id(cfut):x}",
+    graph.nodes.append({"id": nid, "kind": "future",
+                        "name": f"concurrent.futures.Future at 0x{id(cfut):x}",
                         "site": None, "state": getattr(cfut, "_state", None)})
     return nid
 
 
 def _asyncio_node(afut: Any, graph: TaskGraph) -> str:
     nid = f"future:py0x{id(afut):x}"
-    graph.nodes.append({"id": nid, "kind": "future", "name": f"{type(afut).__name__} at 0x{id(afut):x}",
+    graph.nodes.append({"id": nid, "kind": "future",
+                        "name": f"{type(afut).__name__} at 0x{id(afut):x}",
                         "site": None, "state": getattr(afut, "_state", None), "asyncio": True})
     return nid
 
