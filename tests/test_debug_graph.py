@@ -558,6 +558,30 @@ def test_wrap_future_of_a_plait_future_joins_the_core_graph(binding):
     assert f'task "{task.get_name()}"' in text and 'awaiting future "job"' in text
 
 
+def test_task_awaiting_a_plait_pool_future():
+    from plait.futures import ThreadPoolExecutor
+
+    release = threading.Event()
+
+    async def main():
+        with ThreadPoolExecutor(1) as pool:
+            source = pool.submit(release.wait, 30)
+            task = asyncio.ensure_future(await_wrapped(source))
+            await asyncio.sleep(0)
+            graph = _tasks.collect([asyncio.get_running_loop()])
+            release.set()
+            await task
+        return graph, task, source
+
+    graph, task, source = run_on_plait(main)
+    (edge,) = [e for e in graph.edges if e["from"] == f"task:0x{id(task):x}"]
+    prim = _tasks.prim_id_of(source)
+    if prim is None:  # a binding without _debug_id: the future is a node of its own
+        assert edge["to"] == f"future:py0x{id(source):x}"
+    else:
+        assert edge["to"] == f"future:0x{prim:x}" and graph.prim_ids == {prim}
+
+
 def test_missing_core_future_is_fetched_with_all(binding, monkeypatch):
     calls = []
 
