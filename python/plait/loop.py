@@ -41,6 +41,7 @@ from asyncio import protocols as _protocols
 from asyncio import selector_events as _selector_events
 
 from plait._plait import Handle, Selector, TimerHandle, _LoopCore, _plait_install_transport
+from plait.debug import _tasks as _debug_tasks
 
 __all__ = ["EventLoop", "EventLoopPolicy", "Handle", "Selector", "TimerHandle", "install",
            "new_event_loop", "run"]
@@ -109,6 +110,7 @@ class EventLoop(_LoopCore, _unix_events._UnixSelectorEventLoop):
             self.call_soon = self.call_soon
         super().__init__(selector)
         self._plait_bind(selector, self._clock_resolution, bool(self._debug), time_overridden)
+        _debug_tasks.register_loop(self)  # weakly, for plait.debug.snapshot()'s task graph
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return _SocketTransport(self, sock, protocol, waiter, extra, server)
