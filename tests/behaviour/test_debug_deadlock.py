@@ -158,41 +158,63 @@ DEADLOCK_SCRIPT = textwrap.dedent(
     for f in (one, two):
         threading.Thread(target=f, name=f.__name__, daemon=True).start()
     print("ready", flush=True)
-    sys.stdin.readline()  # the test says when it has seen enough
-    os._exit(0)
+    for t in threading.enumerate():
+        if t is not threading.current_thread():
+            t.join()
     """
 )
 
 
+class Child:
+    """A child Python process whose stderr is collected by a thread, so the
+    test can wait (bounded) for text to appear. Killed on exit: it is ours."""
+
+    def __init__(self, script, env_debug=None, stdin=False):
+        env = dict(os.environ)
+        env.pop("PLAIT_DEBUG", None)
+        if env_debug:
+            env["PLAIT_DEBUG"] = env_debug
+        self.p = subprocess.Popen(
+            [sys.executable, "-c", script], stdin=subprocess.PIPE if stdin else None,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.err = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.p.stderr:
+            self.err.append(line)
+
+    @property
+    def stderr(self):
+        return "".join(self.err)
+
+    def ready(self):
+        assert self.p.stdout.readline().strip() == "ready", self.stderr
+
+    def wait_for(self, cond, bound=BOUND):
+        end = time.monotonic() + bound
+        while not cond(self.stderr) and time.monotonic() < end:
+            time.sleep(0.05)
+        return self.stderr
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait()
+        self.reader.join(BOUND)
+
+
 def run_deadlock(env_debug, until):
     """Run the two-thread deadlock in a child; return its stderr once
-    ``until(stderr)`` holds (the child is then told to exit)."""
-    env = dict(os.environ)
-    env.pop("PLAIT_DEBUG", None)
-    if env_debug:
-        env["PLAIT_DEBUG"] = env_debug
-    p = subprocess.Popen(
-        [sys.executable, "-c", DEADLOCK_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert p.stdout.readline().strip() == "ready"
-        err = ""
-        os.set_blocking(p.stderr.fileno(), False)
-        end = time.monotonic() + BOUND
-        while not until(err) and time.monotonic() < end:
-            chunk = p.stderr.read()
-            if chunk:
-                err += chunk
-            time.sleep(0.05)
-        p.stdin.write("\n")
-        p.stdin.flush()
-        p.wait(BOUND)
-        rest = p.stderr.read()
-        return err + (rest or "")
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    ``until(stderr)`` holds (bounded), then end the child."""
+    with Child(DEADLOCK_SCRIPT, env_debug) as c:
+        c.ready()
+        c.wait_for(until)
+    return c.stderr
 
 
 def test_report_mode_writes_the_report_and_keeps_waiting():
@@ -236,21 +258,10 @@ def test_stall_reports_when_nothing_can_wake_anyone():
         ps.Event(name="never-set").wait()
         """
     )
-    env = dict(os.environ, PLAIT_DEBUG="stall=0.5")
-    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert p.stdout.readline().strip() == "ready"
-        os.set_blocking(p.stderr.fileno(), False)
-        err = ""
-        end = time.monotonic() + BOUND
-        while "never-set" not in err and time.monotonic() < end:
-            err += p.stderr.read() or ""
-            time.sleep(0.05)
-        assert "stall" in err.lower() and "never-set" in err
-    finally:
-        p.kill()
-        p.wait()
+    with Child(script, "stall=0.5") as c:
+        c.ready()
+        err = c.wait_for(lambda e: "never-set" in e)
+    assert "stall" in err.lower() and "never-set" in err
 
 
 def test_dump_on_signal_while_every_thread_is_blocked():
@@ -267,21 +278,11 @@ def test_dump_on_signal_while_every_thread_is_blocked():
         lock.acquire()
         """
     )
-    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "ready"
+    with Child(script) as c:
+        c.ready()
         time.sleep(0.3)
         # The child installed the handler itself before printing "ready".
-        p.send_signal(signal.SIGUSR1)
-        os.set_blocking(p.stderr.fileno(), False)
-        err = ""
-        end = time.monotonic() + BOUND
-        while "blocked-helper" not in err and time.monotonic() < end:
-            err += p.stderr.read() or ""
-            time.sleep(0.05)
+        c.p.send_signal(signal.SIGUSR1)
+        err = c.wait_for(lambda e: "blocked-helper" in e)
         assert "stuck" in err and "blocked-helper" in err and "MainThread" in err
-        assert p.poll() is None, "the dump must not end the process"
-    finally:
-        p.kill()
-        p.wait()
+        assert c.p.poll() is None, "the dump must not end the process"

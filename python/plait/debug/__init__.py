@@ -55,7 +55,7 @@ __all__ = [
 
 logger = logging.getLogger("plait.debug")
 
-_DEADLOCK_MODES = ("report", "raise", "off")
+_DEADLOCK_MODES = ("default", "report", "raise", "off")
 
 
 class DeadlockError(RuntimeError):
@@ -123,19 +123,23 @@ def top(n: int = 10) -> List[Dict[str, Any]]:
 
 
 def enable(*, deadlock: Optional[str] = None, lock_order: Optional[bool] = None,
-           stall: Optional[float] = None, inspect: Optional[bool] = None) -> Dict[str, Any]:
+           stall: Optional[float] = None, inspect: Optional[bool] = None,
+           tracking: Optional[bool] = None) -> Dict[str, Any]:
     """Turn checks on (a ``None`` argument leaves that setting as it is);
     returns the settings now in force (see :func:`settings`).
 
     * ``deadlock``: ``"report"`` writes a report when a wait would close a
       cycle and waits anyway; ``"raise"`` raises :class:`DeadlockError` in
-      that thread instead; ``"off"`` checks nothing (by default a cycle that
-      has lasted 2 s is reported once).
+      that thread instead; ``"off"`` checks nothing; ``"default"`` (the
+      setting at start) reports once a cycle that has lasted 2 s.
     * ``lock_order``: warn with :class:`LockOrderWarning` when two locks are
       taken in the order opposite to one seen before.
     * ``stall``: seconds after which a process where every thread is blocked
       on plait primitives that nothing can wake is reported (0 turns it off).
-    * ``inspect``: whether ``python -m plait inspect`` may attach."""
+    * ``inspect``: whether ``python -m plait inspect`` may attach.
+    * ``tracking``: ``False`` stops primitives recording holders' times and
+      waits (the last few percent of uncontended speed; every report and
+      check goes with it). On by default."""
     if deadlock is not None and deadlock not in _DEADLOCK_MODES:
         raise ValueError(f"deadlock must be one of {', '.join(map(repr, _DEADLOCK_MODES))} "
                          f"or None, not {deadlock!r}")
@@ -148,6 +152,7 @@ def enable(*, deadlock: Optional[str] = None, lock_order: Optional[bool] = None,
         lock_order=None if lock_order is None else bool(lock_order),
         stall=stall,
         inspect=None if inspect is None else bool(inspect),
+        tracking=None if tracking is None else bool(tracking),
     ))
 
 
@@ -192,6 +197,11 @@ def _parse_token(key: str, value: Optional[str]) -> Dict[str, Any]:
         if not seconds >= 0.0:
             raise ValueError(f"stall={value}")
         return {"stall": seconds}
+    if key == "tracking":
+        flag = _flag(value or "")
+        if flag is None:
+            raise ValueError(f"tracking={value}")
+        return {"tracking": flag}
     if key == "inspect":
         flag = _flag(value or "")
         if flag is None:

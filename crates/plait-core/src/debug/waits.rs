@@ -163,6 +163,9 @@ pub fn take_refused() -> Option<Cycle> {
 pub struct WaitGuard {
     me: u64,
     start: Instant,
+    /// The wait this one interrupted (a report written from inside a wait
+    /// may itself wait), put back when this one ends.
+    outer: Option<Entry>,
 }
 
 impl WaitGuard {
@@ -184,7 +187,10 @@ impl Drop for WaitGuard {
         }
         let mut t = TABLE.lock();
         if let Some(m) = t.threads.as_mut() {
-            m.remove(&self.me);
+            match self.outer.take() {
+                Some(e) => m.insert(self.me, e),
+                None => m.remove(&self.me),
+            };
         }
     }
 }
@@ -202,7 +208,7 @@ pub fn begin_wait(target: &(dyn Inspect + 'static), ctx: &WaitCtx<'_>) -> Result
         // Tracking is off; or loom, which models the primitives' protocols:
         // the table's spin mutex would spin forever across its preemption
         // points.
-        return Ok(WaitGuard { me: 0, start });
+        return Ok(WaitGuard { me: 0, start, outer: None });
     }
     let entry = Entry {
         target: Target(target as *const dyn Inspect),
@@ -210,16 +216,13 @@ pub fn begin_wait(target: &(dyn Inspect + 'static), ctx: &WaitCtx<'_>) -> Result
         deadline_ns: deadline.map(instant_to_ns),
     };
     let m = mode();
-    let found = {
+    let (found, outer) = {
         let mut t = TABLE.lock();
-        t.threads.get_or_insert_with(HashMap::new).insert(me, entry);
-        if m >= Mode::Report {
-            find_cycle(&t, me)
-        } else {
-            None
-        }
+        let outer = t.threads.get_or_insert_with(HashMap::new).insert(me, entry);
+        let found = if m >= Mode::Report { find_cycle(&t, me) } else { None };
+        (found, outer)
     };
-    let guard = WaitGuard { me, start };
+    let guard = WaitGuard { me, start, outer };
     if let Some(cycle) = found {
         if cycle.certain {
             if m == Mode::Raise && ctx.refusable {
