@@ -339,7 +339,7 @@ class FakeBinding:
         self.calls.append(("state", all))
         return self.raw
 
-    def configure(self, deadlock=None, lock_order=None, stall=None, inspect=None):
+    def configure(self, deadlock=None, lock_order=None, stall=None, inspect=None, tracking=None):
         self.calls.append(("configure", deadlock, lock_order, stall, inspect))
         for key, value in (("deadlock", deadlock), ("lock_order", lock_order),
                            ("inspect", inspect)):
