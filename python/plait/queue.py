@@ -50,7 +50,8 @@ class Queue(_QueueCore, _std.Queue):
         base = bases[cls._plait_order]
         cls._plait_hooks = any(getattr(cls, h) is not getattr(base, h) for h in _HOOKS)
 
-    def __init__(self, maxsize=0):
+    def __init__(self, maxsize=0, *, name=None):
+        # ``name`` (for plait.debug) is taken by _QueueCore.__new__.
         if self._plait_hooks:
             _std.Queue.__init__(self, maxsize)
         else:

@@ -2,6 +2,8 @@
 //! (`python/plait/debug/`), the settings, and the calls back into Python
 //! when a deadlock is found.
 
+pub mod site;
+
 use plait_core::debug::Cycle;
 use pyo3::prelude::*;
 use pyo3::types::PyList;

@@ -8,6 +8,7 @@ use plait_core::queue::{Order, Queue as CoreQueue};
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
+use crate::debug::site::label_arg;
 use crate::errors;
 use crate::wait::Gil;
 
@@ -25,10 +26,12 @@ pub struct SimpleQueue {
 #[pymethods]
 impl SimpleQueue {
     #[new]
-    fn new() -> Self {
+    #[pyo3(signature = (*, name = None))]
+    fn new(py: Python<'_>, name: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let core = Arc::new(CoreQueue::new(Order::Fifo, 0));
+        label_arg(py, &core.probe, name)?;
         let reg = register_arc(&core);
-        SimpleQueue { core, _fork: reg }
+        Ok(SimpleQueue { core, _fork: reg })
     }
 
     /// Put `item`; never blocks (`block` and `timeout` are ignored, as in

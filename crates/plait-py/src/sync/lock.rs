@@ -9,7 +9,8 @@ use pyo3::exceptions::{PyOverflowError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::wait::{detached, detached_uninterruptible, lock_acquire_args};
+use crate::debug::site::{label, name_arg};
+use crate::wait::{detached, detached_uninterruptible, interrupted_error, lock_acquire_args};
 
 /// `"<module>.<qualname>"` of an object's class, for reprs.
 pub fn class_path(obj: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -17,12 +18,14 @@ pub fn class_path(obj: &Bound<'_, PyAny>) -> PyResult<String> {
     Ok(format!("{}.{}", t.module()?, t.qualname()?))
 }
 
-/// Outcome of a blocking acquire, as Python sees it.
-fn finish(outcome: Outcome, err: Option<PyErr>) -> PyResult<bool> {
+/// Outcome of a blocking acquire, as Python sees it: `Interrupted` is a
+/// signal handler's exception, or a wait refused because it would close a
+/// deadlock (`deadlock="raise"`), which has none.
+pub(crate) fn finish(py: Python<'_>, outcome: Outcome, err: Option<PyErr>) -> PyResult<bool> {
     match outcome {
         Outcome::Notified => Ok(true),
         Outcome::TimedOut => Ok(false),
-        Outcome::Interrupted => Err(err.unwrap_or_else(|| PyRuntimeError::new_err("wait interrupted"))),
+        Outcome::Interrupted => Err(interrupted_error(py, err)),
     }
 }
 
@@ -64,7 +67,7 @@ impl Lock {
         }
         let core = &self.core;
         let (out, err) = detached(py, deadline, |ctx| core.acquire_slow(ctx));
-        finish(out, err)
+        finish(py, out, err)
     }
 
     /// Take the lock, waiting as long as it takes, ignoring signals.
@@ -88,9 +91,17 @@ impl Lock {
 #[pymethods]
 impl Lock {
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
-    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> Self {
-        Lock::create()
+    #[pyo3(signature = (*_args, name = None, **_kwargs))]
+    fn new(
+        py: Python<'_>,
+        _args: &Bound<'_, PyTuple>,
+        name: Option<&Bound<'_, PyAny>>,
+        _kwargs: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let name = name_arg(name)?;
+        let lock = Lock::create();
+        label(py, &lock.core.probe, name);
+        Ok(lock)
     }
 
     /// Acquire the lock; `blocking` and `timeout` as `threading.Lock`.
@@ -215,7 +226,7 @@ impl RLock {
         }
         let core = &self.core;
         let (out, err) = detached(py, deadline, |ctx| core.acquire_slow(ctx, 1));
-        finish(out, err)
+        finish(py, out, err)
     }
 
     #[inline]
@@ -240,9 +251,17 @@ impl RLock {
 #[pymethods]
 impl RLock {
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
-    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> Self {
-        RLock::create()
+    #[pyo3(signature = (*_args, name = None, **_kwargs))]
+    fn new(
+        py: Python<'_>,
+        _args: &Bound<'_, PyTuple>,
+        name: Option<&Bound<'_, PyAny>>,
+        _kwargs: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let name = name_arg(name)?;
+        let lock = RLock::create();
+        label(py, lock.core.probe(), name);
+        Ok(lock)
     }
 
     #[pyo3(signature = (blocking = None, timeout = None))]
