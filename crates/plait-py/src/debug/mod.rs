@@ -2,6 +2,7 @@
 //! (`python/plait/debug/`), the settings, and the calls back into Python
 //! when a deadlock is found.
 
+pub mod order;
 pub mod site;
 
 use plait_core::debug::Cycle;
