@@ -217,3 +217,51 @@ def test_fork_child_works_in_lock_order_mode(lock_order):
             os._exit(code)
         _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+# --- a wait refused in deadlock="raise" mode raises (never panics) -------------
+
+
+def _debug_module():
+    try:
+        import plait.debug as debug
+    except ImportError:
+        return None
+    return debug if hasattr(debug, "enable") and hasattr(debug, "disable") else None
+
+
+@pytest.mark.skipif(_debug_module() is None, reason="plait.debug not in this build")
+@pytest.mark.parametrize("cls", [ps.Lock, ps.RLock])
+@pytest.mark.parametrize("call", ["acquire()", "acquire(True, 30)", "with"])
+def test_refused_wait_raises_deadlock_error(cls, call):
+    debug = _debug_module()
+    a, b = cls(), cls()
+    ready = threading.Event()
+
+    def other():
+        with a:
+            ready.set()
+            with b:
+                pass
+
+    debug.enable(deadlock="raise")
+    try:
+        with b:
+            t = threading.Thread(target=other)
+            t.start()
+            assert ready.wait(30)
+            while not b._waiters:  # until the other thread is parked on b
+                threading.Event().wait(0.001)
+            with pytest.raises(debug.DeadlockError):
+                if call == "acquire()":
+                    a.acquire()
+                elif call == "with":
+                    with a:
+                        pass
+                else:
+                    a.acquire(True, 30)
+            assert a._owner != threading.get_ident()
+        t.join(30)
+        assert not t.is_alive()
+    finally:
+        debug.disable()
