@@ -15,6 +15,10 @@ the ``queue``, ``mutex``, ``not_empty``, ``not_full`` and
 ``unfinished_tasks`` and, on 3.13+, ``is_shutdown`` do).
 ``shutdown()`` / ``ShutDown`` exist on Python 3.13+, as in the standard
 library.
+
+Addition: every queue's constructor takes a keyword-only ``name=`` (a str)
+that names it in ``plait.debug``; without it, a queue is known by its
+creation site ``file:line``.
 """
 
 import queue as _std

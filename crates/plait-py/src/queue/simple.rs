@@ -17,6 +17,9 @@ use super::{blocking_deadline, blocking_get, no_compare, Item};
 /// A simple unbounded FIFO queue, like CPython's C `queue.SimpleQueue`:
 /// `put` never blocks, and it may be called reentrantly (from `__del__`
 /// or a weakref callback), since nothing Python runs under its mutex.
+///
+/// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
+/// without it, it is known by its creation site `file:line`.
 #[pyclass(module = "plait.queue", frozen, weakref, subclass)]
 pub struct SimpleQueue {
     pub(crate) core: Arc<CoreQueue<Item>>,

@@ -16,6 +16,9 @@ use crate::debug::site::{label, name_arg};
 use crate::wait::{interrupted_error, is_main_thread, seconds, Gil, Interrupt, SLICE};
 
 /// A barrier for `parties` threads, like `threading.Barrier`.
+///
+/// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
+/// without it, it is known by its creation site `file:line`.
 #[pyclass(module = "plait", frozen, weakref, subclass)]
 pub struct Barrier {
     core: Arc<CoreBarrier>,

@@ -32,6 +32,9 @@ enum Saved {
 }
 
 /// A condition variable, like `threading.Condition`.
+///
+/// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
+/// without it, it is known by its creation site `file:line`.
 #[pyclass(module = "plait", frozen, weakref, subclass)]
 pub struct Condition {
     lock: Py<PyAny>,

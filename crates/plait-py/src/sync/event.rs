@@ -15,6 +15,9 @@ use crate::wait::{detached, interrupted_error, optional_deadline};
 ///
 /// Difference from CPython: there is no internal `_cond` Condition; the
 /// waiting is done in Rust.
+///
+/// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
+/// without it, it is known by its creation site `file:line`.
 #[pyclass(module = "plait", frozen, weakref, subclass)]
 pub struct Event {
     core: Arc<CoreEvent>,

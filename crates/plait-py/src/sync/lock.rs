@@ -37,6 +37,9 @@ pub(crate) fn finish(py: Python<'_>, outcome: Outcome, err: Option<PyErr>) -> Py
 /// Differences from CPython: after `os.fork()`, a lock that a thread other
 /// than the forking one held is released in the child (that thread does not
 /// exist there, so nothing could ever release it).
+///
+/// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
+/// without it, it is known by its creation site `file:line`.
 #[pyclass(module = "plait", frozen, weakref, subclass)]
 pub struct Lock {
     pub(crate) core: Arc<CoreLock>,
@@ -223,6 +226,9 @@ impl Lock {
 ///
 /// Differences from CPython: after `os.fork()`, an RLock owned by a thread
 /// other than the forking one is released in the child.
+///
+/// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
+/// without it, it is known by its creation site `file:line`.
 #[pyclass(module = "plait", frozen, weakref, subclass)]
 pub struct RLock {
     pub(crate) core: Arc<CoreRLock>,

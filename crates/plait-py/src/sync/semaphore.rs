@@ -17,6 +17,9 @@ use crate::wait::{detached, interrupted_error, optional_deadline, truthy};
 ///
 /// `_value` reads the current count, as code written against CPython's
 /// pure-Python class sometimes does.
+///
+/// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
+/// without it, it is known by its creation site `file:line`.
 #[pyclass(module = "plait", frozen, weakref, subclass)]
 pub struct Semaphore {
     core: Arc<CoreSemaphore>,
@@ -152,6 +155,9 @@ impl Semaphore {
 
 /// A semaphore that refuses to be released above its initial value, like
 /// `threading.BoundedSemaphore` (a subclass of Semaphore, as there).
+///
+/// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
+/// without it, it is known by its creation site `file:line`.
 #[pyclass(module = "plait", frozen, extends = Semaphore, subclass)]
 pub struct BoundedSemaphore;
 
