@@ -538,6 +538,15 @@ mod tests {
     }
 
     #[test]
+    fn order_types_are_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<Graph<Box<str>>>();
+        send_sync::<Inversion<Box<str>>>();
+        send::<HeldStack>();
+    }
+
+    #[test]
     fn order_classes_intern_by_name() {
         let a = intern("order-test:1");
         assert_eq!(intern("order-test:1"), a);
