@@ -118,6 +118,8 @@ def in_debug_mode(runner: Runner, *, tracking: bool = True, lock_order: bool = F
 
 def debug_workloads(pl, plabel: str, std) -> list[Workload]:
     """The plait.debug rows (empty when this plait has no debug switches)."""
+    if not pl.__name__.startswith("plait."):  # --as-plait stand-in: nothing to switch
+        return []
     try:
         import plait._plait as native
     except ImportError:
