@@ -133,9 +133,28 @@ fn cached_site(py: Python<'_>, skip: &Skip, frame: *mut ffi::PyFrameObject, code
     site
 }
 
+thread_local! {
+    /// This thread is computing [`SKIP`] (it imports modules, which could
+    /// make primitives: those get no site rather than re-entering).
+    static COMPUTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn skip(py: Python<'_>) -> Option<&'static Skip> {
+    if let Some(s) = SKIP.get(py) {
+        return Some(s);
+    }
+    if COMPUTING.with(|c| c.replace(true)) {
+        return None;
+    }
+    let computed = Skip::compute(py);
+    COMPUTING.with(|c| c.set(false));
+    let _ = SKIP.set(py, computed);
+    SKIP.get(py)
+}
+
 /// The creation site `"file:line"` of the calling Python code.
 pub fn creation_site(py: Python<'_>) -> String {
-    let skip = SKIP.get_or_init(py, || Skip::compute(py));
+    let Some(skip) = skip(py) else { return UNKNOWN.to_owned() };
     // SAFETY: attached; PyEval_GetFrame returns a borrowed reference to the
     // current frame (or NULL), alive for as long as this call runs.
     let mut frame = unsafe { ffi::PyEval_GetFrame() };
