@@ -6,6 +6,12 @@ An uncontended acquire+release pair of the C lock is the cost of two C method
 calls, the floor for any primitive called from Python, so Semaphore and
 Event are held against it too (issue 2, section 4).
 
+plait.debug's cost (issue 14) has two rows for the uncontended plait Lock:
+tracking on (the default) against tracking off (what the Lock cost before
+plait.debug: target within 5%), and lock_order on against the default
+(target at least half its speed), alone and with another lock held (every
+acquire then checks an order).
+
 The handoff workload (Event ping-pong) is bound by waking the other thread,
 not by the primitive: its reference is the cheapest handoff two Python
 threads can do, two C locks used as binary semaphores.  On virtual machines
@@ -51,6 +57,19 @@ def acquire_release(make) -> Runner:
     return run
 
 
+def acquire_release_nested(make) -> Runner:
+    """``acquire_release`` with another lock held throughout: in lock_order
+    mode every acquire then checks an order (one the thread has seen)."""
+    inner = acquire_release(make)
+
+    def run(n: int) -> float:
+        outer = make()
+        with outer:
+            return inner(n)
+
+    return run
+
+
 def with_block(make) -> Runner:
     """n x ``with lock: pass``: the context-manager protocol, as most code uses locks."""
 
@@ -78,6 +97,55 @@ def set_clear(make_event) -> Runner:
         return perf_counter() - t0
 
     return run
+
+
+def in_debug_mode(runner: Runner, *, tracking: bool = True, lock_order: bool = False) -> Runner:
+    """``runner`` with plait.debug's switches set for the timed part only
+    (rows run interleaved, so every variant sets its own mode)."""
+    import plait._plait as native
+
+    def run(n: int) -> float:
+        native._debug_configure(tracking=tracking)
+        native._debug_configure(lock_order=lock_order)
+        try:
+            return runner(n)
+        finally:
+            native._debug_configure(tracking=True)
+            native._debug_configure(lock_order=False)
+
+    return run
+
+
+def debug_workloads(pl, plabel: str, std) -> list[Workload]:
+    """The plait.debug rows (empty when this plait has no debug switches)."""
+    if not pl.__name__.startswith("plait."):  # --as-plait stand-in: nothing to switch
+        return []
+    try:
+        import plait._plait as native
+    except ImportError:
+        return []
+    if not (hasattr(native, "_debug_configure")):
+        return []
+    lock = acquire_release(pl.Lock)
+    nested = acquire_release_nested(pl.Lock)
+    std_row = Variant(STDLIB, "threading.Lock", acquire_release(std.Lock))
+    return [
+        Workload(GROUP, "Lock acquire+release, debug tracking", "pairs", "track off", [
+            std_row,
+            Variant(REF, f"{plabel}: sync.Lock, tracking off", in_debug_mode(lock, tracking=False)),
+            Variant(PLAIT, f"{plabel}: sync.Lock, tracking on (default)", in_debug_mode(lock)),
+        ], target=0.95),
+        Workload(GROUP, "Lock acquire+release, lock_order", "pairs", "track on", [
+            std_row,
+            Variant(REF, f"{plabel}: sync.Lock, tracking on (default)", in_debug_mode(lock)),
+            Variant(PLAIT, f"{plabel}: sync.Lock, lock_order on", in_debug_mode(lock, lock_order=True)),
+        ], target=0.5),
+        Workload(GROUP, "Lock acq+rel, another held, lock_order", "pairs", "track on", [
+            Variant(STDLIB, "threading.Lock", acquire_release_nested(std.Lock)),
+            Variant(REF, f"{plabel}: sync.Lock, tracking on (default)", in_debug_mode(nested)),
+            Variant(PLAIT, f"{plabel}: sync.Lock, lock_order on", in_debug_mode(nested, lock_order=True)),
+        ], target=0.5),
+    ]
 
 
 # --- handoff between two threads ----------------------------------------------
@@ -199,6 +267,9 @@ def workloads(ctx: BenchContext) -> list[Workload]:
             GROUP, f"{cls_name} with-block", "blocks", ref_name,
             duo(with_block, cls_name, ref_make, ref_what),
             target=1.0, stdlib_is_ref=True))
+
+    if pl is not None:
+        out.extend(debug_workloads(pl, plabel, std))
 
     for label, pinned in ctx.pin_modes():
         variants = [Variant(STDLIB, "threading.Event", event_ping_pong(std.Event)),

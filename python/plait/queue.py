@@ -15,6 +15,10 @@ the ``queue``, ``mutex``, ``not_empty``, ``not_full`` and
 ``unfinished_tasks`` and, on 3.13+, ``is_shutdown`` do).
 ``shutdown()`` / ``ShutDown`` exist on Python 3.13+, as in the standard
 library.
+
+Addition: every queue's constructor takes a keyword-only ``name=`` (a str)
+that names it in ``plait.debug``; without it, a queue is known by its
+creation site ``file:line``.
 """
 
 import queue as _std
@@ -50,7 +54,8 @@ class Queue(_QueueCore, _std.Queue):
         base = bases[cls._plait_order]
         cls._plait_hooks = any(getattr(cls, h) is not getattr(base, h) for h in _HOOKS)
 
-    def __init__(self, maxsize=0):
+    def __init__(self, maxsize=0, *, name=None):
+        # ``name`` (for plait.debug) is taken by _QueueCore.__new__.
         if self._plait_hooks:
             _std.Queue.__init__(self, maxsize)
         else:

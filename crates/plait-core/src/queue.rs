@@ -441,6 +441,21 @@ fn heap_pop<T, E>(heap: &mut VecDeque<T>, less: Less<'_, T, E>) -> Result<Option
     Ok(Some(top))
 }
 
+impl<T: Send + 'static> crate::debug::Inspect for Queue<T> {
+    fn kind(&self) -> crate::debug::Kind {
+        crate::debug::Kind::Queue
+    }
+    fn probe(&self) -> &crate::debug::Probe {
+        &self.probe
+    }
+    fn waiters(&self, out: &mut Vec<crate::debug::Waiter>) {
+        let g = self.inner.lock();
+        for n in g.getters.iter().chain(g.putters.iter()).chain(g.joiners.iter()) {
+            out.push(n.waiter());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,20 +491,5 @@ mod tests {
         assert!(matches!(q.try_get(&Inline, &mut fail), Err(GetError::Compare("boom"))));
         let out: Vec<i64> = (0..4).map(|_| q.try_get(&Inline, &mut lt).unwrap()).collect();
         assert_eq!(out, vec![1, 3, 5, 8]);
-    }
-}
-
-impl<T: Send + 'static> crate::debug::Inspect for Queue<T> {
-    fn kind(&self) -> crate::debug::Kind {
-        crate::debug::Kind::Queue
-    }
-    fn probe(&self) -> &crate::debug::Probe {
-        &self.probe
-    }
-    fn waiters(&self, out: &mut Vec<crate::debug::Waiter>) {
-        let g = self.inner.lock();
-        for n in g.getters.iter().chain(g.putters.iter()).chain(g.joiners.iter()) {
-            out.push(n.waiter());
-        }
     }
 }

@@ -43,6 +43,7 @@ fn _plait(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync::event::Event>()?;
     m.add_class::<sync::barrier::Barrier>()?;
     m.add_class::<sync::timer::Timer>()?;
+    sync::lock::install_fast(m)?;
     m.add_function(wrap_pyfunction!(sync::timer::_timer_atexit, m)?)?;
     m.add_function(wrap_pyfunction!(sync::timer::_timer_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(sync::timer::_timer_pending, m)?)?;

@@ -159,6 +159,11 @@ pub fn take_refused() -> Option<Cycle> {
     REFUSED.with(|r| r.borrow_mut().take())
 }
 
+/// A wait that was not allowed to park: it would have closed a certain
+/// cycle in `Mode::Raise` (the cycle is kept for [`take_refused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused;
+
 /// A thread's registration in the wait table; removes it when dropped.
 pub struct WaitGuard {
     me: u64,
@@ -196,11 +201,11 @@ impl Drop for WaitGuard {
 }
 
 /// Record that the calling thread is about to park on `target` within
-/// `ctx`, and look for a cycle when detection is on. `Err(())` means the
+/// `ctx`, and look for a cycle when detection is on. `Err(Refused)` means the
 /// wait must not happen: parking would close a certain cycle in
 /// `Mode::Raise` and `ctx` is refusable (the cycle is kept for
 /// [`take_refused`]).
-pub fn begin_wait(target: &(dyn Inspect + 'static), ctx: &WaitCtx<'_>) -> Result<WaitGuard, ()> {
+pub fn begin_wait(target: &(dyn Inspect + 'static), ctx: &WaitCtx<'_>) -> Result<WaitGuard, Refused> {
     let deadline = ctx.deadline;
     let me = ident();
     let start = Instant::now();
@@ -228,7 +233,7 @@ pub fn begin_wait(target: &(dyn Inspect + 'static), ctx: &WaitCtx<'_>) -> Result
             if m == Mode::Raise && ctx.refusable {
                 drop(guard);
                 REFUSED.with(|r| *r.borrow_mut() = Some(cycle));
-                return Err(());
+                return Err(Refused);
             }
             if first_report(&cycle) {
                 if let Some(hook) = REPORT_HOOK.get() {

@@ -8,6 +8,9 @@
 //! stall noticed by a parked thread's periodic check ([`Watch`]), or a
 //! refused wait (`deadlock="raise"`, see `wait::interrupted_error`).
 
+pub mod order;
+pub mod site;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,8 +93,11 @@ pub fn install() {
 
 // ---- the periodic check of a parked thread --------------------------------
 
-/// Stalls already reported, by their set of (thread, primitive) waits.
-static STALLS: Mutex<Option<HashSet<Vec<(u64, usize)>>>> = Mutex::new(None);
+/// A set of (thread, primitive) waits: one stall.
+type StallKey = Vec<(u64, usize)>;
+
+/// Stalls already reported.
+static STALLS: Mutex<Option<HashSet<StallKey>>> = Mutex::new(None);
 
 /// How often a parked thread checks for a cycle it is part of: first when
 /// the cycle could have lasted [`PATIENCE`], then less and less often
@@ -228,7 +234,7 @@ fn view_dict<'py>(py: Python<'py>, v: &View) -> PyResult<Bound<'py, PyDict>> {
         d.set_item("state", state)?;
         let r = match runs_on {
             RunsOn::Nothing => None,
-            RunsOn::Thread(t) => Some(("thread", u64::from(t))),
+            RunsOn::Thread(t) => Some(("thread", t)),
             RunsOn::Worker(p) => Some(("worker", u64::from(p))),
         };
         match r {
@@ -295,11 +301,10 @@ pub fn _debug_stats(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
 
 /// Settings that live on this side only.
 struct Settings {
-    lock_order: bool,
     inspect: bool,
 }
 
-static SETTINGS: Mutex<Settings> = Mutex::new(Settings { lock_order: false, inspect: true });
+static SETTINGS: Mutex<Settings> = Mutex::new(Settings { inspect: true });
 
 fn mode_name(m: Mode) -> &'static str {
     match m {
@@ -338,7 +343,7 @@ pub fn _debug_configure<'py>(
     }
     if let Some(s) = stall {
         let s = if s.is_none() { 0.0 } else { crate::wait::seconds(s)? };
-        if !(s >= 0.0) || !s.is_finite() {
+        if s.is_nan() || s < 0.0 || !s.is_finite() {
             return Err(PyValueError::new_err("stall must be a non-negative number of seconds"));
         }
         waits::set_stall((s > 0.0).then(|| Duration::from_secs_f64(s)));
@@ -348,14 +353,14 @@ pub fn _debug_configure<'py>(
     }
     let mut st = SETTINGS.lock();
     if let Some(on) = lock_order {
-        st.lock_order = on;
+        plait_core::debug::order::set_enabled(on);
     }
     if let Some(on) = inspect {
         st.inspect = on;
     }
     let d = PyDict::new(py);
     d.set_item("deadlock", mode_name(waits::mode()))?;
-    d.set_item("lock_order", st.lock_order)?;
+    d.set_item("lock_order", plait_core::debug::order::enabled())?;
     d.set_item("stall", waits::stall().map(|s| s.as_secs_f64()))?;
     d.set_item("inspect", st.inspect)?;
     d.set_item("tracking", plait_core::debug::tracking())?;

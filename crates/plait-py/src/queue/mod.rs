@@ -44,9 +44,10 @@ pub(crate) fn less<'py>(py: Python<'py>) -> impl FnMut(&Item, &Item) -> PyResult
     move |a, b| a.bind(py).lt(b.bind(py))
 }
 
-/// The exception an interrupted wait carries (Ctrl-C's, usually).
-pub(crate) fn interrupted(err: Option<PyErr>) -> PyErr {
-    err.expect("interrupted waits carry the exception")
+/// The exception an interrupted wait carries (Ctrl-C's, usually; a wait
+/// refused by `deadlock="raise"` carries none).
+pub(crate) fn interrupted(py: Python<'_>, err: Option<PyErr>) -> PyErr {
+    crate::wait::interrupted_error(py, err)
 }
 
 /// `timeout` for a blocking call, with CPython's message for negatives.
@@ -81,7 +82,7 @@ pub(crate) fn blocking_get(
     loop {
         let (out, err) = detached(py, deadline, |ctx| core.wait_not_empty(ctx));
         if out == Outcome::Interrupted {
-            return Err(interrupted(err));
+            return Err(interrupted(py, err));
         }
         if let Some(item) = try_get()? {
             return Ok(item);

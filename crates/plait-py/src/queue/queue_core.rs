@@ -16,6 +16,7 @@ use pyo3::BoundObject;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
+use crate::debug::site::{label, name_arg};
 use crate::errors;
 use crate::wait::{detached, truthy, Gil};
 
@@ -120,7 +121,7 @@ impl Queue {
             let core = &self.core;
             let (out, err) = detached(py, deadline, |ctx| core.wait_not_full(ctx));
             if out == Outcome::Interrupted {
-                return Err(interrupted(err));
+                return Err(interrupted(py, err));
             }
             item = match self.try_put(py, item)? {
                 None => return Ok(()),
@@ -163,7 +164,9 @@ impl Queue {
             (Some(m), _) | (None, Some(m)) => maxsize_arg(&m).unwrap_or(0),
             _ => 0,
         };
+        let name = name_arg(kwargs.and_then(|k| k.get_item("name").ok().flatten()).as_ref())?;
         let core = Arc::new(CoreQueue::new(order, maxsize));
+        label(cls.py(), &core.probe, name);
         let reg = register_arc(&core);
         Ok(Queue { core, hooks, _fork: reg })
     }
@@ -269,7 +272,7 @@ impl Queue {
             let core = &this.core;
             let (out, err) = detached(py, None, |ctx| core.wait_all_done(ctx));
             if out == Outcome::Interrupted {
-                return Err(interrupted(err));
+                return Err(interrupted(py, err));
             }
         }
         Ok(())

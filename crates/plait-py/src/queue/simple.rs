@@ -8,6 +8,7 @@ use plait_core::queue::{Order, Queue as CoreQueue};
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
+use crate::debug::site::label_arg;
 use crate::errors;
 use crate::wait::Gil;
 
@@ -16,6 +17,9 @@ use super::{blocking_deadline, blocking_get, no_compare, Item};
 /// A simple unbounded FIFO queue, like CPython's C `queue.SimpleQueue`:
 /// `put` never blocks, and it may be called reentrantly (from `__del__`
 /// or a weakref callback), since nothing Python runs under its mutex.
+///
+/// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
+/// without it, it is known by its creation site `file:line`.
 #[pyclass(module = "plait.queue", frozen, weakref, subclass)]
 pub struct SimpleQueue {
     pub(crate) core: Arc<CoreQueue<Item>>,
@@ -25,10 +29,12 @@ pub struct SimpleQueue {
 #[pymethods]
 impl SimpleQueue {
     #[new]
-    fn new() -> Self {
+    #[pyo3(signature = (*, name = None))]
+    fn new(py: Python<'_>, name: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let core = Arc::new(CoreQueue::new(Order::Fifo, 0));
+        label_arg(py, &core.probe, name)?;
         let reg = register_arc(&core);
-        SimpleQueue { core, _fork: reg }
+        Ok(SimpleQueue { core, _fork: reg })
     }
 
     /// Put `item`; never blocks (`block` and `timeout` are ignored, as in

@@ -12,9 +12,13 @@ use pyo3::prelude::*;
 
 use crate::errors::broken_barrier;
 use crate::sync::lock::class_path;
-use crate::wait::{is_main_thread, seconds, Gil, Interrupt, SLICE};
+use crate::debug::site::{label, name_arg};
+use crate::wait::{interrupted_error, is_main_thread, seconds, Gil, Interrupt, SLICE};
 
 /// A barrier for `parties` threads, like `threading.Barrier`.
+///
+/// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
+/// without it, it is known by its creation site `file:line`.
 #[pyclass(module = "plait", frozen, weakref, subclass)]
 pub struct Barrier {
     core: Arc<CoreBarrier>,
@@ -37,12 +41,20 @@ fn optional_seconds(t: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
 #[pymethods]
 impl Barrier {
     #[new]
-    #[pyo3(signature = (parties, action = None, timeout = None))]
-    fn new(parties: i64, action: Option<Py<PyAny>>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+    #[pyo3(signature = (parties, action = None, timeout = None, *, name = None))]
+    fn new(
+        py: Python<'_>,
+        parties: i64,
+        action: Option<Py<PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        name: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let name = name_arg(name)?;
         if parties < 1 {
             return Err(PyValueError::new_err("parties must be > 0"));
         }
         let core = Arc::new(CoreBarrier::new(parties as usize));
+        label(py, &core.probe, name);
         let reg = register_arc(&core);
         Ok(Barrier { core, action, timeout: optional_seconds(timeout)?, _fork: reg })
     }
@@ -69,7 +81,7 @@ impl Barrier {
             Ok(i) => Ok(i),
             Err(BarrierError::Broken) => Err(broken_barrier(py)),
             Err(BarrierError::Action(e)) => Err(e),
-            Err(BarrierError::Interrupted) => Err(intr.take().expect("interrupted waits carry the exception")),
+            Err(BarrierError::Interrupted) => Err(interrupted_error(py, intr.take())),
         }
     }
 

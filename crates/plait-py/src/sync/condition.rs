@@ -15,7 +15,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::sync::lock::{Lock, RLock};
-use crate::wait::{deadline_in, detached, seconds};
+use crate::debug::site::{creation_site, name_arg};
+use crate::wait::{deadline_in, detached, interrupted_error, seconds};
 
 enum Kind {
     Lock(Py<Lock>),
@@ -31,6 +32,9 @@ enum Saved {
 }
 
 /// A condition variable, like `threading.Condition`.
+///
+/// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
+/// without it, it is known by its creation site `file:line`.
 #[pyclass(module = "plait", frozen, weakref, subclass)]
 pub struct Condition {
     lock: Py<PyAny>,
@@ -117,7 +121,7 @@ impl Condition {
         match out {
             Outcome::Notified => Ok(true),
             Outcome::TimedOut => Ok(false),
-            Outcome::Interrupted => Err(err.expect("interrupted waits carry the exception")),
+            Outcome::Interrupted => Err(interrupted_error(py, err)),
         }
     }
 
@@ -133,7 +137,7 @@ impl Condition {
 impl Condition {
     /// A Condition over a new plait RLock (what `Condition()` makes).
     pub fn create(py: Python<'_>) -> PyResult<Self> {
-        Condition::new(py, None)
+        Condition::new(py, None, None)
     }
 }
 
@@ -147,11 +151,18 @@ fn timeout_arg(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
 #[pymethods]
 impl Condition {
     #[new]
-    #[pyo3(signature = (lock = None))]
-    fn new(py: Python<'_>, lock: Option<Bound<'_, PyAny>>) -> PyResult<Self> {
+    #[pyo3(signature = (lock = None, *, name = None))]
+    fn new(py: Python<'_>, lock: Option<Bound<'_, PyAny>>, name: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let name = name_arg(name)?;
+        let site = creation_site(py);
         let lock = match lock {
             Some(l) if !l.is_none() => l,
-            _ => Bound::new(py, RLock::create())?.into_any(),
+            _ => {
+                // The lock it makes is known by the condition's name.
+                let rlock = RLock::create();
+                rlock.core.probe().label(name.clone(), site.clone());
+                Bound::new(py, rlock)?.into_any()
+            }
         };
         let kind = if let Ok(l) = lock.cast::<Lock>() {
             Kind::Lock(l.clone().unbind())
@@ -161,6 +172,7 @@ impl Condition {
             Kind::Other
         };
         let cv = Arc::new(CondVar::new());
+        cv.probe.label(name, site);
         let reg = register_arc(&cv);
         Ok(Condition { lock: lock.unbind(), kind, cv, _fork: reg })
     }

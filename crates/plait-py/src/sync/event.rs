@@ -8,12 +8,16 @@ use plait_core::sync::Event as CoreEvent;
 use pyo3::prelude::*;
 
 use crate::sync::lock::class_path;
-use crate::wait::{detached, optional_deadline};
+use crate::debug::site::label_arg;
+use crate::wait::{detached, interrupted_error, optional_deadline};
 
 /// A flag threads can wait for, like `threading.Event`.
 ///
 /// Difference from CPython: there is no internal `_cond` Condition; the
 /// waiting is done in Rust.
+///
+/// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
+/// without it, it is known by its creation site `file:line`.
 #[pyclass(module = "plait", frozen, weakref, subclass)]
 pub struct Event {
     core: Arc<CoreEvent>,
@@ -32,8 +36,11 @@ impl Event {
 #[pymethods]
 impl Event {
     #[new]
-    fn new() -> Self {
-        Event::create()
+    #[pyo3(signature = (*, name = None))]
+    fn new(py: Python<'_>, name: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let event = Event::create();
+        label_arg(py, &event.core.probe, name)?;
+        Ok(event)
     }
 
     pub(crate) fn is_set(&self) -> bool {
@@ -73,7 +80,7 @@ impl Event {
         match out {
             Outcome::Notified => Ok(true),
             Outcome::TimedOut => Ok(false),
-            Outcome::Interrupted => Err(err.expect("interrupted waits carry the exception")),
+            Outcome::Interrupted => Err(interrupted_error(py, err)),
         }
     }
 

@@ -9,7 +9,11 @@ use pyo3::exceptions::{PyOverflowError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::wait::{detached, detached_uninterruptible, lock_acquire_args};
+use plait_core::debug::order;
+
+use crate::debug::order as lock_order;
+use crate::debug::site::{label, name_arg};
+use crate::wait::{detached, detached_uninterruptible, interrupted_error, lock_acquire_args};
 
 /// `"<module>.<qualname>"` of an object's class, for reprs.
 pub fn class_path(obj: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -17,12 +21,14 @@ pub fn class_path(obj: &Bound<'_, PyAny>) -> PyResult<String> {
     Ok(format!("{}.{}", t.module()?, t.qualname()?))
 }
 
-/// Outcome of a blocking acquire, as Python sees it.
-fn finish(outcome: Outcome, err: Option<PyErr>) -> PyResult<bool> {
+/// Outcome of a blocking acquire, as Python sees it: `Interrupted` is a
+/// signal handler's exception, or a wait refused because it would close a
+/// deadlock (`deadlock="raise"`), which has none.
+pub(crate) fn finish(py: Python<'_>, outcome: Outcome, err: Option<PyErr>) -> PyResult<bool> {
     match outcome {
         Outcome::Notified => Ok(true),
         Outcome::TimedOut => Ok(false),
-        Outcome::Interrupted => Err(err.unwrap_or_else(|| PyRuntimeError::new_err("wait interrupted"))),
+        Outcome::Interrupted => Err(interrupted_error(py, err)),
     }
 }
 
@@ -31,6 +37,9 @@ fn finish(outcome: Outcome, err: Option<PyErr>) -> PyResult<bool> {
 /// Differences from CPython: after `os.fork()`, a lock that a thread other
 /// than the forking one held is released in the child (that thread does not
 /// exist there, so nothing could ever release it).
+///
+/// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
+/// without it, it is known by its creation site `file:line`.
 #[pyclass(module = "plait", frozen, weakref, subclass)]
 pub struct Lock {
     pub(crate) core: Arc<CoreLock>,
@@ -52,6 +61,9 @@ impl Lock {
         blocking: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
+        if order::enabled() {
+            return self.acquire_ordered(py, blocking, timeout);
+        }
         if blocking.is_none() && timeout.is_none() && self.core.try_acquire() {
             return Ok(true);
         }
@@ -62,9 +74,36 @@ impl Lock {
         if self.core.try_acquire() {
             return Ok(true);
         }
+        self.acquire_blocking(py, deadline)
+    }
+
+    fn acquire_blocking(&self, py: Python<'_>, deadline: Option<std::time::Instant>) -> PyResult<bool> {
         let core = &self.core;
         let (out, err) = detached(py, deadline, |ctx| core.acquire_slow(ctx));
-        finish(out, err)
+        finish(py, out, err)
+    }
+
+    /// `acquire` in lock_order mode: a blocking acquire checks the order
+    /// first (and may warn, or raise without acquiring); a non-blocking
+    /// one cannot deadlock and only joins the held stack.
+    #[inline(never)]
+    fn acquire_ordered(
+        &self,
+        py: Python<'_>,
+        blocking: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let deadline = lock_acquire_args(blocking, timeout)?;
+        if let Some(deadline) = deadline {
+            lock_order::before(py, &self.core.probe)?;
+            if !self.core.try_acquire() && !self.acquire_blocking(py, deadline)? {
+                return Ok(false);
+            }
+        } else if !self.core.try_acquire() {
+            return Ok(false);
+        }
+        lock_order::acquired(self.core.clone());
+        Ok(true)
     }
 
     /// Take the lock, waiting as long as it takes, ignoring signals.
@@ -73,11 +112,17 @@ impl Lock {
             let core = &self.core;
             detached_uninterruptible(py, |ctx| core.acquire_slow(ctx));
         }
+        if order::enabled() {
+            lock_order::acquired(self.core.clone());
+        }
     }
 
     #[inline]
     pub fn release_impl(&self) -> PyResult<()> {
         if self.core.release() {
+            if order::enabled() {
+                lock_order::released(&*self.core);
+            }
             Ok(())
         } else {
             Err(PyRuntimeError::new_err("release unlocked lock"))
@@ -88,9 +133,17 @@ impl Lock {
 #[pymethods]
 impl Lock {
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
-    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> Self {
-        Lock::create()
+    #[pyo3(signature = (*_args, name = None, **_kwargs))]
+    fn new(
+        py: Python<'_>,
+        _args: &Bound<'_, PyTuple>,
+        name: Option<&Bound<'_, PyAny>>,
+        _kwargs: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let name = name_arg(name)?;
+        let lock = Lock::create();
+        label(py, &lock.core.probe, name);
+        Ok(lock)
     }
 
     /// Acquire the lock; `blocking` and `timeout` as `threading.Lock`.
@@ -116,9 +169,6 @@ impl Lock {
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
-        if self.core.try_acquire() {
-            return Ok(true);
-        }
         self.acquire_impl(py, None, None)
     }
 
@@ -176,6 +226,9 @@ impl Lock {
 ///
 /// Differences from CPython: after `os.fork()`, an RLock owned by a thread
 /// other than the forking one is released in the child.
+///
+/// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
+/// without it, it is known by its creation site `file:line`.
 #[pyclass(module = "plait", frozen, weakref, subclass)]
 pub struct RLock {
     pub(crate) core: Arc<CoreRLock>,
@@ -203,6 +256,9 @@ impl RLock {
         blocking: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
+        if order::enabled() && !self.core.is_owned() {
+            return self.acquire_ordered(py, blocking, timeout);
+        }
         if blocking.is_none() && timeout.is_none() && self.core.try_acquire().map_err(rlock_error)? {
             return Ok(true);
         }
@@ -213,19 +269,52 @@ impl RLock {
         if self.core.try_acquire().map_err(rlock_error)? {
             return Ok(true);
         }
+        self.acquire_blocking(py, deadline)
+    }
+
+    fn acquire_blocking(&self, py: Python<'_>, deadline: Option<std::time::Instant>) -> PyResult<bool> {
         let core = &self.core;
         let (out, err) = detached(py, deadline, |ctx| core.acquire_slow(ctx, 1));
-        finish(out, err)
+        finish(py, out, err)
+    }
+
+    /// The first level of `acquire` in lock_order mode (see `Lock`'s).
+    #[inline(never)]
+    fn acquire_ordered(
+        &self,
+        py: Python<'_>,
+        blocking: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let deadline = lock_acquire_args(blocking, timeout)?;
+        if let Some(deadline) = deadline {
+            lock_order::before(py, self.core.probe())?;
+            if !self.core.try_acquire().map_err(rlock_error)? && !self.acquire_blocking(py, deadline)? {
+                return Ok(false);
+            }
+        } else if !self.core.try_acquire().map_err(rlock_error)? {
+            return Ok(false);
+        }
+        lock_order::acquired(self.core.clone());
+        Ok(true)
     }
 
     #[inline]
     pub fn release_impl(&self) -> PyResult<()> {
-        self.core.release().map_err(rlock_error)
+        self.core.release().map_err(rlock_error)?;
+        if order::enabled() && !self.core.is_owned() {
+            lock_order::released(&*self.core);
+        }
+        Ok(())
     }
 
     /// Release all levels; returns the saved `(count, owner)`.
     pub fn release_save_impl(&self) -> PyResult<(u64, u64)> {
-        self.core.release_save().map_err(rlock_error)
+        let saved = self.core.release_save().map_err(rlock_error)?;
+        if order::enabled() {
+            lock_order::released(&*self.core);
+        }
+        Ok(saved)
     }
 
     /// Re-take with a saved count, ignoring signals.
@@ -234,15 +323,26 @@ impl RLock {
             let core = &self.core;
             detached_uninterruptible(py, |ctx| core.acquire_slow(ctx, count));
         }
+        if order::enabled() {
+            lock_order::acquired(self.core.clone());
+        }
     }
 }
 
 #[pymethods]
 impl RLock {
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
-    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> Self {
-        RLock::create()
+    #[pyo3(signature = (*_args, name = None, **_kwargs))]
+    fn new(
+        py: Python<'_>,
+        _args: &Bound<'_, PyTuple>,
+        name: Option<&Bound<'_, PyAny>>,
+        _kwargs: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let name = name_arg(name)?;
+        let lock = RLock::create();
+        label(py, lock.core.probe(), name);
+        Ok(lock)
     }
 
     #[pyo3(signature = (blocking = None, timeout = None))]
@@ -321,3 +421,394 @@ impl RLock {
         ))
     }
 }
+
+// --- C-ABI fast entries ---------------------------------------------------
+//
+// An uncontended `acquire()` + `release()` is two calls that do one atomic
+// each; PyO3's call machinery (the panic trampoline, its thread-local
+// bookkeeping, argument extraction) would be most of their cost. As for the
+// queues (`queue/fastcall.rs`), plain C functions are installed in the
+// classes for `acquire`, `release`, `__enter__` and `__exit__`; each handles
+// only the common case (no keywords; `acquire()` or `acquire(True)` /
+// `acquire(False)` that succeeds without waiting; a release by the
+// holder; an RLock's re-entry) and forwards anything else, unchanged, to the PyO3 method it
+// replaced, which implements the whole contract. In lock_order mode the
+// order check runs first (it may warn, or raise: then nothing is
+// acquired). Nothing here can panic on a valid call.
+
+mod fast {
+    use std::ffi::CStr;
+
+    use plait_core::debug::order;
+    use pyo3::ffi;
+    use pyo3::prelude::*;
+    use pyo3::sync::PyOnceLock;
+    use pyo3::Borrowed;
+
+    use super::{Lock, RLock};
+    use crate::capi::{fastcall_args, forward, none, replace_method};
+    use crate::debug::order as lock_order;
+
+    static LOCK_ACQUIRE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static LOCK_ENTER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static LOCK_RELEASE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static LOCK_EXIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static RLOCK_ACQUIRE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static RLOCK_ENTER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static RLOCK_RELEASE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static RLOCK_EXIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+    const ACQUIRE_DOC: &CStr = c"acquire($self, blocking=None, timeout=None)\n--\n\nAcquire the lock, waiting if blocking is true (at most timeout seconds when given); returns whether it was acquired.";
+    const ENTER_DOC: &CStr = c"__enter__($self)\n--\n\nAcquire the lock (waiting as long as it takes).";
+    const RELEASE_DOC: &CStr = c"release($self)\n--\n\nRelease the lock.";
+    const EXIT_DOC: &CStr = c"__exit__($self, _t=None, _v=None, _tb=None)\n--\n\nRelease the lock.";
+
+    /// Install the fast entries (once, at module init).
+    pub fn install(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        let py = m.py();
+        let l = py.get_type::<Lock>();
+        replace_method(&l, c"acquire", ACQUIRE_DOC, lock_acquire, &LOCK_ACQUIRE)?;
+        replace_method(&l, c"__enter__", ENTER_DOC, lock_enter, &LOCK_ENTER)?;
+        replace_method(&l, c"release", RELEASE_DOC, lock_release, &LOCK_RELEASE)?;
+        replace_method(&l, c"__exit__", EXIT_DOC, lock_exit, &LOCK_EXIT)?;
+        let r = py.get_type::<RLock>();
+        replace_method(&r, c"acquire", ACQUIRE_DOC, rlock_acquire, &RLOCK_ACQUIRE)?;
+        replace_method(&r, c"__enter__", ENTER_DOC, rlock_enter, &RLOCK_ENTER)?;
+        replace_method(&r, c"release", RELEASE_DOC, rlock_release, &RLOCK_RELEASE)?;
+        replace_method(&r, c"__exit__", EXIT_DOC, rlock_exit, &RLOCK_EXIT)?;
+        Ok(())
+    }
+
+    /// A new reference to True or False.
+    #[inline]
+    fn py_bool(b: bool) -> *mut ffi::PyObject {
+        // SAFETY: Py_True/Py_False are live objects; returning one needs a
+        // new reference, which Py_IncRef provides.
+        unsafe {
+            let o = if b { ffi::Py_True() } else { ffi::Py_False() };
+            ffi::Py_IncRef(o);
+            o
+        }
+    }
+
+    /// What a no-keyword `acquire(...)` asks for, when it is a fast case:
+    /// `Some(true)` blocking without timeout, `Some(false)` non-blocking.
+    ///
+    /// # Safety
+    /// `args` is valid for `nargs` entries (the fastcall convention).
+    #[inline]
+    unsafe fn simple_blocking(args: *const *mut ffi::PyObject, nargs: isize) -> Option<bool> {
+        match nargs {
+            0 => Some(true),
+            1 => {
+                // SAFETY: one argument (nargs == 1).
+                let a = unsafe { *args };
+                // SAFETY: Py_True/Py_False only return the singletons'
+                // addresses, compared here.
+                let (t, f) = unsafe { (ffi::Py_True(), ffi::Py_False()) };
+                if a == t {
+                    Some(true)
+                } else if a == f {
+                    Some(false)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Hand a call on, unchanged, to the PyO3 method kept in `slow`.
+    ///
+    /// # Safety
+    /// As the fastcall entries: what CPython passed, attached.
+    #[inline(never)]
+    unsafe fn slow(
+        slow: &PyOnceLock<Py<PyAny>>,
+        py: Python<'_>,
+        slf: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargs: isize,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        let n = nargs as usize;
+        // SAFETY: forwarding exactly what CPython passed us.
+        unsafe { forward(slow, py, slf, fastcall_args(args, n, kwnames), n, kwnames) }
+    }
+
+    /// `Lock.acquire()` / `acquire(True)` / `acquire(False)` when it need
+    /// not wait; `Err(())` when the order check raised (exception set).
+    #[inline]
+    fn lock_try(py: Python<'_>, this: &Lock, blocking: bool) -> Result<Option<bool>, ()> {
+        if !order::enabled() {
+            return Ok(if this.core.try_acquire() { Some(true) } else if blocking { None } else { Some(false) });
+        }
+        if blocking {
+            if let Err(e) = lock_order::before(py, &this.core.probe) {
+                e.restore(py);
+                return Err(());
+            }
+        }
+        if this.core.try_acquire() {
+            lock_order::acquired(this.core.clone());
+            return Ok(Some(true));
+        }
+        Ok(if blocking { None } else { Some(false) })
+    }
+
+    /// # Safety
+    /// Called by CPython only, as a `METH_FASTCALL | METH_KEYWORDS` method
+    /// of `Lock`: attached, `slf` an instance of that class (its method
+    /// descriptor checks), the arguments as the convention passes them.
+    unsafe extern "C" fn lock_acquire(
+        slf: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: ffi::Py_ssize_t,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: CPython calls a method attached to the interpreter.
+        let py = unsafe { Python::assume_attached() };
+        // SAFETY: `nargsf` is the count CPython passed, flags included.
+        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
+        if kwnames.is_null() {
+            // SAFETY: `args` is valid for `nargs` entries.
+            if let Some(blocking) = unsafe { simple_blocking(args, nargs) } {
+                // SAFETY: `slf` is a Lock (or subclass) instance.
+                let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<Lock>() };
+                match lock_try(py, this.get(), blocking) {
+                    Ok(Some(b)) => return py_bool(b),
+                    Ok(None) => {}
+                    Err(()) => return std::ptr::null_mut(),
+                }
+            }
+        }
+        // SAFETY: forwarding what CPython passed us.
+        unsafe { slow(&LOCK_ACQUIRE, py, slf, args, nargs, kwnames) }
+    }
+
+    /// # Safety
+    /// As [`lock_acquire`].
+    unsafe extern "C" fn lock_enter(
+        slf: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: ffi::Py_ssize_t,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: see lock_acquire.
+        let py = unsafe { Python::assume_attached() };
+        // SAFETY: `nargsf` is the count CPython passed, flags included.
+        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
+        if kwnames.is_null() && nargs == 0 {
+            // SAFETY: `slf` is a Lock (or subclass) instance.
+            let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<Lock>() };
+            match lock_try(py, this.get(), true) {
+                Ok(Some(b)) => return py_bool(b),
+                Ok(None) => {}
+                Err(()) => return std::ptr::null_mut(),
+            }
+        }
+        // SAFETY: forwarding what CPython passed us.
+        unsafe { slow(&LOCK_ENTER, py, slf, args, nargs, kwnames) }
+    }
+
+    /// Release by the common path; `false` when not locked (the slow path
+    /// raises the error).
+    #[inline]
+    fn lock_give(this: &Lock) -> bool {
+        if !this.core.release() {
+            return false;
+        }
+        if order::enabled() {
+            lock_order::released(&*this.core);
+        }
+        true
+    }
+
+    /// # Safety
+    /// As [`lock_acquire`].
+    unsafe extern "C" fn lock_release(
+        slf: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: ffi::Py_ssize_t,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: see lock_acquire.
+        let py = unsafe { Python::assume_attached() };
+        // SAFETY: `nargsf` is the count CPython passed, flags included.
+        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
+        if kwnames.is_null() && nargs == 0 {
+            // SAFETY: `slf` is a Lock (or subclass) instance.
+            let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<Lock>() };
+            if lock_give(this.get()) {
+                return none();
+            }
+        }
+        // SAFETY: forwarding what CPython passed us.
+        unsafe { slow(&LOCK_RELEASE, py, slf, args, nargs, kwnames) }
+    }
+
+    /// # Safety
+    /// As [`lock_acquire`].
+    unsafe extern "C" fn lock_exit(
+        slf: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: ffi::Py_ssize_t,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: see lock_acquire.
+        let py = unsafe { Python::assume_attached() };
+        // SAFETY: `nargsf` is the count CPython passed, flags included.
+        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
+        if kwnames.is_null() && nargs <= 3 {
+            // SAFETY: `slf` is a Lock (or subclass) instance.
+            let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<Lock>() };
+            if lock_give(this.get()) {
+                return none();
+            }
+        }
+        // SAFETY: forwarding what CPython passed us.
+        unsafe { slow(&LOCK_EXIT, py, slf, args, nargs, kwnames) }
+    }
+
+    /// `RLock.acquire()` / `acquire(True)` / `acquire(False)` when it need
+    /// not wait; `Ok(None)`: take the slow path; `Err(())` when the order
+    /// check raised (exception set). Re-entering never checks the order.
+    #[inline]
+    fn rlock_try(py: Python<'_>, this: &RLock, blocking: bool) -> Result<Option<bool>, ()> {
+        if order::enabled() && !this.core.is_owned() {
+            if blocking {
+                if let Err(e) = lock_order::before(py, this.core.probe()) {
+                    e.restore(py);
+                    return Err(());
+                }
+            }
+            return Ok(match this.core.try_acquire() {
+                Ok(true) => {
+                    lock_order::acquired(this.core.clone());
+                    Some(true)
+                }
+                Ok(false) if !blocking => Some(false),
+                _ => None,
+            });
+        }
+        Ok(match this.core.try_acquire() {
+            Ok(true) => Some(true),
+            Ok(false) if !blocking => Some(false),
+            _ => None,
+        })
+    }
+
+    /// # Safety
+    /// As [`lock_acquire`], for `RLock`.
+    unsafe extern "C" fn rlock_acquire(
+        slf: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: ffi::Py_ssize_t,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: see lock_acquire.
+        let py = unsafe { Python::assume_attached() };
+        // SAFETY: `nargsf` is the count CPython passed, flags included.
+        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
+        if kwnames.is_null() {
+            // SAFETY: `args` is valid for `nargs` entries.
+            if let Some(blocking) = unsafe { simple_blocking(args, nargs) } {
+                // SAFETY: `slf` is an RLock (or subclass) instance.
+                let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<RLock>() };
+                match rlock_try(py, this.get(), blocking) {
+                    Ok(Some(b)) => return py_bool(b),
+                    Ok(None) => {}
+                    Err(()) => return std::ptr::null_mut(),
+                }
+            }
+        }
+        // SAFETY: forwarding what CPython passed us.
+        unsafe { slow(&RLOCK_ACQUIRE, py, slf, args, nargs, kwnames) }
+    }
+
+    /// # Safety
+    /// As [`lock_acquire`], for `RLock`.
+    unsafe extern "C" fn rlock_enter(
+        slf: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: ffi::Py_ssize_t,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: see lock_acquire.
+        let py = unsafe { Python::assume_attached() };
+        // SAFETY: `nargsf` is the count CPython passed, flags included.
+        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
+        if kwnames.is_null() && nargs == 0 {
+            // SAFETY: `slf` is an RLock (or subclass) instance.
+            let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<RLock>() };
+            match rlock_try(py, this.get(), true) {
+                Ok(Some(b)) => return py_bool(b),
+                Ok(None) => {}
+                Err(()) => return std::ptr::null_mut(),
+            }
+        }
+        // SAFETY: forwarding what CPython passed us.
+        unsafe { slow(&RLOCK_ENTER, py, slf, args, nargs, kwnames) }
+    }
+
+    /// Release one level by the common path; `false`: not owned (the slow
+    /// path raises the error).
+    #[inline]
+    fn rlock_give(this: &RLock) -> bool {
+        if this.core.release().is_err() {
+            return false;
+        }
+        if order::enabled() && !this.core.is_owned() {
+            lock_order::released(&*this.core);
+        }
+        true
+    }
+
+    /// # Safety
+    /// As [`lock_acquire`], for `RLock`.
+    unsafe extern "C" fn rlock_release(
+        slf: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: ffi::Py_ssize_t,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: see lock_acquire.
+        let py = unsafe { Python::assume_attached() };
+        // SAFETY: `nargsf` is the count CPython passed, flags included.
+        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
+        if kwnames.is_null() && nargs == 0 {
+            // SAFETY: `slf` is an RLock (or subclass) instance.
+            let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<RLock>() };
+            if rlock_give(this.get()) {
+                return none();
+            }
+        }
+        // SAFETY: forwarding what CPython passed us.
+        unsafe { slow(&RLOCK_RELEASE, py, slf, args, nargs, kwnames) }
+    }
+
+    /// # Safety
+    /// As [`lock_acquire`], for `RLock`.
+    unsafe extern "C" fn rlock_exit(
+        slf: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: ffi::Py_ssize_t,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: see lock_acquire.
+        let py = unsafe { Python::assume_attached() };
+        // SAFETY: `nargsf` is the count CPython passed, flags included.
+        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
+        if kwnames.is_null() && nargs <= 3 {
+            // SAFETY: `slf` is an RLock (or subclass) instance.
+            let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<RLock>() };
+            if rlock_give(this.get()) {
+                return none();
+            }
+        }
+        // SAFETY: forwarding what CPython passed us.
+        unsafe { slow(&RLOCK_EXIT, py, slf, args, nargs, kwnames) }
+    }
+}
+
+pub use fast::install as install_fast;

@@ -6,16 +6,20 @@ use plait_core::fork::{register_arc, Registration};
 use plait_core::park::Outcome;
 use plait_core::sync::semaphore::MAX_VALUE;
 use plait_core::sync::{ReleaseError, Semaphore as CoreSemaphore};
-use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::sync::lock::class_path;
-use crate::wait::{detached, optional_deadline, truthy};
+use crate::debug::site::{label, name_arg};
+use crate::wait::{detached, interrupted_error, optional_deadline, truthy};
 
 /// A counting semaphore, like `threading.Semaphore`.
 ///
 /// `_value` reads the current count, as code written against CPython's
 /// pure-Python class sometimes does.
+///
+/// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
+/// without it, it is known by its creation site `file:line`.
 #[pyclass(module = "plait", frozen, weakref, subclass)]
 pub struct Semaphore {
     core: Arc<CoreSemaphore>,
@@ -33,8 +37,9 @@ fn initial_value(value: i64) -> PyResult<usize> {
 }
 
 impl Semaphore {
-    fn with_core(core: CoreSemaphore) -> Self {
+    fn with_core(py: Python<'_>, core: CoreSemaphore, name: Option<String>) -> Self {
         let core = Arc::new(core);
+        label(py, &core.probe, name);
         let reg = register_arc(&core);
         Semaphore { core, _fork: reg }
     }
@@ -66,7 +71,7 @@ impl Semaphore {
         match out {
             Outcome::Notified => Ok(true),
             Outcome::TimedOut => Ok(false),
-            Outcome::Interrupted => Err(err.unwrap_or_else(|| PyRuntimeError::new_err("wait interrupted"))),
+            Outcome::Interrupted => Err(interrupted_error(py, err)),
         }
     }
 
@@ -86,9 +91,10 @@ impl Semaphore {
 #[pymethods]
 impl Semaphore {
     #[new]
-    #[pyo3(signature = (value = 1))]
-    fn new(value: i64) -> PyResult<Self> {
-        Ok(Semaphore::with_core(CoreSemaphore::new(initial_value(value)?)))
+    #[pyo3(signature = (value = 1, *, name = None))]
+    fn new(py: Python<'_>, value: i64, name: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let name = name_arg(name)?;
+        Ok(Semaphore::with_core(py, CoreSemaphore::new(initial_value(value)?), name))
     }
 
     /// Take one permit; `blocking` and `timeout` as `threading.Semaphore`.
@@ -149,15 +155,19 @@ impl Semaphore {
 
 /// A semaphore that refuses to be released above its initial value, like
 /// `threading.BoundedSemaphore` (a subclass of Semaphore, as there).
+///
+/// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
+/// without it, it is known by its creation site `file:line`.
 #[pyclass(module = "plait", frozen, extends = Semaphore, subclass)]
 pub struct BoundedSemaphore;
 
 #[pymethods]
 impl BoundedSemaphore {
     #[new]
-    #[pyo3(signature = (value = 1))]
-    fn new(value: i64) -> PyResult<PyClassInitializer<Self>> {
-        let base = Semaphore::with_core(CoreSemaphore::bounded(initial_value(value)?));
+    #[pyo3(signature = (value = 1, *, name = None))]
+    fn new(py: Python<'_>, value: i64, name: Option<&Bound<'_, PyAny>>) -> PyResult<PyClassInitializer<Self>> {
+        let name = name_arg(name)?;
+        let base = Semaphore::with_core(py, CoreSemaphore::bounded(initial_value(value)?), name);
         Ok(PyClassInitializer::from(base).add_subclass(BoundedSemaphore))
     }
 }

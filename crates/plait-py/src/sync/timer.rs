@@ -373,7 +373,7 @@ impl Timer {
         let cell = &self.cell;
         let (out, err) = detached(py, deadline, |ctx| cell.wait_done(ctx));
         match out {
-            Outcome::Interrupted => Err(err.expect("interrupted waits carry the exception")),
+            Outcome::Interrupted => Err(crate::wait::interrupted_error(py, err)),
             Outcome::Notified | Outcome::TimedOut => Ok(()),
         }
     }
@@ -608,7 +608,7 @@ pub fn _timer_atexit(py: Python<'_>) -> PyResult<()> {
     let grace = Instant::now() + EXIT_GRACE;
     py.detach(|| svc.wait_idle(&WaitCtx::until(Some(grace))));
     match out {
-        Outcome::Interrupted => Err(err.expect("interrupted waits carry the exception")),
+        Outcome::Interrupted => Err(crate::wait::interrupted_error(py, err)),
         _ => Ok(()),
     }
 }
