@@ -199,6 +199,7 @@ def test_report_reads_like_jstack():
     assert text.startswith("plait.debug: process 4242 at 1970-01-01 00:00:00 UTC\n")
     assert "threads: 2 (2 blocked)" in text and "deadlocks: 1" in text
     assert (f'thread "T{T1}" (ident {T1}, main) blocked for 1.000 s\n'
+            f'    holds rlock "A" (created at app.py:10) for 3.000 s\n'
             f'    waiting to acquire rlock "B" (created at app.py:11)\n'
             f'    which is held by thread "T{T2}" (ident {T2}) for 3.000 s\n'
             f"    Python stack (most recent call first):\n"

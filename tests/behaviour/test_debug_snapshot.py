@@ -202,8 +202,8 @@ def test_top_lists_the_most_contended():
     t.join(BOUND)
     rows = debug.top(50)
     hot = [r for r in rows if r["name"] == "hot"]
-    assert hot and hot[0]["stats"]["contended"] >= 1
-    assert hot[0]["stats"]["wait_total"] >= 0 and hot[0]["stats"]["wait_max"] >= 0
+    assert hot and hot[0]["contended"] >= 1
+    assert hot[0]["wait_total"] >= 0 and hot[0]["wait_max"] >= 0 and hot[0]["kind"] == "lock"
 
 
 def test_dump_writes_the_report(capsys):

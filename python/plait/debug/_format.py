@@ -140,12 +140,23 @@ def _header(snap: "Snapshot") -> List[str]:
     ]
 
 
+def _holds_lines(snap: "Snapshot", nid: str, indent: str) -> List[str]:
+    """What a thread or task holds (jstack's "- locked ..." lines)."""
+    lines = []
+    for e in snap.edges_to(nid, "held_by"):
+        count = f" ({e['count']} times)" if e.get("count", 1) > 1 else ""
+        lines.append(f"{indent}holds {describe(snap.node(e['from']), e['from'])}{count}"
+                     f" for {seconds(e['since_s'])}")
+    return lines
+
+
 def _blocked_entry(snap: "Snapshot", node: Node) -> List[str]:
     waits = snap.edges_from(node["id"], "waits_for") + snap.edges_from(node["id"], "awaits")
     since = [e["since_s"] for e in waits if e["since_s"] is not None]
     state = "blocked" if node["kind"] == "thread" else "waiting"
     head = describe(node) + (f" {state} for {seconds(max(since))}" if since else f" {state}")
     lines = [head]
+    lines.extend(_holds_lines(snap, node["id"], "    "))
     for edge in waits:
         lines.append(f"    {_wait_line(snap, edge)}")
         lines.extend(f"    {h}" for h in _holder_lines(snap, edge["to"]))
@@ -169,9 +180,27 @@ def _workers(snap: "Snapshot") -> List[str]:
 
 
 def _others(snap: "Snapshot") -> List[str]:
+    """Threads not blocked: those holding something get an entry (with
+    their stack), the rest one line."""
     blocked = {n["id"] for n in snap.blocked()}
-    others = [describe(n) for n in snap.nodes if n["kind"] == "thread" and n["id"] not in blocked]
-    return ["Threads not blocked in plait: " + ", ".join(others)] if others else []
+    lines: List[str] = []
+    idle = []
+    for n in snap.nodes:
+        if n["kind"] != "thread" or n["id"] in blocked:
+            continue
+        holds = _holds_lines(snap, n["id"], "    ")
+        if not holds:
+            idle.append(describe(n))
+            continue
+        lines.append(f"{describe(n)} running")
+        lines.extend(holds)
+        lines.extend(_stack_lines(n, "    "))
+        lines.append("")
+    if idle:
+        lines.append("Threads not blocked in plait: " + ", ".join(idle))
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
 
 
 def cycle_block(snap: "Snapshot", cycle: Sequence[str], certain: Optional[bool] = None,
