@@ -19,7 +19,7 @@
 //! `time.monotonic()`, so the binding can hand them over unconverted.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 pub mod order;
@@ -160,11 +160,18 @@ impl Stats {
     }
 }
 
+/// A primitive's name and creation site. Sites are shared: every object
+/// made at one line holds the same `Arc`.
+#[derive(Debug)]
+struct Label {
+    name: Option<Box<str>>,
+    site: Arc<str>,
+}
+
 /// What a primitive knows about itself for `plait.debug`.
 #[derive(Debug, Default)]
 pub struct Probe {
-    name: OnceLock<Box<str>>,
-    site: OnceLock<Box<str>>,
+    label: OnceLock<Label>,
     /// Coarse-clock time the current holder took it (0: not held).
     since: AtomicU64,
     /// Seen released by a thread other than the one that acquired it: its
@@ -178,8 +185,7 @@ pub struct Probe {
 impl Probe {
     pub const fn new() -> Self {
         Probe {
-            name: OnceLock::new(),
-            site: OnceLock::new(),
+            label: OnceLock::new(),
             since: AtomicU64::new(0),
             foreign_release: AtomicBool::new(false),
             class: OnceLock::new(),
@@ -187,19 +193,19 @@ impl Probe {
         }
     }
 
-    /// Set the name and creation site (once; later calls are ignored).
-    pub fn label(&self, name: Option<String>, site: String) {
-        let _ = self.name.set(name.unwrap_or_else(|| site.clone()).into_boxed_str());
-        let _ = self.site.set(site.into_boxed_str());
+    /// Set the name (`None`: known by its site) and creation site, once;
+    /// later calls are ignored.
+    pub fn label(&self, name: Option<String>, site: impl Into<Arc<str>>) {
+        let _ = self.label.set(Label { name: name.map(String::into_boxed_str), site: site.into() });
     }
 
     /// The name given at construction, else the creation site.
     pub fn name(&self) -> &str {
-        self.name.get().map_or("", |s| s)
+        self.label.get().map_or("", |l| l.name.as_deref().unwrap_or(&l.site))
     }
 
     pub fn site(&self) -> &str {
-        self.site.get().map_or("", |s| s)
+        self.label.get().map_or("", |l| &l.site)
     }
 
     /// The holder took it now (coarse clock; fast paths).

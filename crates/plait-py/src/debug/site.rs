@@ -153,8 +153,8 @@ fn skip(py: Python<'_>) -> Option<&'static Skip> {
 }
 
 /// The creation site `"file:line"` of the calling Python code.
-pub fn creation_site(py: Python<'_>) -> String {
-    let Some(skip) = skip(py) else { return UNKNOWN.to_owned() };
+pub fn creation_site(py: Python<'_>) -> Arc<str> {
+    let Some(skip) = skip(py) else { return unknown() };
     // SAFETY: attached; PyEval_GetFrame returns a borrowed reference to the
     // current frame (or NULL), alive for as long as this call runs.
     let mut frame = unsafe { ffi::PyEval_GetFrame() };
@@ -165,7 +165,7 @@ pub fn creation_site(py: Python<'_>) -> String {
         // (never NULL) reference to its code object.
         let code = unsafe { Bound::from_owned_ptr(py, ffi::PyFrame_GetCode(frame).cast()) };
         if let Some(site) = cached_site(py, skip, frame, &code) {
-            return site.to_string();
+            return site;
         }
         // SAFETY: `frame` is a live frame; PyFrame_GetBack returns a new
         // reference to its caller, or NULL at the bottom.
@@ -178,7 +178,13 @@ pub fn creation_site(py: Python<'_>) -> String {
         frame = back.as_ptr().cast();
         _owner = Some(back);
     }
-    UNKNOWN.to_owned()
+    unknown()
+}
+
+/// The site of an object made with no Python code on the stack.
+fn unknown() -> Arc<str> {
+    static SITE: OnceLock<Arc<str>> = OnceLock::new();
+    SITE.get_or_init(|| Arc::from(UNKNOWN)).clone()
 }
 
 /// Check a `name=` argument: None (the default: the creation site) or a
