@@ -9,6 +9,7 @@
 use pyo3::prelude::*;
 
 mod capi;
+mod debug;
 mod errors;
 // The folder is `loop/` (the Python area); `loop` is a Rust keyword.
 #[path = "loop/mod.rs"]
@@ -50,6 +51,7 @@ fn _plait(m: &Bound<'_, PyModule>) -> PyResult<()> {
     futures::register(m)?;
     process::register(m)?;
     event_loop::register(m)?;
+    debug::agent::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
