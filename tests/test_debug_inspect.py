@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -255,6 +256,38 @@ def test_forked_child_gets_its_own_socket(child_factory):
     assert not parent_path.exists() and not child_path.exists()
 
 
+RAW_FORK = READY + """
+    import ctypes
+    parent_path = _plait._agent_status()["path"]
+    r, w = os.pipe()
+    pid = ctypes.PyDLL(None).fork()  # not os.fork: no at-fork hooks run
+    if pid == 0:
+        st = _plait._agent_status()  # the parent's agent is not ours
+        _plait._agent_set(True)
+        mine = _plait._agent_status()["path"]
+        os.write(w, json.dumps([st["running"], mine]).encode())
+        sys.stdin.read()
+        os._exit(0)
+    inherited, child_path = json.loads(os.read(r, 4096))
+    ready(child=pid, inherited=inherited, child_path=child_path)
+    sys.stdin.read()
+    os.waitpid(pid, 0)
+"""
+
+
+def test_raw_fork_child_does_not_touch_the_parents_agent(child_factory):
+    c = child_factory(RAW_FORK)
+    assert c.info["inherited"] is False
+    parent_path, child_path = Path(c.info["path"]), Path(c.info["child_path"])
+    assert child_path.name == f"{c.info['child']}.sock"
+    assert _inspect.request(parent_path, c.pid, "ping", 10).endswith(f"pid {c.pid}\n")
+    assert _inspect.request(child_path, c.info["child"], "ping", 10).endswith(
+        f"pid {c.info['child']}\n")
+    code, _, err = c.finish()
+    assert code == 0, err
+    assert not parent_path.exists()
+
+
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="the fork-with-threads warning is 3.12+")
 def test_fork_does_not_warn_about_threads():
     # os.fork() clears the warning when it is turned into an error, so
@@ -314,6 +347,47 @@ def test_listing_removes_sockets_of_dead_processes(tmp_path):
     assert code == 0, err
     assert not stale.exists()
     assert str(gone.pid) not in out.split()
+
+
+EXECS = READY + """
+    ready()
+    os.execv("/bin/sleep", ["sleep", "600"])
+"""
+
+
+def wait_exec(pid):
+    """Until ``pid`` runs /bin/sleep (it prints ready just before exec)."""
+    while True:
+        try:
+            if os.readlink(f"/proc/{pid}/exe").endswith("sleep"):
+                return
+        except OSError:
+            pass
+        time.sleep(0.01)
+
+
+def test_socket_left_by_exec_is_stale(child_factory):
+    # exec() skips atexit: the socket stays, named for a live pid that no
+    # longer runs plait.
+    c = child_factory(EXECS)
+    path = Path(c.info["path"])
+    wait_exec(c.pid)
+    code, out, err = cli()
+    assert code == 0, err
+    assert str(c.pid) not in [line.split(None, 1)[0] for line in out.splitlines()]
+    assert not path.exists()
+    assert c.alive()
+
+
+def test_inspect_of_exec_replaced_process_removes_its_socket(child_factory):
+    c = child_factory(EXECS)
+    path = Path(c.info["path"])
+    wait_exec(c.pid)
+    code, out, err = cli(c.pid)
+    assert code == 1 and out == ""
+    assert "no live plait agent" in err and "removed it" in err
+    assert not path.exists()
+    assert c.alive()
 
 
 def test_process_without_plait_is_refused_and_not_signalled(tmp_path):

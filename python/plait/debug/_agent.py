@@ -10,6 +10,7 @@ is described, never raised into the Rust side.
 from __future__ import annotations
 
 import os
+import threading
 
 FORMATS = ("text", "json", "dot", "mermaid")
 
@@ -17,11 +18,18 @@ FORMATS = ("text", "json", "dot", "mermaid")
 #: stderr and exits 1.
 ERROR_PREFIX = "plait inspect: "
 
+#: While a reply is being built: the ident of the agent's helper thread
+#: building it, which is not part of the program and which a report may
+#: leave out of its thread list.
+reporting_thread: int | None = None
+
 
 def reply(fmt: str) -> str:
     """The report of this process in ``fmt`` (text, json, dot or mermaid)."""
     if fmt not in FORMATS:
         return f"{ERROR_PREFIX}unknown format {fmt!r} (expected one of {', '.join(FORMATS)})\n"
+    global reporting_thread
+    reporting_thread = threading.get_ident()
     try:
         from plait import debug
 
@@ -41,6 +49,8 @@ def reply(fmt: str) -> str:
             f"{ERROR_PREFIX}building the report failed in process {os.getpid()}:\n"
             + traceback.format_exc()
         )
+    finally:
+        reporting_thread = None
     if not out.endswith("\n"):
         out += "\n"
     return out

@@ -29,6 +29,9 @@ DEFAULT_TIMEOUT = 10.0
 
 ERROR_PREFIX = "plait inspect: "
 
+#: Seconds the listing waits for each process's ping.
+PROBE_TIMEOUT = 2.0
+
 #: Longest command line shown.
 COMMAND_WIDTH = 200
 
@@ -37,6 +40,10 @@ _UCRED = struct.Struct("3i")  # pid, uid, gid
 
 class InspectError(Exception):
     """Why a process could not be inspected (printed, exit status 1)."""
+
+
+class StaleSocket(InspectError):
+    """Nothing listens on the socket: it is left over."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -191,14 +198,12 @@ def request(path: Path, pid: int, what: str, timeout: float) -> str:
         try:
             s.connect(str(path))
         except (ConnectionRefusedError, FileNotFoundError):
-            if is_stale(pid, path):
-                remove(path)
-                raise InspectError(
-                    f"process {pid} has no live plait agent: {path} was left by an earlier "
-                    "process with that pid (removed it)") from None
-            raise InspectError(
-                f"process {pid} has a plait socket ({path}) but nothing listens on it: it may be "
-                "forking, starting or exiting; try again") from None
+            # The agent binds and listens in one step and removes the file
+            # before it stops, so a file nobody listens on is left over: by a
+            # process killed outright, or one that replaced itself by exec.
+            raise StaleSocket(
+                f"process {pid} has no live plait agent: nothing listens on {path}, left by an "
+                "earlier process with that pid, or from before an exec") from None
         except socket.timeout:
             raise InspectError(f"connecting to {path} timed out after {timeout:g} s") from None
         except OSError as exc:
@@ -228,6 +233,19 @@ def request(path: Path, pid: int, what: str, timeout: float) -> str:
                 break
             chunks.append(chunk)
     return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def probe(path: Path, pid: int) -> str:
+    """``"live"`` if ``pid``'s agent answers a ping at ``path`` (answered by
+    the agent thread alone, without the interpreter), ``"stale"`` if nothing
+    listens there, ``"unknown"`` otherwise (another pid answers, a timeout)."""
+    try:
+        reply = request(path, pid, "ping", timeout=PROBE_TIMEOUT)
+    except StaleSocket:
+        return "stale"
+    except InspectError:
+        return "unknown"
+    return "live" if reply.startswith("plait ") else "unknown"
 
 
 def remove(path: Path) -> None:
@@ -279,7 +297,11 @@ def inspect(pid: int, fmt: str = "text", timeout: float = DEFAULT_TIMEOUT) -> st
         if problems:
             why += " Not trusted: " + "; ".join(problems) + "."
         raise InspectError(why)
-    return request(sock, pid, fmt, timeout)
+    try:
+        return request(sock, pid, fmt, timeout)
+    except StaleSocket as exc:
+        remove(sock)
+        raise StaleSocket(f"{exc} (removed it)") from None
 
 
 def list_processes() -> tuple[list[tuple[int, str]], int]:
@@ -299,7 +321,7 @@ def list_processes() -> tuple[list[tuple[int, str]], int]:
             pid = int(path.stem)
             if pid == me or pid in seen:
                 continue
-            if is_stale(pid, path):
+            if is_stale(pid, path) or probe(path, pid) == "stale":
                 remove(path)
                 removed += 1
                 continue

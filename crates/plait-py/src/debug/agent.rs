@@ -97,9 +97,6 @@ struct Running {
     pid: u32,
     path: PathBuf,
     stop: Arc<OwnedFd>,
-    /// The listening socket's descriptor, closed by the thread itself; kept
-    /// only so a raw-`fork()` child can close its inherited copy.
-    listen_fd: RawFd,
     thread: JoinHandle<()>,
     tid: Arc<AtomicI32>,
 }
@@ -256,7 +253,6 @@ fn start_locked(st: &mut State) -> Result<(), String> {
         .map_err(|e| cleanup(format!("cannot chmod {}: {e}", path.display())))?;
     listener.set_nonblocking(true).map_err(|e| cleanup(format!("{}: {e}", path.display())))?;
     let stop = Arc::new(eventfd().map_err(|e| cleanup(format!("eventfd: {e}")))?);
-    let listen_fd = listener.as_raw_fd();
     let tid = Arc::new(AtomicI32::new(0));
     let (thread_stop, thread_tid) = (stop.clone(), tid.clone());
     let uid = geteuid();
@@ -269,7 +265,7 @@ fn start_locked(st: &mut State) -> Result<(), String> {
             let _ = catch_unwind(AssertUnwindSafe(|| serve(&listener, thread_stop.as_raw_fd(), uid, pid)));
         })
         .map_err(|e| cleanup(format!("cannot start the agent thread: {e}")))?;
-    st.running = Some(Running { pid, path, stop, listen_fd, thread, tid });
+    st.running = Some(Running { pid, path, stop, thread, tid });
     st.error = None;
     Ok(())
 }
@@ -286,19 +282,17 @@ fn ensure_started(st: &mut State) {
 }
 
 /// In a child made by a raw `fork()` the thread recorded here does not
-/// exist: close our copies of its descriptors, leave the parent's socket
-/// file alone.
+/// exist: forget it, and leave the parent's socket file alone. Its two
+/// descriptors are leaked, not closed: the child may have closed them and
+/// reused the numbers since (daemons close every descriptor), and a leaked
+/// listening socket is harmless (the parent removes its name at exit).
 fn forget_inherited(st: &mut State) {
     if st.running.as_ref().is_some_and(|r| r.pid != getpid()) {
         let r = st.running.take().expect("checked above");
-        // SAFETY: `listen_fd` is this process's copy of the listening socket
-        // inherited across fork; the thread that owned it does not exist here,
-        // so nothing else will use or close it.
-        unsafe { libc::close(r.listen_fd) };
         // A JoinHandle of a thread that does not exist must not be joined or
         // detached.
         std::mem::forget(r.thread);
-        drop(r.stop);
+        std::mem::forget(r.stop);
         HELPER_BUSY.store(false, Ordering::Release);
         HELPER_TID.store(0, Ordering::Release);
     }
@@ -511,6 +505,25 @@ fn busy(pid: u32, why: &str) -> String {
          alone does not cause this. The report needs the interpreter; try again, or use a stack \
          dumper such as py-spy.\n"
     )
+}
+
+/// This process's OS thread count without the agent's own threads (its
+/// thread, and a helper building a reply). The fork hooks stop those, so a
+/// "may this process fork, is it single-threaded?" check (the process
+/// pool's) must leave them out.
+pub fn threads_besides_agent() -> Option<usize> {
+    let all = plait_core::fork::thread_count()?;
+    let mut ours = 0;
+    {
+        let st = STATE.lock();
+        if st.running.as_ref().is_some_and(|r| r.pid == getpid()) {
+            ours += 1;
+        }
+    }
+    if HELPER_BUSY.load(Ordering::Acquire) {
+        ours += 1;
+    }
+    Some(all.saturating_sub(ours).max(1))
 }
 
 // ---------------------------------------------------------------------------
