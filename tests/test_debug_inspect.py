@@ -8,7 +8,6 @@ written separately) and are skipped where it is not there yet.
 
 import json
 import os
-import signal
 import socket
 import stat
 import subprocess

@@ -60,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(format="text")
     parser.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-        help=f"give up when the process does not answer for this long (default {DEFAULT_TIMEOUT:g})")
+        help="give up when the process does not answer for this long "
+        f"(default {DEFAULT_TIMEOUT:g})")
 
 
 # ---------------------------------------------------------------------------

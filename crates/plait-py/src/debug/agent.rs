@@ -511,6 +511,9 @@ fn busy(pid: u32, why: &str) -> String {
 /// thread, and a helper building a reply). The fork hooks stop those, so a
 /// "may this process fork, is it single-threaded?" check (the process
 /// pool's) must leave them out.
+// For `process/spawn.rs` (`_thread_count`, `_fork_sibling`), wired in when
+// this module is merged.
+#[allow(dead_code)]
 pub fn threads_besides_agent() -> Option<usize> {
     let all = plait_core::fork::thread_count()?;
     let mut ours = 0;
@@ -553,6 +556,13 @@ pub fn set_enabled(py: Python<'_>, enabled: bool) -> PyResult<()> {
     }
 }
 
+/// Whether inspection is on (asked for, and the process not exiting);
+/// whether the agent actually runs is in `_agent_status()`.
+pub fn is_enabled() -> bool {
+    let st = STATE.lock();
+    st.enabled && !st.closed
+}
+
 /// `_plait._agent_set(enabled)`: see [`set_enabled`].
 #[pyfunction]
 fn _agent_set(py: Python<'_>, enabled: bool) -> PyResult<()> {
@@ -563,12 +573,13 @@ fn _agent_set(py: Python<'_>, enabled: bool) -> PyResult<()> {
 /// error (why the last start failed, or None).
 #[pyfunction]
 fn _agent_status(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-    let (enabled, path, error) = {
+    let (path, error) = {
         let mut st = STATE.lock();
         forget_inherited(&mut st);
         let path = st.running.as_ref().map(|r| r.path.to_string_lossy().into_owned());
-        (st.enabled && !st.closed, path, st.error.clone())
+        (path, st.error.clone())
     };
+    let enabled = is_enabled();
     let d = PyDict::new(py);
     d.set_item("enabled", enabled)?;
     d.set_item("running", path.is_some())?;
