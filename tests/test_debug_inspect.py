@@ -168,6 +168,27 @@ def test_unknown_request_is_described(child_factory):
     assert reply.startswith("plait inspect: unknown request")
 
 
+SIGPIPE_DEFAULT = READY + """
+    import signal
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    ready()
+    sys.stdin.read()
+"""
+
+
+def test_client_that_hangs_up_early_does_not_harm_the_target(child_factory):
+    # With SIGPIPE at its default action, a write to a closed socket would
+    # kill the process: the agent must not raise it.
+    c = child_factory(SIGPIPE_DEFAULT)
+    for fmt in ("text", "json", "ping", "bogus"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(c.info["path"])
+            s.sendall(fmt.encode() + b"\n")
+    reply = _inspect.request(Path(c.info["path"]), c.pid, "ping", timeout=10)
+    assert reply.endswith(f"pid {c.pid}\n")
+    assert c.alive()
+
+
 def test_socket_removed_at_exit(child_factory):
     c = child_factory(WAIT_STDIN)
     path = Path(c.info["path"])

@@ -55,7 +55,7 @@
 //! Nothing here panics across the FFI boundary: the agent and helper bodies
 //! run under `catch_unwind`, and Python errors become reply text.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -423,8 +423,28 @@ fn answer(mut stream: UnixStream, uid: u32, pid: u32) {
     } else {
         format!("plait inspect: unknown request {fmt:?} (expected one of text, json, dot, mermaid, ping)\n")
     };
-    let _ = stream.write_all(reply.as_bytes());
+    let _ = send_all(&stream, reply.as_bytes());
     let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// `write_all` with `MSG_NOSIGNAL`: a client that hangs up early must not
+/// raise SIGPIPE in a program that restored its default action (it would
+/// kill the process). The socket's send timeout bounds each call.
+fn send_all(stream: &UnixStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is a live byte slice of the given length; the fd is
+        // the stream's own, open for the whole call.
+        let n = unsafe { libc::send(stream.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
 }
 
 enum Progress {
