@@ -410,6 +410,18 @@ def test_inspect_of_exec_replaced_process_removes_its_socket(child_factory):
     assert c.alive()
 
 
+def test_a_starting_agent_sweeps_sockets_of_dead_processes(child_factory):
+    if not _plait._agent_status()["running"]:
+        pytest.skip("this test process has no agent")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = Path(_plait._agent_status()["path"]).parent / f"{gone.pid}.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(stale))
+    child_factory(WAIT_STDIN)
+    assert not stale.exists()
+
+
 def test_process_without_plait_is_refused_and_not_signalled(tmp_path):
     marker = tmp_path / "signalled"
     script = f"""

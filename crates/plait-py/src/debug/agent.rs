@@ -49,15 +49,16 @@
 //! # Exit
 //!
 //! An `atexit` hook stops the thread and removes the socket; a process
-//! killed outright leaves a stale socket, which `python -m plait inspect`
-//! (the listing) removes once it sees the pid is gone.
+//! killed outright (or ended by `os._exit`) leaves a stale socket, which the
+//! next agent to start, or `python -m plait inspect`, removes once it sees
+//! the pid is gone.
 //!
 //! Nothing here panics across the FFI boundary: the agent and helper bodies
 //! run under `catch_unwind`, and Python errors become reply text.
 
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -231,11 +232,30 @@ fn eventfd() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Remove the sockets in `dir` of processes that are gone (killed outright,
+/// or ended by `os._exit`, as forked workers do), so the directory does not
+/// grow for ever; `python -m plait inspect` does the same when it lists.
+fn sweep_stale(dir: &Path, own: u32) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_suffix(".sock")).and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let is_socket = entry.file_type().is_ok_and(|t| t.is_socket());
+        if pid != own && is_socket && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Bind `<dir>/<pid>.sock` (replacing a stale file of that name: only this
 /// process can be `pid` now), chmod 0600, listen, and start the thread.
 fn start_locked(st: &mut State) -> Result<(), String> {
     let pid = getpid();
     let dir = socket_dir(pid)?;
+    sweep_stale(&dir, pid);
     let path = dir.join(format!("{pid}.sock"));
     match std::fs::remove_file(&path) {
         Ok(()) => {}
