@@ -5,6 +5,9 @@
 * ``python -m plait bench`` - the comparison table: the standard library,
   CPython's C types and plait in one run (the harness in the repository's
   ``benches/`` directory).
+* ``python -m plait inspect [PID]`` - the report (who holds what, who waits
+  on what, deadlocks) of another running plait process of this user, or the
+  list of them (``plait/debug/_inspect.py``).
 
 The benchmark harness lives in the repository, not in the installed package:
 it is a development tool, and ``maturin develop`` installs plait so that the
@@ -75,7 +78,21 @@ def build_parser() -> tuple[argparse.ArgumentParser, ModuleType | None, str]:
     else:
         bench.description += f"\n\nNot available here: {problem}"
         bench.formatter_class = argparse.RawDescriptionHelpFormatter
+
+    inspect = commands.add_parser(
+        "inspect", help="print what another plait process's threads hold and wait for",
+        description="Connect to the plait agent of a running process of yours (a Unix socket "
+        "only you can open) and print its report: every blocked thread and task, what it waits "
+        "for, who holds that, and every deadlock. Works while all its Python threads are "
+        "deadlocked. Never signals the process. Without PID, list your plait processes.")
+    _inspect_cli().add_arguments(inspect)
     return parser, harness, problem
+
+
+def _inspect_cli() -> ModuleType:
+    from .debug import _inspect  # on demand: `demo` and `bench` need none of plait.debug
+
+    return _inspect
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if opts.command == "demo":
         return _demo.run(opts)
+    if opts.command == "inspect":
+        return _inspect_cli().run(opts)
     if opts.command == "bench":
         if harness is None:
             print(f"plait bench: {problem}", file=sys.stderr)

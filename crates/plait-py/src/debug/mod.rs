@@ -8,6 +8,7 @@
 //! stall noticed by a parked thread's periodic check ([`Watch`]), or a
 //! refused wait (`deadlock="raise"`, see `wait::interrupted_error`).
 
+pub mod agent;
 pub mod order;
 pub mod site;
 
@@ -299,13 +300,6 @@ pub fn _debug_stats(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
 
 // ---- settings ------------------------------------------------------------------
 
-/// Settings that live on this side only.
-struct Settings {
-    inspect: bool,
-}
-
-static SETTINGS: Mutex<Settings> = Mutex::new(Settings { inspect: true });
-
 fn mode_name(m: Mode) -> &'static str {
     match m {
         Mode::Off => "off",
@@ -351,18 +345,17 @@ pub fn _debug_configure<'py>(
     if let Some(t) = tracking {
         plait_core::debug::set_tracking(t);
     }
-    let mut st = SETTINGS.lock();
+    if let Some(on) = inspect {
+        agent::set_enabled(py, on)?;
+    }
     if let Some(on) = lock_order {
         plait_core::debug::order::set_enabled(on);
-    }
-    if let Some(on) = inspect {
-        st.inspect = on;
     }
     let d = PyDict::new(py);
     d.set_item("deadlock", mode_name(waits::mode()))?;
     d.set_item("lock_order", plait_core::debug::order::enabled())?;
     d.set_item("stall", waits::stall().map(|s| s.as_secs_f64()))?;
-    d.set_item("inspect", st.inspect)?;
+    d.set_item("inspect", agent::is_enabled())?;
     d.set_item("tracking", plait_core::debug::tracking())?;
     Ok(d)
 }
@@ -373,5 +366,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_debug_state, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_stats, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_configure, m)?)?;
+    agent::register(m)?;
     Ok(())
 }

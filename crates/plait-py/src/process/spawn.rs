@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 /// `die_with_parent`, the child gets SIGKILL when that parent dies.
 #[pyfunction]
 fn _fork_sibling(die_with_parent: bool) -> PyResult<i32> {
-    if plait_core::fork::thread_count() != Some(1) {
+    if crate::debug::agent::threads_besides_agent() != Some(1) {
         return Err(PyRuntimeError::new_err("_fork_sibling needs a single-threaded process"));
     }
     // SAFETY: getppid has no preconditions.
@@ -97,7 +97,7 @@ fn _dies_with_parent() -> bool {
 /// This process's thread count (all threads, not only Python's).
 #[pyfunction]
 fn _thread_count() -> Option<usize> {
-    plait_core::fork::thread_count()
+    crate::debug::agent::threads_besides_agent()
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
