@@ -77,8 +77,13 @@ def collect_threads() -> Dict[int, Dict[str, Any]]:
     frames = sys._current_frames()
     by_ident = {t.ident: t for t in threading.enumerate() if t.ident is not None}
     main_ident = threading.main_thread().ident
+    # The inspect agent's helper thread, attached only to build this report.
+    agent = sys.modules.get("plait.debug._agent")
+    helper = getattr(agent, "reporting_thread", None)
     facts: Dict[int, Dict[str, Any]] = {}
     for ident, frame in frames.items():
+        if ident == helper:
+            continue
         thread = by_ident.get(ident)
         facts[ident] = {
             "name": thread.name if thread is not None else f"Thread-{ident}",
