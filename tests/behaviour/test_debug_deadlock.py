@@ -87,12 +87,14 @@ def test_raise_mode_spans_kinds_thread_future_pool_thread_lock(mode):
     lock = ps.Lock(name="ledger")
     with ThreadPoolExecutor(max_workers=1) as pool:
         lock.acquire()
-        fut = pool.submit(lambda: lock.acquire() and lock.release() or "done")
-        wait_until(lambda: len(waiting_on("ledger")) == 1)
-        with pytest.raises(debug.DeadlockError) as info:
-            fut.result()
-        assert "ledger" in str(info.value)
-        lock.release()
+        try:
+            fut = pool.submit(lambda: lock.acquire() and lock.release() or "done")
+            wait_until(lambda: len(waiting_on("ledger")) == 1)
+            with pytest.raises(debug.DeadlockError) as info:
+                fut.result()
+            assert "ledger" in str(info.value)
+        finally:
+            lock.release()
         assert fut.result(timeout=BOUND) == "done"
 
 
