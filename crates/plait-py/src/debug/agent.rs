@@ -542,8 +542,9 @@ fn busy(pid: u32, why: &str) -> String {
         "plait inspect: process {pid} runs plait, but its interpreter is busy ({why}): some thread \
          holds the GIL and does not let go (a C extension or a ctypes call that keeps it, a long \
          computation in C). plait's own waits release the GIL, so a deadlock on plait primitives \
-         alone does not cause this. The report needs the interpreter; try again, or use a stack \
-         dumper such as py-spy.\n"
+         alone does not cause this. The full report needs the interpreter; try again, or use a \
+         stack dumper such as py-spy.\n\n{}",
+        super::core_summary()
     )
 }
 

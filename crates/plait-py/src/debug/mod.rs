@@ -292,6 +292,44 @@ fn workers(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
     Ok(PyList::empty(py))
 }
 
+/// What the core knows without the interpreter (no Python names or stacks):
+/// each parked thread's wait and each held primitive's holders. The inspect
+/// agent sends it when the interpreter is busy. Call detached.
+pub fn core_summary() -> String {
+    use std::fmt::Write;
+    let now = plait_core::debug::now_ns();
+    let ago = |ns: u64| if ns == 0 { "an unknown time".to_owned() } else { format!("{:.3} s", secs(now.saturating_sub(ns))) };
+    let live: Vec<Arc<dyn AfterFork>> = plait_core::fork::live();
+    let views: Vec<View> = live.iter().filter_map(|o| o.inspect()).map(View::of).filter(View::is_active).collect();
+    drop(live);
+    let label = |v: &View| {
+        if v.name == v.site || v.name.is_empty() {
+            format!("{} created at {}", v.kind.name(), v.site)
+        } else {
+            format!("{} \"{}\" (created at {})", v.kind.name(), v.name, v.site)
+        }
+    };
+    let mut out = String::from("What plait's Rust core knows (thread idents; no Python names or stacks):\n");
+    let waits = waits::thread_waits();
+    for w in &waits {
+        let target = views.iter().find(|v| v.id == w.id);
+        let what = target.map_or_else(|| format!("primitive {:#x}", w.id), label);
+        let _ = writeln!(out, "  thread {} waits for {what} for {}", w.ident, ago(w.since_ns));
+        for h in target.map(|v| v.holders.as_slice()).unwrap_or_default() {
+            let _ = writeln!(out, "    which is held by thread {} for {}", h.ident, ago(h.since_ns));
+        }
+    }
+    for v in views.iter().filter(|v| !v.holders.is_empty() && !waits.iter().any(|w| w.id == v.id)) {
+        for h in &v.holders {
+            let _ = writeln!(out, "  {} is held by thread {} for {}", label(v), h.ident, ago(h.since_ns));
+        }
+    }
+    if waits.is_empty() && views.iter().all(|v| v.holders.is_empty()) {
+        out.push_str("  no thread waits on or holds a plait primitive\n");
+    }
+    out
+}
+
 /// `_debug_stats()`: every live primitive that was ever contended.
 #[pyfunction]
 pub fn _debug_stats(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
