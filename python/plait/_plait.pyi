@@ -33,6 +33,7 @@ __all__ = [
     "_worker_malloc_tuning",
     "_ClaimPage",
     "_ProcessPoolCore",
+    "_debug_workers",
     "_shm_put",
     "_shm_take",
     "_Channel",
@@ -265,6 +266,10 @@ class _FutureCore:
     def _done_callbacks(self) -> list[Callable[[Any], object]]: ...
     @property
     def _waiter_idents(self) -> list[int]: ...
+    def _plait_label(self, func: Any) -> None: ...
+    def _plait_submit_labelled(self, submit: Callable[[], Any]) -> Any: ...
+    @property
+    def _plait_probe(self) -> tuple[int, str, str, str, tuple[str, int] | None]: ...
 
 @disjoint_base
 class _ThreadPoolCore:
@@ -301,6 +306,8 @@ def _executor_map(
     timeout: float | None,
     buffersize: int | None,
     executor_ref: Any,
+    *,
+    label_func: Any = None,
 ) -> _MapIterator: ...
 
 @final
@@ -326,6 +333,7 @@ class _ProcessPoolCore:
         zygote: tuple[int, int] | None,
         *,
         claims: _ClaimPage | None = None,
+        name: str | None = None,
     ) -> None: ...
     @property
     def _plait_started(self) -> bool: ...
@@ -334,6 +342,8 @@ class _ProcessPoolCore:
     def _plait_wait_stopped(self, timeout: float | None = None) -> bool: ...
     @property
     def _broken(self) -> str | bool: ...
+
+def _debug_workers() -> list[dict[str, Any]]: ...
 
 @final
 class _Channel:

@@ -29,7 +29,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use super::pickled::{decode_pickled, Pickled};
 use super::Obj;
 use crate::errors;
-use crate::wait::{deadline_in, detached, seconds};
+use crate::wait::{deadline_in, detached, interrupted_error, seconds};
 
 fn invalid_state(py: Python<'_>, state: State, fut: &Bound<'_, PyAny>) -> PyErr {
     let repr = fut.repr().map(|r| r.to_string()).unwrap_or_default();
@@ -324,7 +324,7 @@ impl FutureCore {
             match out {
                 Outcome::Notified => done = true,
                 Outcome::TimedOut => {}
-                Outcome::Interrupted => return Err(err.expect("interrupted waits carry the exception")),
+                Outcome::Interrupted => return Err(interrupted_error(py, err)),
             }
         }
         let state = self.core.state();
@@ -540,6 +540,38 @@ impl FutureCore {
     #[getter]
     fn _waiter_idents(&self) -> Vec<u64> {
         self.core.waiters()
+    }
+
+    /// Label the future as a call of `func` submitted from the calling
+    /// Python code (outside plait's package), for `plait.debug`. The first
+    /// label stays; executors label their futures themselves.
+    fn _plait_label(&self, func: &Bound<'_, PyAny>) {
+        super::label::label_call(&self.core.probe, func);
+    }
+
+    /// `submit()`, with the futures it submits labelled as this one (a
+    /// delayed call's future hands its label to the executor's future for
+    /// it, submitted later from the timer thread).
+    fn _plait_submit_labelled<'py>(&self, submit: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let p = &self.core.probe;
+        let label = super::label::Label { name: p.name().to_owned(), site: p.site().to_owned() };
+        super::label::submitting_as(&label, || submit.call0())
+    }
+
+    /// What `plait.debug` knows of this future: `(id, name, site, state,
+    /// runs_on)`, runs_on `None`, `("thread", ident)` or `("worker", pid)`.
+    /// (A private view for tests; snapshots read the core directly.)
+    #[getter]
+    fn _plait_probe<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        use plait_core::debug::RunsOn;
+        let runs_on = match self.core.runs_on() {
+            RunsOn::Nothing => py.None().into_bound(py),
+            RunsOn::Thread(t) => ("thread", t).into_pyobject(py)?.into_any(),
+            RunsOn::Worker(p) => ("worker", p).into_pyobject(py)?.into_any(),
+        };
+        let p = &self.core.probe;
+        let id = plait_core::debug::id_of(&*self.core);
+        (id, p.name(), p.site(), self.core.state().name(), runs_on).into_pyobject(py)
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {

@@ -26,6 +26,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
 use super::future::FutureCore;
+use super::label::{label_call, Label};
 use super::map::{MapIterator, Submit};
 use super::Obj;
 use crate::errors;
@@ -136,7 +137,7 @@ impl ThreadPoolCore {
         args: Py<PyTuple>,
         kwargs: Option<Py<PyDict>>,
     ) -> PyResult<Obj> {
-        Ok(ThreadPoolCore::submit_impl(slf, func, args, kwargs)?.into_any().unbind())
+        Ok(ThreadPoolCore::submit_impl(slf, func, args, kwargs, None)?.into_any().unbind())
     }
 
     /// `Executor.map`: submit from `args_iter` (tuples, from
@@ -152,7 +153,7 @@ impl ThreadPoolCore {
         buffersize: Option<usize>,
         executor_ref: Obj,
     ) -> PyResult<MapIterator> {
-        MapIterator::start(slf.as_any(), Submit::ThreadPool, func, args_iter, timeout, buffersize, executor_ref)
+        MapIterator::start(slf.as_any(), Submit::ThreadPool, func, args_iter, timeout, buffersize, executor_ref, None)
     }
 
     /// Stop accepting work; with `cancel_futures`, cancel what is queued.
@@ -187,11 +188,14 @@ impl ThreadPoolCore {
 }
 
 impl ThreadPoolCore {
+    /// Queue a call; its future is labelled with `label`, or else from
+    /// `func` and the calling Python code (see `label.rs`).
     pub(super) fn submit_impl<'py>(
         slf: &Bound<'py, Self>,
         func: Obj,
         args: Py<PyTuple>,
         kwargs: Option<Py<PyDict>>,
+        label: Option<&Label>,
     ) -> PyResult<Bound<'py, FutureCore>> {
         let py = slf.py();
         let shared = &slf.get().shared;
@@ -207,6 +211,10 @@ impl ThreadPoolCore {
             .ok_or_else(|| PyRuntimeError::new_err("ThreadPoolExecutor.__init__ was not called"))?;
         let future = ftype.bind(py).call0()?;
         let fut: Py<FutureCore> = future.cast::<FutureCore>()?.clone().unbind();
+        match label {
+            Some(l) => l.apply(&fut.get().core.probe),
+            None => label_call(&fut.get().core.probe, func.bind(py)),
+        }
         let ret = fut.clone_ref(py);
         let kwargs = kwargs.filter(|k| !k.bind(py).is_empty());
         let item = WorkItem { future: fut, func, args, kwargs };
