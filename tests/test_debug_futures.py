@@ -111,6 +111,25 @@ def test_thread_pool_future_runs_on_its_worker_thread():
 
 
 @pytest.mark.timeout(60)
+def test_queued_future_waited_for_shows_its_label():
+    # A thread-pool future's label is made when its call starts, or when a
+    # thread starts waiting for it: a waited-for queued future has it.
+    started, release, out = threading.Event(), threading.Event(), []
+    with pf.ThreadPoolExecutor(1) as ex:
+        first = ex.submit(_block, started, release, out)
+        assert started.wait(BOUND)
+        queued = ex.submit(abs, -5); site = here()  # noqa: E702
+        waiter = threading.Thread(target=queued.result, args=(BOUND,))
+        waiter.start()
+        wait_until(lambda: queued._waiter_idents, "the waiter parked")
+        e = entry(queued)
+        assert (e["state"], e["name"], e["site"], e["runs_on"]) == ("PENDING", "abs", site, None)
+        release.set()
+        waiter.join(BOUND)
+        assert first.result(BOUND) == 7 and queued.result(BOUND) == 5
+
+
+@pytest.mark.timeout(60)
 def test_thread_pool_map_and_schedule_are_labelled():
     started, release, out = threading.Event(), threading.Event(), []
     with pf.ThreadPoolExecutor(1) as ex:

@@ -16,6 +16,7 @@
 //! worker's bytes, without the interpreter (`finish_pickled_detached`); the
 //! first reader decodes them (see `pickled.rs`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -26,6 +27,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
+use super::label::Pending;
 use super::pickled::{decode_pickled, Pickled};
 use super::Obj;
 use crate::errors;
@@ -66,6 +68,10 @@ pub struct FutureCore {
     /// A finished outcome still in pickled form (set by a process pool
     /// without the interpreter), decoded by the first reader.
     pickled: Mutex<Option<Pickled>>,
+    /// The `plait.debug` label captured at submit and not made yet (see
+    /// `label.rs`); `has_label` says whether there is one, without the lock.
+    label: Mutex<Option<Pending>>,
+    has_label: AtomicBool,
     _fork: Registration,
 }
 
@@ -83,7 +89,36 @@ impl FutureCore {
             interop: Mutex::new(Interop::default()),
             pool: std::sync::OnceLock::new(),
             pickled: Mutex::new(None),
+            label: Mutex::new(None),
+            has_label: AtomicBool::new(false),
             _fork: reg,
+        }
+    }
+
+    /// Keep `label` to be made later (see `label.rs`).
+    #[inline]
+    pub(crate) fn defer_label(&self, label: Option<Pending>) {
+        if let Some(l) = label {
+            *self.label.lock() = Some(l);
+            self.has_label.store(true, Ordering::Release);
+        }
+    }
+
+    /// Make the label captured at submit, if it is not made yet (attached;
+    /// runs Python code, with no lock held).
+    #[inline]
+    pub(crate) fn make_label(&self, py: Python<'_>) {
+        if self.has_label.load(Ordering::Acquire) {
+            self.make_label_slow(py);
+        }
+    }
+
+    #[cold]
+    fn make_label_slow(&self, py: Python<'_>) {
+        let pending = self.label.lock().take();
+        self.has_label.store(false, Ordering::Release);
+        if let Some(p) = pending {
+            p.apply(py, &self.core.probe);
         }
     }
 
@@ -319,6 +354,8 @@ impl FutureCore {
     ) -> PyResult<Result<Obj, Obj>> {
         let mut done = self.core.state().is_done();
         if !done {
+            // A waiter shows in plait.debug's graph with what it waits for.
+            self.make_label(py);
             let core = &self.core;
             let (out, err) = detached(py, deadline, |ctx| core.wait(ctx));
             match out {
@@ -553,6 +590,7 @@ impl FutureCore {
     /// delayed call's future hands its label to the executor's future for
     /// it, submitted later from the timer thread).
     fn _plait_submit_labelled<'py>(&self, submit: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        self.make_label(submit.py());
         let p = &self.core.probe;
         let label = super::label::Label { name: p.name().to_owned(), site: p.site().to_owned() };
         super::label::submitting_as(&label, || submit.call0())
@@ -564,6 +602,7 @@ impl FutureCore {
     #[getter]
     fn _plait_probe<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         use plait_core::debug::RunsOn;
+        self.make_label(py);
         let runs_on = match self.core.runs_on() {
             RunsOn::Nothing => py.None().into_bound(py),
             RunsOn::Thread(t) => ("thread", t).into_pyobject(py)?.into_any(),

@@ -2,16 +2,24 @@
 //! it runs and the `file:line` it was submitted from.
 //!
 //! Executors label each future as it is submitted (`ThreadPoolExecutor`,
-//! `ProcessPoolExecutor`, `map`, `schedule`, `plait.process.Pool`), so the
-//! label is on the submit path and must stay cheap: the callable's
-//! `__qualname__` is read as a string (no formatting), and the call site
-//! comes from the interpreter's frames through the C API, skipping frames of
-//! plait's own package (its `submit` wrappers) to reach the caller's. The
-//! last site computed is remembered per thread, keyed by the code object
-//! and the instruction offset, so a loop that submits from one line formats
-//! its `file:line` once.
+//! `ProcessPoolExecutor`, `map`, `schedule`, `plait.process.Pool`). The
+//! call site comes from the interpreter's frames through the C API,
+//! skipping frames of plait's own package (its `submit` wrappers) to reach
+//! the caller's.
+//!
+//! **Deferred on the thread pool.** A thread pool's submit is a few hundred
+//! nanoseconds; making the two strings there (a `__qualname__` copy, a
+//! formatted `file:line`, two allocations, and two frees when the future
+//! goes) would add a third. So its submit only *captures* the label
+//! ([`Pending`]: the callable, the caller's code object and instruction
+//! offset — two references and an int) and the strings are made later,
+//! attached, off the submitting thread's path: by the worker thread when it
+//! starts the call, or by a thread about to wait for the future. A future
+//! still queued that nobody waits for shows no name yet. The process pool's
+//! submit (pickling, microseconds) labels at once ([`label_call`]).
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use plait_core::debug::Probe;
 use pyo3::ffi;
@@ -33,7 +41,12 @@ pub(crate) struct Label {
 impl Label {
     /// The label of a call of `func` submitted from the calling Python code.
     pub(crate) fn of_call(func: &Bound<'_, PyAny>) -> Label {
-        Label { name: callable_name(func), site: call_site(func.py()) }
+        let py = func.py();
+        let site = match caller_code(py) {
+            Some((code, lasti)) => site_of(code.bind(py), lasti),
+            None => String::new(),
+        };
+        Label { name: callable_name(func), site }
     }
 
     /// Put it on `probe` (the first label a probe gets stays).
@@ -74,6 +87,45 @@ pub(crate) fn label_call(probe: &Probe, func: &Bound<'_, PyAny>) {
     match SUBMITTING_AS.with_borrow(|s| s.clone()) {
         Some(l) => l.apply_owned(probe),
         None => Label::of_call(func).apply_owned(probe),
+    }
+}
+
+/// A label captured at submit and made later (see the module doc).
+pub(crate) enum Pending {
+    /// A call of `func` made at instruction `lasti` of `code` (`None`: no
+    /// Python frame outside plait).
+    Call { func: Py<PyAny>, code: Option<(Py<PyAny>, i32)> },
+    /// Made already, shared (every future of one `map`).
+    Made(Arc<Label>),
+}
+
+impl Pending {
+    /// Capture a call of `func` from the calling Python code (or the label
+    /// [`submitting_as`] gives); `None` when tracking is off.
+    #[inline]
+    pub(crate) fn of_call(func: &Bound<'_, PyAny>) -> Option<Pending> {
+        if !plait_core::debug::tracking() {
+            return None;
+        }
+        if let Some(l) = SUBMITTING_AS.with_borrow(|s| s.clone()) {
+            return Some(Pending::Made(Arc::new(l)));
+        }
+        Some(Pending::Call { func: func.clone().unbind(), code: caller_code(func.py()) })
+    }
+
+    /// Make the label and put it on `probe`. Runs Python code (attributes
+    /// of the callable): call it with no lock held.
+    pub(crate) fn apply(self, py: Python<'_>, probe: &Probe) {
+        match self {
+            Pending::Made(l) => l.apply(probe),
+            Pending::Call { func, code } => {
+                let site = match code {
+                    Some((code, lasti)) => site_of(code.bind(py), lasti),
+                    None => String::new(),
+                };
+                probe.label(Some(callable_name(func.bind(py))), site);
+            }
+        }
     }
 }
 
@@ -139,51 +191,32 @@ fn package_dir(py: Python<'_>) -> &str {
     })
 }
 
-thread_local! {
-    /// The last site computed in this thread: (code object, instruction
-    /// offset) and its text. The code object is compared by address only;
-    /// it was alive when the entry was made, and an entry outlived by its
-    /// code object is at worst a wrong label if another code object takes
-    /// the same address and offset.
-    static LAST_SITE: RefCell<(usize, i32, String)> = const { RefCell::new((0, -1, String::new())) };
-}
-
-/// `file:line` of the innermost Python frame of the calling thread that is
-/// not in plait's package; empty if there is none (a call from plait's own
-/// threads, e.g. the timer).
+/// The code object and instruction offset of the innermost Python frame
+/// of the calling thread that is not in plait's package; `None` if there is
+/// none (a call from plait's own threads, e.g. the timer).
 // MERGE: use crate::debug::site (the lead swaps in the shared helper).
-pub(crate) fn call_site(py: Python<'_>) -> String {
+fn caller_code(py: Python<'_>) -> Option<(Py<PyAny>, i32)> {
     let pkg = package_dir(py);
     // SAFETY: attached (we hold `py`). PyEval_GetFrame returns a borrowed
-    // frame of this thread (or NULL); PyFrame_GetBack and PyFrame_GetCode
-    // return new references, released below; co_filename is read as a
-    // Python attribute of a live code object.
+    // frame of this thread (or NULL), which we take a reference to;
+    // PyFrame_GetBack and PyFrame_GetCode return new references, each
+    // released here or handed to the result.
     unsafe {
         let mut frame = ffi::PyEval_GetFrame();
         if frame.is_null() {
-            return String::new();
+            return None;
         }
         ffi::Py_INCREF(frame.cast());
-        let mut out = String::new();
+        let mut out = None;
         while !frame.is_null() {
-            let code = ffi::PyFrame_GetCode(frame);
-            let lasti = ffi::PyFrame_GetLasti(frame);
-            let key = code as usize;
-            let hit = LAST_SITE.with_borrow(|(k, l, s)| (*k == key && *l == lasti).then(|| s.clone()));
-            if let Some(s) = hit {
-                ffi::Py_DECREF(code.cast());
-                out = s;
-                break;
-            }
-            let name = Bound::from_owned_ptr(py, code.cast::<ffi::PyObject>())
+            let code = Bound::from_owned_ptr(py, ffi::PyFrame_GetCode(frame).cast::<ffi::PyObject>());
+            let in_plait = code
                 .getattr(intern!(py, "co_filename"))
                 .ok()
-                .and_then(|f| f.cast_into::<PyString>().ok());
-            let fname = name.as_ref().and_then(|n| n.to_str().ok()).unwrap_or("?");
-            if !fname.starts_with(pkg) {
-                let line = ffi::PyFrame_GetLineNumber(frame);
-                out = format!("{fname}:{line}");
-                LAST_SITE.with_borrow_mut(|e| *e = (key, lasti, out.clone()));
+                .and_then(|f| f.cast_into::<PyString>().ok())
+                .is_some_and(|f| f.to_str().is_ok_and(|f| f.starts_with(pkg)));
+            if !in_plait {
+                out = Some((code.unbind(), ffi::PyFrame_GetLasti(frame)));
                 break;
             }
             let back = ffi::PyFrame_GetBack(frame);
@@ -197,3 +230,12 @@ pub(crate) fn call_site(py: Python<'_>) -> String {
     }
 }
 
+/// `file:line` of instruction `lasti` of `code`.
+fn site_of(code: &Bound<'_, PyAny>, lasti: i32) -> String {
+    let py = code.py();
+    let file = code.getattr(intern!(py, "co_filename")).map(|f| f.to_string()).unwrap_or_else(|_| "?".to_owned());
+    // SAFETY: `code` is a live code object (from PyFrame_GetCode), and
+    // PyCode_Addr2Line only reads it.
+    let line = unsafe { ffi::PyCode_Addr2Line(code.as_ptr().cast(), lasti) };
+    format!("{file}:{line}")
+}

@@ -15,6 +15,7 @@
 //! Rust; any other future through its `result` / `cancel` methods.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -44,7 +45,7 @@ impl Submit {
         executor: &Bound<'_, PyAny>,
         func: &Obj,
         args: Bound<'_, PyTuple>,
-        label: Option<&Label>,
+        label: Option<&Arc<Label>>,
     ) -> PyResult<Obj> {
         let py = executor.py();
         match self {
@@ -82,7 +83,7 @@ struct MapState {
     /// What `plait.debug` shows of each call's future: the mapped
     /// function and the `map` call site (also for calls submitted later,
     /// from `__next__`). None when tracking is off.
-    label: Option<Label>,
+    label: Option<Arc<Label>>,
 }
 
 /// The iterator `map` returns: results in input order.
@@ -130,7 +131,8 @@ impl MapIterator {
         label_func: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<MapIterator> {
         let py = executor.py();
-        let label = plait_core::debug::tracking().then(|| Label::of_call(label_func.unwrap_or(func.bind(py))));
+        let label =
+            plait_core::debug::tracking().then(|| Arc::new(Label::of_call(label_func.unwrap_or(func.bind(py)))));
         let end = timeout.map(deadline_in);
         let mut pending = VecDeque::new();
         let it = args_iter.try_iter()?;

@@ -26,7 +26,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
 use super::future::FutureCore;
-use super::label::{label_call, Label};
+use super::label::{Label, Pending};
 use super::map::{MapIterator, Submit};
 use super::Obj;
 use crate::errors;
@@ -195,7 +195,7 @@ impl ThreadPoolCore {
         func: Obj,
         args: Py<PyTuple>,
         kwargs: Option<Py<PyDict>>,
-        label: Option<&Label>,
+        label: Option<&Arc<Label>>,
     ) -> PyResult<Bound<'py, FutureCore>> {
         let py = slf.py();
         let shared = &slf.get().shared;
@@ -211,10 +211,11 @@ impl ThreadPoolCore {
             .ok_or_else(|| PyRuntimeError::new_err("ThreadPoolExecutor.__init__ was not called"))?;
         let future = ftype.bind(py).call0()?;
         let fut: Py<FutureCore> = future.cast::<FutureCore>()?.clone().unbind();
-        match label {
-            Some(l) => l.apply(&fut.get().core.probe),
-            None => label_call(&fut.get().core.probe, func.bind(py)),
-        }
+        // Only captured here; made when the call starts (see `label.rs`).
+        fut.get().defer_label(match label {
+            Some(l) => Some(Pending::Made(Arc::clone(l))),
+            None => Pending::of_call(func.bind(py)),
+        });
         let ret = fut.clone_ref(py);
         let kwargs = kwargs.filter(|k| !k.bind(py).is_empty());
         let item = WorkItem { future: fut, func, args, kwargs };
@@ -322,6 +323,7 @@ fn run_item(py: Python<'_>, item: WorkItem) -> PyResult<()> {
     if !FutureCore::set_running_or_notify_cancel(fut)? {
         return Ok(());
     }
+    fut.get().make_label(py);
     let r = item.func.bind(py).call(item.args.bind(py), item.kwargs.as_ref().map(|k| k.bind(py)));
     let res = match r {
         Ok(v) => Resolution::Value(v.unbind()),
