@@ -596,6 +596,13 @@ impl FutureCore {
         super::label::submitting_as(&label, || submit.call0())
     }
 
+    /// The id of this future in `plait.debug`'s raw state (its core's
+    /// address); `plait.debug` follows asyncio futures to it.
+    #[getter]
+    fn _debug_id(&self) -> usize {
+        plait_core::debug::id_of(&*self.core)
+    }
+
     /// What `plait.debug` knows of this future: `(id, name, site, state,
     /// runs_on)`, runs_on `None`, `("thread", ident)` or `("worker", pid)`.
     /// (A private view for tests; snapshots read the core directly.)
