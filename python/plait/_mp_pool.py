@@ -90,6 +90,11 @@ class _Chunk:
     def __call__(self):
         return _Results((itertools.starmap if self.star else map)(self.fn, self.items))
 
+    @property
+    def __wrapped__(self):
+        # plait.debug names a chunk's future after the mapped function.
+        return self.fn
+
 
 # ---- results ------------------------------------------------------------------
 
@@ -608,6 +613,8 @@ class Pool(_BasePool):
     the module docstring for the differences from CPython (worker death,
     per-task ``timeout=``, ``terminate()``)."""
 
+    _counter = itertools.count().__next__
+
     def __init__(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None,
                  context=None, *, task_timeout=None):
         if processes is None:
@@ -623,6 +630,7 @@ class Pool(_BasePool):
             context = None  # the executor refuses fork with a task limit; a zygote forks
         ex = ProcessPoolExecutor(processes, context, initializer, initargs,
                                  max_tasks_per_child=maxtasksperchild, task_timeout=task_timeout)
+        ex._plait_name = "Pool-%d" % Pool._counter()  # as plait.debug shows it
         self._setup(processes, ex)
         # As CPython's Pool: the workers start now, not at the first task.
         begin = getattr(ex, "_plait_begin", None)

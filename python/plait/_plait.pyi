@@ -36,6 +36,7 @@ __all__ = [
     "_worker_malloc_tuning",
     "_ClaimPage",
     "_ProcessPoolCore",
+    "_debug_workers",
     "_shm_put",
     "_shm_take",
     "_Channel",
@@ -287,6 +288,12 @@ class _FutureCore:
     def _done_callbacks(self) -> list[Callable[[Any], object]]: ...
     @property
     def _waiter_idents(self) -> list[int]: ...
+    @property
+    def _debug_id(self) -> int: ...
+    def _plait_label(self, func: Any) -> None: ...
+    def _plait_submit_labelled(self, submit: Callable[[], Any]) -> Any: ...
+    @property
+    def _plait_probe(self) -> tuple[int, str, str, str, tuple[str, int] | None]: ...
 
 @disjoint_base
 class _ThreadPoolCore:
@@ -323,6 +330,8 @@ def _executor_map(
     timeout: float | None,
     buffersize: int | None,
     executor_ref: Any,
+    *,
+    label_func: Any = None,
 ) -> _MapIterator: ...
 
 @final
@@ -348,6 +357,7 @@ class _ProcessPoolCore:
         zygote: tuple[int, int] | None,
         *,
         claims: _ClaimPage | None = None,
+        name: str | None = None,
     ) -> None: ...
     @property
     def _plait_started(self) -> bool: ...
@@ -356,6 +366,8 @@ class _ProcessPoolCore:
     def _plait_wait_stopped(self, timeout: float | None = None) -> bool: ...
     @property
     def _broken(self) -> str | bool: ...
+
+def _debug_workers() -> list[dict[str, Any]]: ...
 
 @final
 class _Channel:

@@ -128,7 +128,9 @@ class DelayedFuture(Future):
             if self._plait_state != _WAITING:
                 return
             try:
-                inner = self._plait_submit()
+                # The executor's future gets this one's label (the call's
+                # function and where schedule() was called).
+                inner = self._plait_submit_labelled(self._plait_submit)
             except BaseException as exc:  # e.g. the pool broke meanwhile
                 inner, error = None, exc
                 self._plait_state = _FAILED
@@ -159,12 +161,14 @@ class DelayedFuture(Future):
             pass
 
 
-def schedule_later(executor, submit, delay):
-    """A ``DelayedFuture`` for ``submit()`` (which hands the call to
-    ``executor``), called on the shared timer thread after ``delay``
-    seconds."""
+def schedule_later(executor, submit, delay, fn):
+    """A ``DelayedFuture`` for ``submit()`` (which hands the call of ``fn``
+    to ``executor``), called on the shared timer thread after ``delay``
+    seconds. ``plait.debug`` shows the future as a call of ``fn`` made
+    where ``schedule`` was called."""
     pending = _pending_of(executor)
     fut = DelayedFuture()
+    fut._plait_label(fn)
     fut._plait_pending = pending
     fut._plait_submit = submit
     fut._plait_inner = None

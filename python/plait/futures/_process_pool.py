@@ -86,6 +86,8 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
 
     __module__ = "plait.futures"
 
+    _counter = itertools.count().__next__
+
     def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(),
                  *, max_tasks_per_child=None, task_timeout=None):
         if max_workers is None:
@@ -111,6 +113,8 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
         self._initargs = tuple(initargs)
         self._max_tasks_per_child = max_tasks_per_child
         self._task_timeout = task_timeout
+        # What plait.debug calls the pool (plait.process.Pool renames its own).
+        self._plait_name = "ProcessPoolExecutor-%d" % self._counter()
         if self._plait_method == "spawn":
             self._plait_setup()  # fail now if it cannot travel
         _live_process_pools.add(self)
@@ -164,7 +168,8 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
             else:
                 setup, fds = self._plait_setup(claims)
             self._plait_start(_sys.executable, self._max_workers, self._max_tasks_per_child,
-                              setup, fds, self._task_timeout, zygote, claims=claims)
+                              setup, fds, self._task_timeout, zygote, claims=claims,
+                              name=getattr(self, "_plait_name", None))
 
     def submit(self, fn, /, *args, **kwargs):
         if not self._plait_started:
@@ -190,7 +195,7 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
         if not delay:
             return self._plait_submit_call(fn, args, kwargs, timeout)
         submit = functools.partial(self._plait_submit_call, fn, args, kwargs, timeout)
-        return _delayed.schedule_later(self, submit, delay)
+        return _delayed.schedule_later(self, submit, delay, fn)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         """``map`` in the pool; ``chunksize`` items travel per message.
@@ -204,7 +209,8 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
         it = zip(*iterables)
         chunks = iter(lambda: list(itertools.islice(it, chunksize)), [])
         chunk_fn = functools.partial(_process_chunk, fn)
-        results = _executor_map(self, chunk_fn, zip(chunks), timeout, buffersize, weakref.ref(self))
+        results = _executor_map(self, chunk_fn, zip(chunks), timeout, buffersize, weakref.ref(self),
+                                label_func=fn)
         return itertools.chain.from_iterable(results)
 
     def shutdown(self, wait=True, *, cancel_futures=False, kill_workers=False):

@@ -81,7 +81,7 @@ class ThreadPoolExecutor(_ThreadPoolCore, _cf_thread.ThreadPoolExecutor):
         kwargs = dict(kwargs) if kwargs else {}
         if not delay:
             return self.submit(fn, *args, **kwargs)
-        return _delayed.schedule_later(self, _delayed.submit_call(self, fn, args, kwargs), delay)
+        return _delayed.schedule_later(self, _delayed.submit_call(self, fn, args, kwargs), delay, fn)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         """Refuse new work; with ``cancel_futures``, cancel what has not

@@ -309,6 +309,11 @@ impl<T, W> Policy<T, W> {
         self.workers[wi].inflight.front().map(|f| f.task.id)
     }
 
+    /// The task worker `wi` executes and since when.
+    pub fn executing_task(&self, wi: usize) -> Option<(&Task<T>, Instant)> {
+        self.workers[wi].inflight.front().map(|f| (&f.task, f.since))
+    }
+
     /// The worker executing task `id`.
     pub fn executor_of(&self, id: u64) -> Option<usize> {
         self.workers.iter().position(|s| s.inflight.front().is_some_and(|f| f.task.id == id))

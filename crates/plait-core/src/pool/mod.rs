@@ -37,7 +37,7 @@ pub mod worker;
 
 pub use claim::{CancelOutcome, Claims, Ticket};
 pub use dispatch::{Ending, Executing, Failure, Policy, Task};
-pub use supervisor::{Config, Shared};
+pub use supervisor::{Config, Shared, WorkerInfo};
 pub use worker::Zygote;
 
 /// Whether a task could be marked running without the interpreter.
@@ -87,6 +87,18 @@ pub trait Host: Send + 'static {
 
     /// The task ended without a result: failed, or cancelled before it ran.
     fn ended(&self, task: Self::Task, how: Ending, pending: &mut Vec<Self::Pending>);
+
+    /// Worker process `pid` executes `task` from now on (for
+    /// `plait.debug`: its future shows what runs it). Called detached when a
+    /// task becomes a worker's executing one, before it is marked running,
+    /// and again on later turns while it is (cheap and idempotent).
+    fn runs_in(&self, _task: &Self::Task, _pid: u32) {}
+
+    /// The id `plait.debug` knows `task` by (its future's), for
+    /// [`Shared::workers`]; 0 for none.
+    fn debug_id(&self, _task: &Self::Task) -> usize {
+        0
+    }
 
     /// Attached, once per batch: make the `pending` completions in order,
     /// then mark the tasks of `starting` running, pushing those that are

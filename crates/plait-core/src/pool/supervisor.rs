@@ -16,7 +16,9 @@
 //!    frames in one write;
 //! 7. once shut down with nothing left, closes every socket, reaps every
 //!    child and says it stopped;
-//! 8. waits for input, a command or the next time limit.
+//! 8. publishes which worker executes what (for `plait.debug`:
+//!    [`Shared::workers`]) and waits for input, a command or the next time
+//!    limit.
 //!
 //! It needs no interpreter to move bytes: tasks arrive pickled, and results
 //! are handed to the host as bytes.
@@ -47,6 +49,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// One live worker as `plait.debug` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub pid: u32,
+    /// The [`Host::debug_id`] of the task it executes, if any.
+    pub task: Option<usize>,
+    /// Monotonic ns (`CLOCK_MONOTONIC`) since it executes that task.
+    pub since_ns: Option<u64>,
+}
+
 /// What the pool's owner (the binding's object) and its supervisor share.
 pub struct Shared<T> {
     cmds: Mutex<VecDeque<Cmd<T>>>,
@@ -61,6 +73,8 @@ pub struct Shared<T> {
     closed: AtomicBool,
     shut: AtomicBool,
     executing: Arc<Executing>,
+    /// The live workers as of the supervisor's last turn (`plait.debug`).
+    workers: Mutex<Vec<WorkerInfo>>,
 }
 
 impl<T> Shared<T> {
@@ -81,6 +95,7 @@ impl<T> Shared<T> {
             closed: AtomicBool::new(false),
             shut: AtomicBool::new(false),
             executing: Arc::new(Executing::new()),
+            workers: Mutex::new(Vec::new()),
         })
     }
 
@@ -154,6 +169,26 @@ impl<T> Shared<T> {
         self.shut.load(Ordering::Acquire)
     }
 
+    /// The live workers and what each executes, as of the supervisor's
+    /// last turn; `None` if the supervisor is publishing right now (never
+    /// waits: snapshots are taken from anywhere, even attached).
+    pub fn workers(&self) -> Option<Vec<WorkerInfo>> {
+        for _ in 0..64 {
+            match self.workers.try_lock() {
+                Ok(w) => return Some(w.clone()),
+                Err(std::sync::TryLockError::Poisoned(e)) => return Some(e.into_inner().clone()),
+                Err(std::sync::TryLockError::WouldBlock) => std::hint::spin_loop(),
+            }
+        }
+        None
+    }
+
+    fn publish(&self, workers: &[WorkerInfo]) {
+        let mut w = lock(&self.workers);
+        w.clear();
+        w.extend_from_slice(workers);
+    }
+
     /// Set once every worker has stopped: wait on it.
     pub fn stopped(&self) -> &Event {
         &self.done
@@ -195,6 +230,8 @@ fn supervise<H: Host>(shared: Arc<Shared<H::Task>>, host: H, cfg: Config) {
     let mut cmds: VecDeque<Cmd<H::Task>> = VecDeque::new();
     let mut ended: Vec<(H::Task, Ending)> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
+    let mut published: Vec<WorkerInfo> = Vec::new();
+    let mut seen: Vec<WorkerInfo> = Vec::new();
     loop {
         let mut done: Vec<H::Pending> = Vec::new();
         // 1. Commands.
@@ -291,6 +328,8 @@ fn supervise<H: Host>(shared: Arc<Shared<H::Task>>, host: H, cfg: Config) {
                 started.push((wi, t));
                 continue;
             }
+            // Its future shows its worker from the moment it runs.
+            host.runs_in(&t.handle, policy.io(wi).child.id());
             match host.try_start(&t.handle) {
                 Start::Running => started.push((wi, t)),
                 Start::Cancelled => refused.push(t),
@@ -321,7 +360,9 @@ fn supervise<H: Host>(shared: Arc<Shared<H::Task>>, host: H, cfg: Config) {
             let slot = t.slot() as u32;
             frame::push(&mut policy.io_mut(wi).wbuf, frame::TASK, &[&t.id.to_le_bytes(), &slot.to_le_bytes(), &t.payload]);
             policy.sent(wi, t, now);
+            let pid = policy.io(wi).child.id();
             if let Some(h) = policy.take_promoted(wi) {
+                host.runs_in(h, pid);
                 host.promoted(h);
             }
         }
@@ -345,10 +386,13 @@ fn supervise<H: Host>(shared: Arc<Shared<H::Task>>, host: H, cfg: Config) {
             if !done.is_empty() {
                 host.deliver(std::mem::take(&mut done), Vec::new(), &mut Vec::new(), &mut Vec::new());
             }
+            shared.publish(&[]);
             shared.set_stopped();
             return;
         }
-        // 8. Wait for input, a command or the next deadline.
+        // 8. Say which worker executes what.
+        publish_workers(&policy, &host, &shared, &mut seen, &mut published);
+        // Wait for input, a command or the next deadline.
         let next_deadline = match (policy.next_deadline(), policy.next_take_back()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -388,6 +432,40 @@ fn supervise<H: Host>(shared: Arc<Shared<H::Task>>, host: H, cfg: Config) {
     }
 }
 
+/// Tell each executing task's future its worker (a task handed back by a
+/// dead worker and sent again becomes executing without a promotion) and
+/// publish the workers for [`Shared::workers`] if anything changed.
+fn publish_workers<H: Host>(
+    policy: &Policy<H::Task, Conn>,
+    host: &H,
+    shared: &Shared<H::Task>,
+    seen: &mut Vec<WorkerInfo>,
+    published: &mut Vec<WorkerInfo>,
+) {
+    seen.clear();
+    for wi in 0..policy.workers() {
+        let pid = policy.io(wi).child.id();
+        let (task, since_ns) = match policy.executing_task(wi) {
+            Some((t, since)) => {
+                let id = host.debug_id(&t.handle);
+                match published.iter().find(|w| w.pid == pid && w.task == Some(id)) {
+                    Some(w) => (w.task, w.since_ns),
+                    None => {
+                        host.runs_in(&t.handle, pid);
+                        (Some(id), Some(crate::debug::instant_to_ns(since)))
+                    }
+                }
+            }
+            None => (None, None),
+        };
+        seen.push(WorkerInfo { pid, task, since_ns });
+    }
+    if seen != published {
+        shared.publish(seen);
+        std::mem::swap(seen, published);
+    }
+}
+
 /// Read everything worker `wi` sent so far and act on its frames; `true`
 /// if its socket closed.
 fn read_worker<H: Host>(
@@ -419,7 +497,9 @@ fn read_worker<H: Host>(
             frame::RESULT | frame::ERROR => {
                 let Some((id, body)) = f.task() else { continue };
                 let Some(task) = policy.result(wi, id, now) else { continue };
+                let pid = policy.io(wi).child.id();
                 if let Some(h) = policy.take_promoted(wi) {
+                    host.runs_in(h, pid);
                     host.promoted(h);
                 }
                 results = true;

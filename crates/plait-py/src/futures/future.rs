@@ -16,6 +16,7 @@
 //! worker's bytes, without the interpreter (`finish_pickled_detached`); the
 //! first reader decodes them (see `pickled.rs`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -26,10 +27,11 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
+use super::label::Pending;
 use super::pickled::{decode_pickled, Pickled};
 use super::Obj;
 use crate::errors;
-use crate::wait::{deadline_in, detached, seconds};
+use crate::wait::{deadline_in, detached, interrupted_error, seconds};
 
 fn invalid_state(py: Python<'_>, state: State, fut: &Bound<'_, PyAny>) -> PyErr {
     let repr = fut.repr().map(|r| r.to_string()).unwrap_or_default();
@@ -66,6 +68,10 @@ pub struct FutureCore {
     /// A finished outcome still in pickled form (set by a process pool
     /// without the interpreter), decoded by the first reader.
     pickled: Mutex<Option<Pickled>>,
+    /// The `plait.debug` label captured at submit and not made yet (see
+    /// `label.rs`); `has_label` says whether there is one, without the lock.
+    label: Mutex<Option<Pending>>,
+    has_label: AtomicBool,
     _fork: Registration,
 }
 
@@ -83,7 +89,36 @@ impl FutureCore {
             interop: Mutex::new(Interop::default()),
             pool: std::sync::OnceLock::new(),
             pickled: Mutex::new(None),
+            label: Mutex::new(None),
+            has_label: AtomicBool::new(false),
             _fork: reg,
+        }
+    }
+
+    /// Keep `label` to be made later (see `label.rs`).
+    #[inline]
+    pub(crate) fn defer_label(&self, label: Option<Pending>) {
+        if let Some(l) = label {
+            *self.label.lock() = Some(l);
+            self.has_label.store(true, Ordering::Release);
+        }
+    }
+
+    /// Make the label captured at submit, if it is not made yet (attached;
+    /// runs Python code, with no lock held).
+    #[inline]
+    pub(crate) fn make_label(&self, py: Python<'_>) {
+        if self.has_label.load(Ordering::Acquire) {
+            self.make_label_slow(py);
+        }
+    }
+
+    #[cold]
+    fn make_label_slow(&self, py: Python<'_>) {
+        let pending = self.label.lock().take();
+        self.has_label.store(false, Ordering::Release);
+        if let Some(p) = pending {
+            p.apply(py, &self.core.probe);
         }
     }
 
@@ -319,12 +354,14 @@ impl FutureCore {
     ) -> PyResult<Result<Obj, Obj>> {
         let mut done = self.core.state().is_done();
         if !done {
+            // A waiter shows in plait.debug's graph with what it waits for.
+            self.make_label(py);
             let core = &self.core;
             let (out, err) = detached(py, deadline, |ctx| core.wait(ctx));
             match out {
                 Outcome::Notified => done = true,
                 Outcome::TimedOut => {}
-                Outcome::Interrupted => return Err(err.expect("interrupted waits carry the exception")),
+                Outcome::Interrupted => return Err(interrupted_error(py, err)),
             }
         }
         let state = self.core.state();
@@ -540,6 +577,47 @@ impl FutureCore {
     #[getter]
     fn _waiter_idents(&self) -> Vec<u64> {
         self.core.waiters()
+    }
+
+    /// Label the future as a call of `func` submitted from the calling
+    /// Python code (outside plait's package), for `plait.debug`. The first
+    /// label stays; executors label their futures themselves.
+    fn _plait_label(&self, func: &Bound<'_, PyAny>) {
+        super::label::label_call(&self.core.probe, func);
+    }
+
+    /// `submit()`, with the futures it submits labelled as this one (a
+    /// delayed call's future hands its label to the executor's future for
+    /// it, submitted later from the timer thread).
+    fn _plait_submit_labelled<'py>(&self, submit: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        self.make_label(submit.py());
+        let p = &self.core.probe;
+        let label = super::label::Label { name: p.name().to_owned(), site: p.site().to_owned() };
+        super::label::submitting_as(&label, || submit.call0())
+    }
+
+    /// The id of this future in `plait.debug`'s raw state (its core's
+    /// address); `plait.debug` follows asyncio futures to it.
+    #[getter]
+    fn _debug_id(&self) -> usize {
+        plait_core::debug::id_of(&*self.core)
+    }
+
+    /// What `plait.debug` knows of this future: `(id, name, site, state,
+    /// runs_on)`, runs_on `None`, `("thread", ident)` or `("worker", pid)`.
+    /// (A private view for tests; snapshots read the core directly.)
+    #[getter]
+    fn _plait_probe<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        use plait_core::debug::RunsOn;
+        self.make_label(py);
+        let runs_on = match self.core.runs_on() {
+            RunsOn::Nothing => py.None().into_bound(py),
+            RunsOn::Thread(t) => ("thread", t).into_pyobject(py)?.into_any(),
+            RunsOn::Worker(p) => ("worker", p).into_pyobject(py)?.into_any(),
+        };
+        let p = &self.core.probe;
+        let id = plait_core::debug::id_of(&*self.core);
+        (id, p.name(), p.site(), self.core.state().name(), runs_on).into_pyobject(py)
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {

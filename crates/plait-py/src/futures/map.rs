@@ -15,6 +15,7 @@
 //! Rust; any other future through its `result` / `cancel` methods.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -22,6 +23,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyIterator, PyTuple};
 
 use super::future::FutureCore;
+use super::label::{self, Label};
 use super::thread_pool::ThreadPoolCore;
 use super::Obj;
 use crate::wait::deadline_in;
@@ -36,20 +38,32 @@ pub(crate) enum Submit {
 }
 
 impl Submit {
+    /// Submit one call; its future gets `label` (that of the `map` call).
     #[inline]
-    fn call(self, executor: &Bound<'_, PyAny>, func: &Obj, args: Bound<'_, PyTuple>) -> PyResult<Obj> {
+    fn call(
+        self,
+        executor: &Bound<'_, PyAny>,
+        func: &Obj,
+        args: Bound<'_, PyTuple>,
+        label: Option<&Arc<Label>>,
+    ) -> PyResult<Obj> {
         let py = executor.py();
         match self {
             Submit::ThreadPool => {
                 let pool = executor.cast::<ThreadPoolCore>()?;
-                let f = ThreadPoolCore::submit_impl(pool, func.clone_ref(py), args.unbind(), None)?;
+                let f = ThreadPoolCore::submit_impl(pool, func.clone_ref(py), args.unbind(), None, label)?;
                 Ok(f.into_any().unbind())
             }
             Submit::Method => {
                 let mut call = Vec::with_capacity(args.len() + 1);
                 call.push(func.bind(py).clone());
                 call.extend(args.iter());
-                Ok(executor.call_method1("submit", PyTuple::new(py, call)?)?.unbind())
+                let submit = || executor.call_method1("submit", PyTuple::new(py, call)?);
+                let f = match label {
+                    Some(l) => label::submitting_as(l, submit)?,
+                    None => submit()?,
+                };
+                Ok(f.unbind())
             }
         }
     }
@@ -66,6 +80,10 @@ struct MapState {
     /// Like a generator's `finally`, cancelling on drop happens only once
     /// iteration has begun (an unstarted map still runs every call).
     started: bool,
+    /// What `plait.debug` shows of each call's future: the mapped
+    /// function and the `map` call site (also for calls submitted later,
+    /// from `__next__`). None when tracking is off.
+    label: Option<Arc<Label>>,
 }
 
 /// The iterator `map` returns: results in input order.
@@ -99,6 +117,9 @@ fn result_or_cancel(py: Python<'_>, f: &Bound<'_, PyAny>, end: Option<Instant>) 
 impl MapIterator {
     /// Submit from `args_iter` through `executor` — everything now, or
     /// `buffersize` ahead — and return the iterator of results.
+    /// `label_func`: the function named in the futures' labels, if not
+    /// `func` (the process pool maps a chunking wrapper of it).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         executor: &Bound<'_, PyAny>,
         how: Submit,
@@ -107,7 +128,11 @@ impl MapIterator {
         timeout: Option<f64>,
         buffersize: Option<usize>,
         executor_ref: Obj,
+        label_func: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<MapIterator> {
+        let py = executor.py();
+        let label =
+            plait_core::debug::tracking().then(|| Arc::new(Label::of_call(label_func.unwrap_or(func.bind(py)))));
         let end = timeout.map(deadline_in);
         let mut pending = VecDeque::new();
         let it = args_iter.try_iter()?;
@@ -115,7 +140,9 @@ impl MapIterator {
         let mut reader = it.clone();
         while pending.len() < limit {
             match reader.next() {
-                Some(args) => pending.push_back(how.call(executor, &func, args?.cast_into::<PyTuple>()?)?),
+                Some(args) => {
+                    pending.push_back(how.call(executor, &func, args?.cast_into::<PyTuple>()?, label.as_ref())?)
+                }
                 None => break,
             }
         }
@@ -128,6 +155,7 @@ impl MapIterator {
                 pending,
                 end,
                 started: false,
+                label,
             }),
         })
     }
@@ -177,7 +205,7 @@ impl MapIterator {
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Obj>> {
         // Keep `buffersize` calls in flight: submit the next one first (no
         // lock held while user code — the input iterator — runs).
-        let (args, exec_ref, func, how, end) = {
+        let (args, exec_ref, func, how, end, label) = {
             let mut st = self.state.lock();
             st.started = true;
             if st.pending.is_empty() {
@@ -189,13 +217,14 @@ impl MapIterator {
                 st.func.clone_ref(py),
                 st.how,
                 st.end,
+                st.args.as_ref().and(st.label.clone()),
             )
         };
         if let Some(args) = args {
             let executor = exec_ref.bind(py).call0()?;
             if !executor.is_none() {
                 if let Some(next) = args.bind(py).cast::<PyIterator>()?.clone().next() {
-                    let f = how.call(&executor, &func, next?.cast_into::<PyTuple>()?)?;
+                    let f = how.call(&executor, &func, next?.cast_into::<PyTuple>()?, label.as_ref())?;
                     self.state.lock().pending.push_back(f);
                 }
             }
@@ -215,8 +244,10 @@ impl MapIterator {
 
 /// `Executor.map` for any executor whose `submit` returns futures (the
 /// process pool): the same iterator as the thread pool's `_plait_map`.
+/// `label_func`: the function `plait.debug` names the calls after, when
+/// `func` wraps it (chunks).
 #[pyfunction]
-#[pyo3(signature = (executor, func, args_iter, timeout, buffersize, executor_ref))]
+#[pyo3(signature = (executor, func, args_iter, timeout, buffersize, executor_ref, *, label_func = None))]
 pub fn _executor_map(
     executor: &Bound<'_, PyAny>,
     func: Obj,
@@ -224,6 +255,7 @@ pub fn _executor_map(
     timeout: Option<f64>,
     buffersize: Option<usize>,
     executor_ref: Obj,
+    label_func: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<MapIterator> {
-    MapIterator::start(executor, Submit::Method, func, args_iter, timeout, buffersize, executor_ref)
+    MapIterator::start(executor, Submit::Method, func, args_iter, timeout, buffersize, executor_ref, label_func)
 }

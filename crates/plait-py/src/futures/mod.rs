@@ -12,7 +12,9 @@
 //!   by the first reader, with the remote traceback as `__cause__`;
 //! - `thread_pool.rs`: `_ThreadPoolCore` and its `_Worker` threads, the
 //!   fork hook, the interpreter-exit flag;
-//! - `map.rs`: `_MapIterator`, the one `Executor.map` both executors use.
+//! - `map.rs`: `_MapIterator`, the one `Executor.map` both executors use;
+//! - `label.rs`: what `plait.debug` shows of a submitted future: the
+//!   callable's name and the call site.
 //!
 //! The exceptions are the standard library's, looked up in `errors.rs`. The
 //! process pool (`process/pool.rs`) builds on the items re-exported here.
@@ -21,12 +23,14 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
 mod future;
+mod label;
 mod map;
 mod pickled;
 mod thread_pool;
 
 // What the process pool (`process/pool.rs`) builds its futures from.
 pub(crate) use future::{run_callbacks_of, FutureCore, PoolTask};
+pub(crate) use label::label_call;
 pub(crate) use pickled::{decode_pickled, Pickled};
 
 type Obj = Py<PyAny>;

@@ -26,6 +26,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
 use super::future::FutureCore;
+use super::label::{Label, Pending};
 use super::map::{MapIterator, Submit};
 use super::Obj;
 use crate::errors;
@@ -136,7 +137,7 @@ impl ThreadPoolCore {
         args: Py<PyTuple>,
         kwargs: Option<Py<PyDict>>,
     ) -> PyResult<Obj> {
-        Ok(ThreadPoolCore::submit_impl(slf, func, args, kwargs)?.into_any().unbind())
+        Ok(ThreadPoolCore::submit_impl(slf, func, args, kwargs, None)?.into_any().unbind())
     }
 
     /// `Executor.map`: submit from `args_iter` (tuples, from
@@ -152,7 +153,7 @@ impl ThreadPoolCore {
         buffersize: Option<usize>,
         executor_ref: Obj,
     ) -> PyResult<MapIterator> {
-        MapIterator::start(slf.as_any(), Submit::ThreadPool, func, args_iter, timeout, buffersize, executor_ref)
+        MapIterator::start(slf.as_any(), Submit::ThreadPool, func, args_iter, timeout, buffersize, executor_ref, None)
     }
 
     /// Stop accepting work; with `cancel_futures`, cancel what is queued.
@@ -187,11 +188,14 @@ impl ThreadPoolCore {
 }
 
 impl ThreadPoolCore {
+    /// Queue a call; its future is labelled with `label`, or else from
+    /// `func` and the calling Python code (see `label.rs`).
     pub(super) fn submit_impl<'py>(
         slf: &Bound<'py, Self>,
         func: Obj,
         args: Py<PyTuple>,
         kwargs: Option<Py<PyDict>>,
+        label: Option<&Arc<Label>>,
     ) -> PyResult<Bound<'py, FutureCore>> {
         let py = slf.py();
         let shared = &slf.get().shared;
@@ -207,6 +211,11 @@ impl ThreadPoolCore {
             .ok_or_else(|| PyRuntimeError::new_err("ThreadPoolExecutor.__init__ was not called"))?;
         let future = ftype.bind(py).call0()?;
         let fut: Py<FutureCore> = future.cast::<FutureCore>()?.clone().unbind();
+        // Only captured here; made when the call starts (see `label.rs`).
+        fut.get().defer_label(match label {
+            Some(l) => Some(Pending::Made(Arc::clone(l))),
+            None => Pending::of_call(func.bind(py)),
+        });
         let ret = fut.clone_ref(py);
         let kwargs = kwargs.filter(|k| !k.bind(py).is_empty());
         let item = WorkItem { future: fut, func, args, kwargs };
@@ -314,6 +323,7 @@ fn run_item(py: Python<'_>, item: WorkItem) -> PyResult<()> {
     if !FutureCore::set_running_or_notify_cancel(fut)? {
         return Ok(());
     }
+    fut.get().make_label(py);
     let r = item.func.bind(py).call(item.args.bind(py), item.kwargs.as_ref().map(|k| k.bind(py)));
     let res = match r {
         Ok(v) => Resolution::Value(v.unbind()),

@@ -16,6 +16,8 @@
 //!   supervisor (the `Host` that pickles, completes futures and raises).
 //! * `spawn.rs`: the functions a zygote and a worker call on themselves
 //!   (fork a sibling, die with the parent, malloc tuning).
+//! * `debug.rs`: every pool's live workers and the task each runs, for
+//!   `plait.debug` (`workers_view`).
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -29,6 +31,7 @@ use pyo3::prelude::*;
 use crate::wait::detached;
 
 pub(crate) mod connection;
+pub(crate) mod debug;
 pub(crate) mod pool;
 pub(crate) mod queue;
 pub(crate) mod shm;
@@ -61,6 +64,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<connection::_Channel>()?;
     m.add_class::<queue::_ProcessQueueCore>()?;
     pool::register(m)?;
+    m.add_function(wrap_pyfunction!(debug::_debug_workers, m)?)?;
     spawn::register(m)?;
     shm::register(m)
 }

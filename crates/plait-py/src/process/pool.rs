@@ -25,7 +25,7 @@ use pyo3::types::{PyBytes, PyTuple};
 use crate::errors;
 use crate::futures::{decode_pickled, run_callbacks_of, FutureCore, Pickled, PoolTask};
 use crate::process::shm::ShmGuard;
-use crate::wait::{deadline_in, detached};
+use crate::wait::{deadline_in, detached, interrupted_error};
 
 type Obj = Py<PyAny>;
 
@@ -66,6 +66,16 @@ impl Host for PyHost {
     #[inline]
     fn promoted(&self, job: &Job) {
         job.future.get().mark_started();
+    }
+
+    #[inline]
+    fn runs_in(&self, job: &Job, pid: u32) {
+        job.future.get().core.set_worker(pid);
+    }
+
+    #[inline]
+    fn debug_id(&self, job: &Job) -> usize {
+        plait_core::debug::id_of(&*job.future.get().core)
     }
 
     #[inline]
@@ -267,7 +277,9 @@ impl ProcessPoolCore {
     /// and socket of a zygote the caller forked, which then forks workers.
     /// Does nothing after shutdown. `claims`: the page the workers were
     /// given (without one, cancel() cannot stop a prefetched task).
-    #[pyo3(signature = (python, max_workers, max_tasks_per_child, setup, inherit_fds, default_timeout, zygote, *, claims = None))]
+    /// `name`: what `plait.debug` calls the pool ("ProcessPoolExecutor-N",
+    /// "Pool-N").
+    #[pyo3(signature = (python, max_workers, max_tasks_per_child, setup, inherit_fds, default_timeout, zygote, *, claims = None, name = None))]
     #[allow(clippy::too_many_arguments)]
     fn _plait_start(
         &self,
@@ -279,6 +291,7 @@ impl ProcessPoolCore {
         default_timeout: Option<f64>,
         zygote: Option<(i32, i32)>,
         claims: Option<PyRef<'_, ClaimPage>>,
+        name: Option<String>,
     ) -> PyResult<()> {
         // SAFETY: the caller hands over this socket (it detached it from
         // its Python object), and the zygote is its child.
@@ -299,6 +312,10 @@ impl ProcessPoolCore {
             .map_err(|e| PyRuntimeError::new_err(format!("cannot start the pool supervisor: {e}")))?;
         self.started_in.store(plait_core::fork::generation(), Ordering::Relaxed);
         *thread = Some(handle);
+        drop(thread);
+        let name = name.unwrap_or_else(|| "ProcessPoolExecutor".to_owned());
+        let shared: Arc<dyn super::debug::PoolWorkers> = Arc::clone(&self.shared) as _;
+        super::debug::register(name, Arc::downgrade(&shared));
         Ok(())
     }
 
@@ -333,6 +350,7 @@ impl ProcessPoolCore {
         let dumps = crate::futures::dumps_call(py)?;
         let fut_obj = crate::futures::future_type(py)?.call0()?;
         let fut = fut_obj.cast::<FutureCore>()?;
+        crate::futures::label_call(&fut.get().core.probe, func.bind(py));
         let payload: Vec<u8> = match dumps.call1((func, args, kwargs)) {
             Ok(p) => p.cast::<PyBytes>()?.as_bytes().to_vec(),
             Err(e) => {
@@ -391,8 +409,8 @@ impl ProcessPoolCore {
         let deadline = timeout.map(deadline_in);
         let done = self.shared.stopped();
         let (out, err) = detached(py, deadline, |ctx| done.wait(ctx));
-        if let Some(e) = err {
-            return Err(e);
+        if out == plait_core::park::Outcome::Interrupted || err.is_some() {
+            return Err(interrupted_error(py, err));
         }
         let stopped = out == plait_core::park::Outcome::Notified;
         if stopped {
