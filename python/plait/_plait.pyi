@@ -36,7 +36,6 @@ __all__ = [
     "_worker_malloc_tuning",
     "_ClaimPage",
     "_ProcessPoolCore",
-    "_debug_workers",
     "_shm_put",
     "_shm_take",
     "_Channel",
@@ -293,7 +292,6 @@ class _FutureCore:
     def _plait_label(self, func: Any) -> None: ...
     def _plait_submit_labelled(self, submit: Callable[[], Any]) -> Any: ...
     @property
-    def _plait_probe(self) -> tuple[int, str, str, str, tuple[str, int] | None]: ...
 
 @disjoint_base
 class _ThreadPoolCore:
@@ -367,7 +365,6 @@ class _ProcessPoolCore:
     @property
     def _broken(self) -> str | bool: ...
 
-def _debug_workers() -> list[dict[str, Any]]: ...
 
 @final
 class _Channel:

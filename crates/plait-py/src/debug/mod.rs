@@ -287,9 +287,9 @@ pub fn _debug_state(py: Python<'_>, all: bool) -> PyResult<Bound<'_, PyDict>> {
     Ok(d)
 }
 
-/// The process pools' workers (filled in by the pools' own registry).
+/// The process pools' workers (from the pools' own registry).
 fn workers(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
-    Ok(PyList::empty(py))
+    crate::process::debug::workers_list(py)
 }
 
 /// What the core knows without the interpreter (no Python names or stacks):

@@ -2,9 +2,10 @@
 //!
 //! Every primitive's constructor takes a keyword-only `name=`; without it
 //! the primitive is known by its creation site, `"file:line"` of the first
-//! Python frame that is not plait's own code nor the standard library's
-//! `threading.py` / `queue.py` (so a Condition or Queue whose inner locks
-//! plait makes, or a patched `threading` module, report the user's line).
+//! Python frame that is not plait's own code, the standard library's
+//! `threading.py` / `queue.py`, nor asyncio (so a Condition or Queue whose
+//! inner locks plait makes, a patched `threading` module, or a future made
+//! by `loop.run_in_executor`, report the user's line).
 //!
 //! Cost: this runs on every construction, so it reads the frame stack
 //! through the C API (`PyEval_GetFrame`, `PyFrame_GetCode`, `co_filename`,
@@ -30,6 +31,8 @@ struct Skip {
     plait_dir: String,
     /// The standard library's `threading.py` and `queue.py`.
     files: Vec<String>,
+    /// asyncio's package directory, with a trailing `/`.
+    asyncio_dir: String,
 }
 
 impl Skip {
@@ -42,12 +45,17 @@ impl Skip {
         let plait_dir = file_of("plait._plait")
             .and_then(|f| f.rfind('/').map(|i| f[..=i].to_owned()))
             .unwrap_or_else(|| "\0".to_owned());
-        let files = ["threading", "queue"].iter().filter_map(|m| file_of(m)).collect();
-        Skip { plait_dir, files }
+        let files: Vec<String> = ["threading", "queue"].iter().filter_map(|m| file_of(m)).collect();
+        // Beside threading.py (not imported for this: asyncio is heavy).
+        let asyncio_dir = files
+            .first()
+            .and_then(|f| f.rfind('/').map(|i| format!("{}asyncio/", &f[..=i])))
+            .unwrap_or_else(|| "\0".to_owned());
+        Skip { plait_dir, files, asyncio_dir }
     }
 
     fn skips(&self, file: &str) -> bool {
-        file.starts_with(&self.plait_dir) || self.files.iter().any(|f| f == file)
+        file.starts_with(&self.plait_dir) || file.starts_with(&self.asyncio_dir) || self.files.iter().any(|f| f == file)
     }
 }
 

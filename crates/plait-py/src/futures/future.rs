@@ -592,7 +592,7 @@ impl FutureCore {
     fn _plait_submit_labelled<'py>(&self, submit: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.make_label(submit.py());
         let p = &self.core.probe;
-        let label = super::label::Label { name: p.name().to_owned(), site: p.site().to_owned() };
+        let label = super::label::Label { name: p.name().to_owned(), site: p.site().into() };
         super::label::submitting_as(&label, || submit.call0())
     }
 
@@ -601,23 +601,6 @@ impl FutureCore {
     #[getter]
     fn _debug_id(&self) -> usize {
         plait_core::debug::id_of(&*self.core)
-    }
-
-    /// What `plait.debug` knows of this future: `(id, name, site, state,
-    /// runs_on)`, runs_on `None`, `("thread", ident)` or `("worker", pid)`.
-    /// (A private view for tests; snapshots read the core directly.)
-    #[getter]
-    fn _plait_probe<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        use plait_core::debug::RunsOn;
-        self.make_label(py);
-        let runs_on = match self.core.runs_on() {
-            RunsOn::Nothing => py.None().into_bound(py),
-            RunsOn::Thread(t) => ("thread", t).into_pyobject(py)?.into_any(),
-            RunsOn::Worker(p) => ("worker", p).into_pyobject(py)?.into_any(),
-        };
-        let p = &self.core.probe;
-        let id = plait_core::debug::id_of(&*self.core);
-        (id, p.name(), p.site(), self.core.state().name(), runs_on).into_pyobject(py)
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {

@@ -3,26 +3,26 @@
 //!
 //! Executors label each future as it is submitted (`ThreadPoolExecutor`,
 //! `ProcessPoolExecutor`, `map`, `schedule`, `plait.process.Pool`). The
-//! call site comes from the interpreter's frames through the C API,
-//! skipping frames of plait's own package (its `submit` wrappers) to reach
-//! the caller's.
+//! call site is the primitives' creation site (`debug/site.rs`: the first
+//! frame outside plait and the standard library's wrappers, cached per
+//! line, shared as an `Arc`).
 //!
 //! **Deferred on the thread pool.** A thread pool's submit is a few hundred
-//! nanoseconds; making the two strings there (a `__qualname__` copy, a
-//! formatted `file:line`, two allocations, and two frees when the future
-//! goes) would add a third. So its submit only *captures* the label
-//! ([`Pending`]: the callable, the caller's code object and instruction
-//! offset — two references and an int) and the strings are made later,
-//! attached, off the submitting thread's path: by the worker thread when it
-//! starts the call, or by a thread about to wait for the future. A future
-//! still queued that nobody waits for shows no name yet. The process pool's
-//! submit (pickling, microseconds) labels at once ([`label_call`]).
+//! nanoseconds; copying the callable's `__qualname__` there (an allocation,
+//! and a free when the future goes) would add to it. So its submit only
+//! *captures* the label ([`Pending`]: the callable and the shared site) and
+//! the name is made later, attached, off the submitting thread's path: by
+//! the worker thread when it starts the call, or by a thread about to wait
+//! for the future. A future still queued that nobody waits for shows no
+//! name yet. The process pool's submit (pickling, microseconds) labels at
+//! once ([`label_call`]).
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use crate::debug::site::creation_site;
+
 use plait_core::debug::Probe;
-use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -35,18 +35,13 @@ const MAX_REPR: usize = 120;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Label {
     pub name: String,
-    pub site: String,
+    pub site: Arc<str>,
 }
 
 impl Label {
     /// The label of a call of `func` submitted from the calling Python code.
     pub(crate) fn of_call(func: &Bound<'_, PyAny>) -> Label {
-        let py = func.py();
-        let site = match caller_code(py) {
-            Some((code, lasti)) => site_of(code.bind(py), lasti),
-            None => String::new(),
-        };
-        Label { name: callable_name(func), site }
+        Label { name: callable_name(func), site: creation_site(func.py()) }
     }
 
     /// Put it on `probe` (the first label a probe gets stays).
@@ -92,9 +87,8 @@ pub(crate) fn label_call(probe: &Probe, func: &Bound<'_, PyAny>) {
 
 /// A label captured at submit and made later (see the module doc).
 pub(crate) enum Pending {
-    /// A call of `func` made at instruction `lasti` of `code` (`None`: no
-    /// Python frame outside plait).
-    Call { func: Py<PyAny>, code: Option<(Py<PyAny>, i32)> },
+    /// A call of `func` submitted at `site`.
+    Call { func: Py<PyAny>, site: Arc<str> },
     /// Made already, shared (every future of one `map`).
     Made(Arc<Label>),
 }
@@ -110,7 +104,7 @@ impl Pending {
         if let Some(l) = SUBMITTING_AS.with_borrow(|s| s.clone()) {
             return Some(Pending::Made(Arc::new(l)));
         }
-        Some(Pending::Call { func: func.clone().unbind(), code: caller_code(func.py()) })
+        Some(Pending::Call { func: func.clone().unbind(), site: creation_site(func.py()) })
     }
 
     /// Make the label and put it on `probe`. Runs Python code (attributes
@@ -118,13 +112,7 @@ impl Pending {
     pub(crate) fn apply(self, py: Python<'_>, probe: &Probe) {
         match self {
             Pending::Made(l) => l.apply(probe),
-            Pending::Call { func, code } => {
-                let site = match code {
-                    Some((code, lasti)) => site_of(code.bind(py), lasti),
-                    None => String::new(),
-                };
-                probe.label(Some(callable_name(func.bind(py))), site);
-            }
+            Pending::Call { func, site } => probe.label(Some(callable_name(func.bind(py))), site),
         }
     }
 }
@@ -176,66 +164,4 @@ fn partial_type(py: Python<'_>) -> &Bound<'_, PyType> {
                 .unwrap_or_else(|_| py.get_type::<pyo3::types::PyNone>().unbind())
         })
         .bind(py)
-}
-
-/// The directory of plait's Python package, with a trailing `/`.
-fn package_dir(py: Python<'_>) -> &str {
-    static DIR: PyOnceLock<String> = PyOnceLock::new();
-    DIR.get_or_init(py, || {
-        let file: Option<String> =
-            py.import("plait").and_then(|m| m.getattr("__file__")).and_then(|f| f.extract()).ok();
-        match file.as_deref().and_then(|f| f.rsplit_once('/')) {
-            Some((dir, _)) => format!("{dir}/"),
-            None => "\0".to_owned(), // matches no file name
-        }
-    })
-}
-
-/// The code object and instruction offset of the innermost Python frame
-/// of the calling thread that is not in plait's package; `None` if there is
-/// none (a call from plait's own threads, e.g. the timer).
-// MERGE: use crate::debug::site (the lead swaps in the shared helper).
-fn caller_code(py: Python<'_>) -> Option<(Py<PyAny>, i32)> {
-    let pkg = package_dir(py);
-    // SAFETY: attached (we hold `py`). PyEval_GetFrame returns a borrowed
-    // frame of this thread (or NULL), which we take a reference to;
-    // PyFrame_GetBack and PyFrame_GetCode return new references, each
-    // released here or handed to the result.
-    unsafe {
-        let mut frame = ffi::PyEval_GetFrame();
-        if frame.is_null() {
-            return None;
-        }
-        ffi::Py_INCREF(frame.cast());
-        let mut out = None;
-        while !frame.is_null() {
-            let code = Bound::from_owned_ptr(py, ffi::PyFrame_GetCode(frame).cast::<ffi::PyObject>());
-            let in_plait = code
-                .getattr(intern!(py, "co_filename"))
-                .ok()
-                .and_then(|f| f.cast_into::<PyString>().ok())
-                .is_some_and(|f| f.to_str().is_ok_and(|f| f.starts_with(pkg)));
-            if !in_plait {
-                out = Some((code.unbind(), ffi::PyFrame_GetLasti(frame)));
-                break;
-            }
-            let back = ffi::PyFrame_GetBack(frame);
-            ffi::Py_DECREF(frame.cast());
-            frame = back;
-        }
-        if !frame.is_null() {
-            ffi::Py_DECREF(frame.cast());
-        }
-        out
-    }
-}
-
-/// `file:line` of instruction `lasti` of `code`.
-fn site_of(code: &Bound<'_, PyAny>, lasti: i32) -> String {
-    let py = code.py();
-    let file = code.getattr(intern!(py, "co_filename")).map(|f| f.to_string()).unwrap_or_else(|_| "?".to_owned());
-    // SAFETY: `code` is a live code object (from PyFrame_GetCode), and
-    // PyCode_Addr2Line only reads it.
-    let line = unsafe { ffi::PyCode_Addr2Line(code.as_ptr().cast(), lasti) };
-    format!("{file}:{line}")
 }

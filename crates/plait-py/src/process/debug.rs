@@ -105,10 +105,9 @@ pub fn workers_view() -> Vec<WorkerView> {
     out
 }
 
-/// `_plait._debug_workers()`: [`workers_view`] as the `"workers"` entries
-/// of `plait.debug`'s raw state (times in seconds of `time.monotonic()`).
-#[pyfunction]
-pub fn _debug_workers(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
+/// [`workers_view`] as the `"workers"` entries of `plait.debug`'s raw
+/// state (`_debug_state`; times in seconds of `time.monotonic()`).
+pub fn workers_list(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
     let list = PyList::empty(py);
     for w in workers_view() {
         let d = PyDict::new(py);

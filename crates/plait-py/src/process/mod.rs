@@ -64,7 +64,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<connection::_Channel>()?;
     m.add_class::<queue::_ProcessQueueCore>()?;
     pool::register(m)?;
-    m.add_function(wrap_pyfunction!(debug::_debug_workers, m)?)?;
     spawn::register(m)?;
     shm::register(m)
 }

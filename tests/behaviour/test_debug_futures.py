@@ -2,10 +2,8 @@
 where it was submitted, and what runs it (a thread, a worker process); the
 process pools list their workers with the task each runs.
 
-Written against the raw state of ``_plait._debug_state(all=True)`` (see the
-design of issue 14). Where that is not built in yet, the same facts are read
-from the private views this area provides (``Future._plait_probe``,
-``_plait._debug_workers()``)."""
+Read from the raw state ``plait.debug`` builds its graph from
+(``_plait._debug_state(all=True)``)."""
 
 import multiprocessing as mp
 import os
@@ -19,8 +17,7 @@ import plait.futures as pf
 from plait import _plait
 from plait.process import Pool, ThreadPool
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "behaviour"))
-from _helpers import run_in_child  # noqa: E402
+from _helpers import run_in_child
 
 BOUND = 30.0
 
@@ -39,42 +36,24 @@ def here():
 
 
 def state():
-    fn = getattr(_plait, "_debug_state", None)
-    if fn is not None:
-        return fn(all=True)
-    return None
+    return _plait._debug_state(all=True)
 
 
 def future_id(fut):
-    assert fut._debug_id == fut._plait_probe[0]
     return fut._debug_id
 
 
 def entry(fut):
     """The PRIMITIVE entry of ``fut`` in the raw state."""
-    st = state()
-    if st is not None:
-        fid = future_id(fut)
-        found = [p for p in st["primitives"] if p["id"] == fid]
-        assert len(found) == 1, f"future {fid:#x} not in the state"
-        assert found[0]["kind"] == "future"
-        return found[0]
-    fid, name, site, st_name, runs_on = fut._plait_probe
-    return {
-        "id": fid,
-        "kind": "future",
-        "name": name,
-        "site": site,
-        "state": st_name,
-        "runs_on": None if runs_on is None else {runs_on[0]: runs_on[1]},
-    }
+    fid = future_id(fut)
+    found = [p for p in state()["primitives"] if p["id"] == fid]
+    assert len(found) == 1, f"future {fid:#x} not in the state"
+    assert found[0]["kind"] == "future"
+    return found[0]
 
 
 def workers():
-    st = state()
-    if st is not None:
-        return st["workers"]
-    return _plait._debug_workers()
+    return state()["workers"]
 
 
 def _block(started, release, out):
@@ -137,7 +116,7 @@ def test_thread_pool_map_and_schedule_are_labelled():
         # A delayed call: its future and the executor's future for it carry
         # the schedule() call site.
         f = ex.schedule(_block, (started, release, out), delay=0.01); site = here()  # noqa: E702
-        assert (f._plait_probe[1], f._plait_probe[2]) == ("_block", site)
+        assert (entry(f)["name"], entry(f)["site"]) == ("_block", site)
         assert started.wait(BOUND)
         wait_until(lambda: f._plait_inner is not None, "the delayed call was handed over")
         inner = entry(f._plait_inner)
