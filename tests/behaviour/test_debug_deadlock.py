@@ -105,10 +105,12 @@ def test_snapshot_shows_the_cross_kind_cycle():
     box = {}
 
     def owner(pool):
-        with lock:
-            box["fut"] = pool.submit(lambda: lock.acquire() and lock.release())
-            held.set()
-            box["fut"].result()
+        # Takes the lock and never releases it: the test does (a plain
+        # Lock may be released by any thread), which breaks the cycle.
+        lock.acquire()
+        box["fut"] = pool.submit(lambda: lock.acquire() and lock.release())
+        held.set()
+        box["fut"].result()
         release.set()
 
     with ThreadPoolExecutor(max_workers=1) as pool:
