@@ -23,11 +23,11 @@ import time
 
 from .common import PLAIT_NAME, STDLIB_NAME, DemoContext, RunResult, section
 
-#: The program, written against ``threading``; ``{sync}`` is the module the
-#: run swaps in (``threading`` or ``plait.sync``).
+#: The program, written against ``threading``; ``{sync}`` is the module its
+#: locks come from (``threading`` or ``plait.sync``).
 BANK = textwrap.dedent(
     """
-    import faulthandler, sys, time
+    import faulthandler, sys, threading
     import {sync} as sync
 
     checking = sync.Lock({named_checking})
@@ -43,9 +43,9 @@ BANK = textwrap.dedent(
                 balances[dst] += amount
 
     tellers = [
-        sync.Thread(target=transfer, name="teller-1",
+        threading.Thread(target=transfer, name="teller-1",
                     args=("checking", "savings", checking, savings, 10)),
-        sync.Thread(target=transfer, name="teller-2",
+        threading.Thread(target=transfer, name="teller-2",
                     args=("savings", "checking", savings, checking, 20)),
     ]
     for t in tellers:
