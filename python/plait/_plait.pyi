@@ -21,6 +21,11 @@ __all__ = [
     "_debug_state",
     "_debug_stats",
     "_debug_configure",
+    "_agent_status",
+    "_agent_before_fork",
+    "_agent_after_fork_parent",
+    "_agent_after_fork_child",
+    "_agent_atexit",
     "_QueueCore",
     "SimpleQueue",
     "_FutureCore",
@@ -232,6 +237,14 @@ def _debug_configure(
     tracking: bool | None = None,
 ) -> dict[str, Any]: ...
 
+# The inspect agent (python -m plait inspect): its state, and its fork and
+# exit hooks (registered with os.register_at_fork and atexit at import).
+def _agent_status() -> dict[str, Any]: ...
+def _agent_before_fork() -> None: ...
+def _agent_after_fork_parent() -> None: ...
+def _agent_after_fork_child() -> None: ...
+def _agent_atexit() -> None: ...
+
 @disjoint_base
 class _QueueCore(Generic[_T]):
     maxsize: int
@@ -291,7 +304,6 @@ class _FutureCore:
     def _debug_id(self) -> int: ...
     def _plait_label(self, func: Any) -> None: ...
     def _plait_submit_labelled(self, submit: Callable[[], Any]) -> Any: ...
-    @property
 
 @disjoint_base
 class _ThreadPoolCore:

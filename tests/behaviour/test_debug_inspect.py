@@ -210,20 +210,20 @@ def test_inspection_off_means_no_socket(child_factory, env):
     assert c.alive()
 
 
-def test_agent_set_turns_the_socket_off_and_on():
+def test_configure_inspect_turns_the_socket_off_and_on():
     before = _plait._agent_status()
     try:
-        _plait._agent_set(True)
+        _plait._debug_configure(inspect=True)
         path = Path(_plait._agent_status()["path"])
         assert path.exists()
-        _plait._agent_set(False)
+        _plait._debug_configure(inspect=False)
         st = _plait._agent_status()
         assert not st["running"] and st["path"] is None
         assert not path.exists()
-        _plait._agent_set(True)
+        _plait._debug_configure(inspect=True)
         assert Path(_plait._agent_status()["path"]) == path and path.exists()
     finally:
-        _plait._agent_set(before["enabled"])
+        _plait._debug_configure(inspect=before["enabled"])
 
 
 def test_insecure_runtime_dir_is_not_used(child_factory, tmp_path):
@@ -283,7 +283,7 @@ RAW_FORK = READY + """
     pid = ctypes.PyDLL(None).fork()  # not os.fork: no at-fork hooks run
     if pid == 0:
         st = _plait._agent_status()  # the parent's agent is not ours
-        _plait._agent_set(True)
+        _plait._debug_configure(inspect=True)
         mine = _plait._agent_status()["path"]
         os.write(w, json.dumps([st["running"], mine]).encode())
         sys.stdin.read()

@@ -337,7 +337,7 @@ def run(opts: argparse.Namespace) -> int:
     try:
         from plait import _plait
 
-        _plait._agent_set(False)
+        _plait._debug_configure(inspect=False)
     except Exception:  # noqa: BLE001 - listing works without our own agent
         pass
     if opts.pid is None:

@@ -103,7 +103,7 @@ struct Running {
 }
 
 struct State {
-    /// What the user asked for (environment at import, `_agent_set`).
+    /// What the user asked for (environment at import, `_debug_configure(inspect=)`).
     enabled: bool,
     /// Set by the exit hook: nothing starts afterwards.
     closed: bool,
@@ -573,10 +573,10 @@ pub fn threads_besides_agent() -> Option<usize> {
 // ---------------------------------------------------------------------------
 // The Python-facing switch and hooks
 
-/// Turn the agent on or off at run time (the `_debug_configure(inspect=)`
-/// and `_agent_set` entry point). Turning it on fails with `OSError` when no
-/// safe socket directory can be made; off stops the thread and removes the
-/// socket.
+/// Turn the agent on or off at run time (`_debug_configure(inspect=)`,
+/// `plait.debug.enable(inspect=)`). Turning it on fails with `OSError` when
+/// no safe socket directory can be made; off stops the thread and removes
+/// the socket.
 pub fn set_enabled(py: Python<'_>, enabled: bool) -> PyResult<()> {
     if enabled {
         let mut st = STATE.lock();
@@ -602,12 +602,6 @@ pub fn set_enabled(py: Python<'_>, enabled: bool) -> PyResult<()> {
 pub fn is_enabled() -> bool {
     let st = STATE.lock();
     st.enabled && !st.closed
-}
-
-/// `_plait._agent_set(enabled)`: see [`set_enabled`].
-#[pyfunction]
-fn _agent_set(py: Python<'_>, enabled: bool) -> PyResult<()> {
-    set_enabled(py, enabled)
 }
 
 /// `_plait._agent_status() -> dict`: enabled, running, path (str or None),
@@ -721,7 +715,6 @@ fn _agent_atexit(py: Python<'_>) {
 /// and start the agent unless the environment turns it off.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    m.add_function(wrap_pyfunction!(_agent_set, m)?)?;
     m.add_function(wrap_pyfunction!(_agent_status, m)?)?;
     m.add_function(wrap_pyfunction!(_agent_before_fork, m)?)?;
     m.add_function(wrap_pyfunction!(_agent_after_fork_parent, m)?)?;
