@@ -82,11 +82,12 @@ pub fn detached<R: Send>(
     f: impl FnOnce(&WaitCtx<'_>) -> R + Send,
 ) -> (R, Option<PyErr>) {
     let intr = Interrupt::default();
-    let watch = Watch::new();
     let main = is_main_thread();
+    let slice = if main { Some(SLICE) } else { Watch::slice() };
+    let watch = Watch::new(slice.unwrap_or(SLICE));
     let check = || (main && intr.check()) || watch.tick();
     let mut ctx = WaitCtx::until(deadline).refusable();
-    if let Some(slice) = if main { Some(SLICE) } else { Watch::slice() } {
+    if let Some(slice) = slice {
         ctx = ctx.with_interrupt(&check, slice);
     }
     let r = py.detach(|| f(&ctx));
@@ -96,10 +97,11 @@ pub fn detached<R: Send>(
 /// Run `f` detached and uninterruptible (re-taking a lock we must hold):
 /// never refused, and signals wait; the `plait.debug` watch still looks.
 pub fn detached_uninterruptible<R: Send>(py: Python<'_>, f: impl FnOnce(&WaitCtx<'_>) -> R + Send) -> R {
-    let watch = Watch::new();
+    let slice = Watch::slice();
+    let watch = Watch::new(slice.unwrap_or(SLICE));
     let check = || watch.tick();
     let mut ctx = WaitCtx::forever();
-    if let Some(slice) = Watch::slice() {
+    if let Some(slice) = slice {
         ctx = ctx.with_interrupt(&check, slice);
     }
     py.detach(|| f(&ctx))

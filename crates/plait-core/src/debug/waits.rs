@@ -27,7 +27,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{instant_to_ns, now_ns, Holder, Inspect, Kind};
 use crate::park::WaitCtx;
@@ -167,21 +167,20 @@ pub struct Refused;
 /// A thread's registration in the wait table; removes it when dropped.
 pub struct WaitGuard {
     me: u64,
-    start: Instant,
+    /// Monotonic ns when the wait started (also the table entry's `since`).
+    start_ns: u64,
     /// The wait this one interrupted (a report written from inside a wait
     /// may itself wait), put back when this one ends.
     outer: Option<Entry>,
 }
 
 impl WaitGuard {
-    /// When the wait started.
-    pub fn started(&self) -> Instant {
-        self.start
-    }
-
-    /// Nanoseconds since the wait started.
+    /// Nanoseconds since the wait started (0 when tracking is off).
     pub fn elapsed_ns(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        if self.start_ns == 0 {
+            return 0;
+        }
+        now_ns().saturating_sub(self.start_ns)
     }
 }
 
@@ -208,16 +207,16 @@ impl Drop for WaitGuard {
 pub fn begin_wait(target: &(dyn Inspect + 'static), ctx: &WaitCtx<'_>) -> Result<WaitGuard, Refused> {
     let deadline = ctx.deadline;
     let me = ident();
-    let start = Instant::now();
     if cfg!(loom) || !super::tracking() {
         // Tracking is off; or loom, which models the primitives' protocols:
         // the table's spin mutex would spin forever across its preemption
         // points.
-        return Ok(WaitGuard { me: 0, start, outer: None });
+        return Ok(WaitGuard { me: 0, start_ns: 0, outer: None });
     }
+    let start_ns = now_ns();
     let entry = Entry {
         target: Target(target as *const dyn Inspect),
-        since_ns: now_ns(),
+        since_ns: start_ns,
         deadline_ns: deadline.map(instant_to_ns),
     };
     let m = mode();
@@ -227,7 +226,7 @@ pub fn begin_wait(target: &(dyn Inspect + 'static), ctx: &WaitCtx<'_>) -> Result
         let found = if m >= Mode::Report { find_cycle(&t, me) } else { None };
         (found, outer)
     };
-    let guard = WaitGuard { me, start, outer };
+    let guard = WaitGuard { me, start_ns, outer };
     if let Some(cycle) = found {
         if cycle.certain {
             if m == Mode::Raise && ctx.refusable {

@@ -107,17 +107,21 @@ static STALLS: Mutex<Option<HashSet<StallKey>>> = Mutex::new(None);
 const LONGEST_GAP: Duration = Duration::from_secs(32);
 
 /// A parked thread's periodic look at the wait table (the interrupt check
-/// of every binding wait, see `wait::detached`).
+/// of every binding wait, see `wait::detached`). Free to make: the clock is
+/// first read on the first wakeup, one slice into the wait.
 pub struct Watch {
-    next: Mutex<(Instant, Duration)>,
+    slice: Duration,
+    next: Mutex<Option<(Instant, Duration)>>,
 }
 
 impl Watch {
-    pub fn new() -> Self {
-        Watch { next: Mutex::new((Instant::now() + PATIENCE, PATIENCE)) }
+    /// A watch for a wait that wakes every `slice` to run [`Watch::tick`].
+    pub fn new(slice: Duration) -> Self {
+        Watch { slice, next: Mutex::new(None) }
     }
 
-    /// How often the wait must wake to run [`Watch::tick`], if at all.
+    /// How often a non-main thread's wait must wake to run
+    /// [`Watch::tick`], if at all.
     pub fn slice() -> Option<Duration> {
         if !plait_core::debug::tracking() || waits::mode() == Mode::Off {
             return waits::stall();
@@ -131,12 +135,19 @@ impl Watch {
         let now = Instant::now();
         {
             let mut next = self.next.lock();
-            if now < next.0 {
+            let (due, gap) = *next.get_or_insert_with(|| {
+                // The first wakeup, one slice into the wait: the first look
+                // is due PATIENCE (or the stall time, if shorter) after
+                // the wait began.
+                let first = waits::stall().map_or(PATIENCE, |s| s.min(PATIENCE));
+                (now + first.saturating_sub(self.slice), first)
+            });
+            if now < due {
                 return false;
             }
-            let gap = (next.1 * 2).min(LONGEST_GAP);
+            let gap = (gap * 2).min(LONGEST_GAP);
             let gap = waits::stall().map_or(gap, |s| gap.min(s));
-            *next = (now + gap, gap);
+            *next = Some((now + gap, gap));
         }
         if waits::mode() != Mode::Off {
             if let Some(cycle) = waits::current_cycle() {
@@ -183,12 +194,6 @@ impl Watch {
                 e.write_unraisable(py, None);
             }
         });
-    }
-}
-
-impl Default for Watch {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
