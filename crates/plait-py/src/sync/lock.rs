@@ -437,45 +437,88 @@ impl RLock {
 // acquired). Nothing here can panic on a valid call.
 
 mod fast {
+    //! The C-ABI entries of `Lock` and `RLock` (see `capi.rs`): one generic
+    //! body per method, for any lock type that says how to take and give
+    //! without waiting ([`FastLock`]); everything else goes, unchanged, to
+    //! the PyO3 method each replaced.
+
     use std::ffi::CStr;
 
     use plait_core::debug::order;
     use pyo3::ffi;
+    use pyo3::pyclass::boolean_struct::True;
     use pyo3::prelude::*;
     use pyo3::sync::PyOnceLock;
-    use pyo3::Borrowed;
+    use pyo3::{Borrowed, PyClass};
 
     use super::{Lock, RLock};
     use crate::capi::{fastcall_args, forward, none, replace_method};
     use crate::debug::order as lock_order;
 
-    static LOCK_ACQUIRE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static LOCK_ENTER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static LOCK_RELEASE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static LOCK_EXIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static RLOCK_ACQUIRE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static RLOCK_ENTER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static RLOCK_RELEASE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static RLOCK_EXIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    /// The replaced PyO3 methods, by [`ACQUIRE`], [`ENTER`], [`RELEASE`],
+    /// [`EXIT`].
+    type Slow = [PyOnceLock<Py<PyAny>>; 4];
+    const ACQUIRE: usize = 0;
+    const ENTER: usize = 1;
+    const RELEASE: usize = 2;
+    const EXIT: usize = 3;
+
+    static LOCK_SLOW: Slow = [const { PyOnceLock::new() }; 4];
+    static RLOCK_SLOW: Slow = [const { PyOnceLock::new() }; 4];
 
     const ACQUIRE_DOC: &CStr = c"acquire($self, blocking=None, timeout=None)\n--\n\nAcquire the lock, waiting if blocking is true (at most timeout seconds when given); returns whether it was acquired.";
     const ENTER_DOC: &CStr = c"__enter__($self)\n--\n\nAcquire the lock (waiting as long as it takes).";
     const RELEASE_DOC: &CStr = c"release($self)\n--\n\nRelease the lock.";
     const EXIT_DOC: &CStr = c"__exit__($self, _t=None, _v=None, _tb=None)\n--\n\nRelease the lock.";
 
+    /// What the fast entries need from a lock type.
+    trait FastLock: PyClass<Frozen = True> + Sync {
+        /// The PyO3 methods the entries replaced.
+        fn slow() -> &'static Slow;
+        /// Acquire when it need not wait: `Ok(Some(got))`; `Ok(None)`:
+        /// take the slow path; `Err(())`: an exception is set.
+        fn take(py: Python<'_>, this: &Self, blocking: bool) -> Result<Option<bool>, ()>;
+        /// Release by the common path; `false`: the slow path raises.
+        fn give(this: &Self) -> bool;
+    }
+
+    impl FastLock for Lock {
+        fn slow() -> &'static Slow {
+            &LOCK_SLOW
+        }
+        fn take(py: Python<'_>, this: &Self, blocking: bool) -> Result<Option<bool>, ()> {
+            lock_try(py, this, blocking)
+        }
+        fn give(this: &Self) -> bool {
+            lock_give(this)
+        }
+    }
+
+    impl FastLock for RLock {
+        fn slow() -> &'static Slow {
+            &RLOCK_SLOW
+        }
+        fn take(py: Python<'_>, this: &Self, blocking: bool) -> Result<Option<bool>, ()> {
+            rlock_try(py, this, blocking)
+        }
+        fn give(this: &Self) -> bool {
+            rlock_give(this)
+        }
+    }
+
     /// Install the fast entries (once, at module init).
     pub fn install(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        let py = m.py();
-        let l = py.get_type::<Lock>();
-        replace_method(&l, c"acquire", ACQUIRE_DOC, lock_acquire, &LOCK_ACQUIRE)?;
-        replace_method(&l, c"__enter__", ENTER_DOC, lock_enter, &LOCK_ENTER)?;
-        replace_method(&l, c"release", RELEASE_DOC, lock_release, &LOCK_RELEASE)?;
-        replace_method(&l, c"__exit__", EXIT_DOC, lock_exit, &LOCK_EXIT)?;
-        let r = py.get_type::<RLock>();
-        replace_method(&r, c"acquire", ACQUIRE_DOC, rlock_acquire, &RLOCK_ACQUIRE)?;
-        replace_method(&r, c"__enter__", ENTER_DOC, rlock_enter, &RLOCK_ENTER)?;
-        replace_method(&r, c"release", RELEASE_DOC, rlock_release, &RLOCK_RELEASE)?;
-        replace_method(&r, c"__exit__", EXIT_DOC, rlock_exit, &RLOCK_EXIT)?;
+        install_for::<Lock>(m.py())?;
+        install_for::<RLock>(m.py())
+    }
+
+    fn install_for<T: FastLock>(py: Python<'_>) -> PyResult<()> {
+        let t = py.get_type::<T>();
+        let slow = T::slow();
+        replace_method(&t, c"acquire", ACQUIRE_DOC, acquire::<T>, &slow[ACQUIRE])?;
+        replace_method(&t, c"__enter__", ENTER_DOC, enter::<T>, &slow[ENTER])?;
+        replace_method(&t, c"release", RELEASE_DOC, release::<T>, &slow[RELEASE])?;
+        replace_method(&t, c"__exit__", EXIT_DOC, exit::<T>, &slow[EXIT])?;
         Ok(())
     }
 
@@ -556,120 +599,6 @@ mod fast {
         Ok(if blocking { None } else { Some(false) })
     }
 
-    /// # Safety
-    /// Called by CPython only, as a `METH_FASTCALL | METH_KEYWORDS` method
-    /// of `Lock`: attached, `slf` an instance of that class (its method
-    /// descriptor checks), the arguments as the convention passes them.
-    unsafe extern "C" fn lock_acquire(
-        slf: *mut ffi::PyObject,
-        args: *const *mut ffi::PyObject,
-        nargsf: ffi::Py_ssize_t,
-        kwnames: *mut ffi::PyObject,
-    ) -> *mut ffi::PyObject {
-        // SAFETY: CPython calls a method attached to the interpreter.
-        let py = unsafe { Python::assume_attached() };
-        // SAFETY: `nargsf` is the count CPython passed, flags included.
-        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
-        if kwnames.is_null() {
-            // SAFETY: `args` is valid for `nargs` entries.
-            if let Some(blocking) = unsafe { simple_blocking(args, nargs) } {
-                // SAFETY: `slf` is a Lock (or subclass) instance.
-                let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<Lock>() };
-                match lock_try(py, this.get(), blocking) {
-                    Ok(Some(b)) => return py_bool(b),
-                    Ok(None) => {}
-                    Err(()) => return std::ptr::null_mut(),
-                }
-            }
-        }
-        // SAFETY: forwarding what CPython passed us.
-        unsafe { slow(&LOCK_ACQUIRE, py, slf, args, nargs, kwnames) }
-    }
-
-    /// # Safety
-    /// As [`lock_acquire`].
-    unsafe extern "C" fn lock_enter(
-        slf: *mut ffi::PyObject,
-        args: *const *mut ffi::PyObject,
-        nargsf: ffi::Py_ssize_t,
-        kwnames: *mut ffi::PyObject,
-    ) -> *mut ffi::PyObject {
-        // SAFETY: see lock_acquire.
-        let py = unsafe { Python::assume_attached() };
-        // SAFETY: `nargsf` is the count CPython passed, flags included.
-        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
-        if kwnames.is_null() && nargs == 0 {
-            // SAFETY: `slf` is a Lock (or subclass) instance.
-            let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<Lock>() };
-            match lock_try(py, this.get(), true) {
-                Ok(Some(b)) => return py_bool(b),
-                Ok(None) => {}
-                Err(()) => return std::ptr::null_mut(),
-            }
-        }
-        // SAFETY: forwarding what CPython passed us.
-        unsafe { slow(&LOCK_ENTER, py, slf, args, nargs, kwnames) }
-    }
-
-    /// Release by the common path; `false` when not locked (the slow path
-    /// raises the error).
-    #[inline]
-    fn lock_give(this: &Lock) -> bool {
-        if !this.core.release() {
-            return false;
-        }
-        if order::enabled() {
-            lock_order::released(&*this.core);
-        }
-        true
-    }
-
-    /// # Safety
-    /// As [`lock_acquire`].
-    unsafe extern "C" fn lock_release(
-        slf: *mut ffi::PyObject,
-        args: *const *mut ffi::PyObject,
-        nargsf: ffi::Py_ssize_t,
-        kwnames: *mut ffi::PyObject,
-    ) -> *mut ffi::PyObject {
-        // SAFETY: see lock_acquire.
-        let py = unsafe { Python::assume_attached() };
-        // SAFETY: `nargsf` is the count CPython passed, flags included.
-        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
-        if kwnames.is_null() && nargs == 0 {
-            // SAFETY: `slf` is a Lock (or subclass) instance.
-            let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<Lock>() };
-            if lock_give(this.get()) {
-                return none();
-            }
-        }
-        // SAFETY: forwarding what CPython passed us.
-        unsafe { slow(&LOCK_RELEASE, py, slf, args, nargs, kwnames) }
-    }
-
-    /// # Safety
-    /// As [`lock_acquire`].
-    unsafe extern "C" fn lock_exit(
-        slf: *mut ffi::PyObject,
-        args: *const *mut ffi::PyObject,
-        nargsf: ffi::Py_ssize_t,
-        kwnames: *mut ffi::PyObject,
-    ) -> *mut ffi::PyObject {
-        // SAFETY: see lock_acquire.
-        let py = unsafe { Python::assume_attached() };
-        // SAFETY: `nargsf` is the count CPython passed, flags included.
-        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
-        if kwnames.is_null() && nargs <= 3 {
-            // SAFETY: `slf` is a Lock (or subclass) instance.
-            let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<Lock>() };
-            if lock_give(this.get()) {
-                return none();
-            }
-        }
-        // SAFETY: forwarding what CPython passed us.
-        unsafe { slow(&LOCK_EXIT, py, slf, args, nargs, kwnames) }
-    }
-
     /// `RLock.acquire()` / `acquire(True)` / `acquire(False)` when it need
     /// not wait; `Ok(None)`: take the slow path; `Err(())` when the order
     /// check raised (exception set). Re-entering never checks the order.
@@ -698,57 +627,17 @@ mod fast {
         })
     }
 
-    /// # Safety
-    /// As [`lock_acquire`], for `RLock`.
-    unsafe extern "C" fn rlock_acquire(
-        slf: *mut ffi::PyObject,
-        args: *const *mut ffi::PyObject,
-        nargsf: ffi::Py_ssize_t,
-        kwnames: *mut ffi::PyObject,
-    ) -> *mut ffi::PyObject {
-        // SAFETY: see lock_acquire.
-        let py = unsafe { Python::assume_attached() };
-        // SAFETY: `nargsf` is the count CPython passed, flags included.
-        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
-        if kwnames.is_null() {
-            // SAFETY: `args` is valid for `nargs` entries.
-            if let Some(blocking) = unsafe { simple_blocking(args, nargs) } {
-                // SAFETY: `slf` is an RLock (or subclass) instance.
-                let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<RLock>() };
-                match rlock_try(py, this.get(), blocking) {
-                    Ok(Some(b)) => return py_bool(b),
-                    Ok(None) => {}
-                    Err(()) => return std::ptr::null_mut(),
-                }
-            }
+    /// Release by the common path; `false` when not locked (the slow path
+    /// raises the error).
+    #[inline]
+    fn lock_give(this: &Lock) -> bool {
+        if !this.core.release() {
+            return false;
         }
-        // SAFETY: forwarding what CPython passed us.
-        unsafe { slow(&RLOCK_ACQUIRE, py, slf, args, nargs, kwnames) }
-    }
-
-    /// # Safety
-    /// As [`lock_acquire`], for `RLock`.
-    unsafe extern "C" fn rlock_enter(
-        slf: *mut ffi::PyObject,
-        args: *const *mut ffi::PyObject,
-        nargsf: ffi::Py_ssize_t,
-        kwnames: *mut ffi::PyObject,
-    ) -> *mut ffi::PyObject {
-        // SAFETY: see lock_acquire.
-        let py = unsafe { Python::assume_attached() };
-        // SAFETY: `nargsf` is the count CPython passed, flags included.
-        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
-        if kwnames.is_null() && nargs == 0 {
-            // SAFETY: `slf` is an RLock (or subclass) instance.
-            let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<RLock>() };
-            match rlock_try(py, this.get(), true) {
-                Ok(Some(b)) => return py_bool(b),
-                Ok(None) => {}
-                Err(()) => return std::ptr::null_mut(),
-            }
+        if order::enabled() {
+            lock_order::released(&*this.core);
         }
-        // SAFETY: forwarding what CPython passed us.
-        unsafe { slow(&RLOCK_ENTER, py, slf, args, nargs, kwnames) }
+        true
     }
 
     /// Release one level by the common path; `false`: not owned (the slow
@@ -764,50 +653,115 @@ mod fast {
         true
     }
 
+    /// `acquire(...)`: the no-keyword, no-timeout calls are fast.
+    ///
     /// # Safety
-    /// As [`lock_acquire`], for `RLock`.
-    unsafe extern "C" fn rlock_release(
+    /// Called by CPython only, as a `METH_FASTCALL | METH_KEYWORDS` method
+    /// of `T`: attached, `slf` an instance of that class (its method
+    /// descriptor checks), the arguments as the convention passes them.
+    unsafe extern "C" fn acquire<T: FastLock>(
         slf: *mut ffi::PyObject,
         args: *const *mut ffi::PyObject,
         nargsf: ffi::Py_ssize_t,
         kwnames: *mut ffi::PyObject,
     ) -> *mut ffi::PyObject {
-        // SAFETY: see lock_acquire.
+        // SAFETY: CPython calls a method attached to the interpreter.
+        let py = unsafe { Python::assume_attached() };
+        // SAFETY: `nargsf` is the count CPython passed, flags included.
+        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
+        // SAFETY: `args` is valid for `nargs` entries.
+        let blocking = if kwnames.is_null() { unsafe { simple_blocking(args, nargs) } } else { None };
+        if let Some(blocking) = blocking {
+            // SAFETY: `slf` is a `T` (or subclass) instance.
+            let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<T>() };
+            match T::take(py, this.get(), blocking) {
+                Ok(Some(b)) => return py_bool(b),
+                Ok(None) => {}
+                Err(()) => return std::ptr::null_mut(),
+            }
+        }
+        // SAFETY: forwarding what CPython passed us.
+        unsafe { slow(&T::slow()[ACQUIRE], py, slf, args, nargs, kwnames) }
+    }
+
+    /// `__enter__()`.
+    ///
+    /// # Safety
+    /// As [`acquire`].
+    unsafe extern "C" fn enter<T: FastLock>(
+        slf: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: ffi::Py_ssize_t,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: see acquire.
         let py = unsafe { Python::assume_attached() };
         // SAFETY: `nargsf` is the count CPython passed, flags included.
         let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
         if kwnames.is_null() && nargs == 0 {
-            // SAFETY: `slf` is an RLock (or subclass) instance.
-            let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<RLock>() };
-            if rlock_give(this.get()) {
-                return none();
+            // SAFETY: `slf` is a `T` (or subclass) instance.
+            let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<T>() };
+            match T::take(py, this.get(), true) {
+                Ok(Some(b)) => return py_bool(b),
+                Ok(None) => {}
+                Err(()) => return std::ptr::null_mut(),
             }
         }
         // SAFETY: forwarding what CPython passed us.
-        unsafe { slow(&RLOCK_RELEASE, py, slf, args, nargs, kwnames) }
+        unsafe { slow(&T::slow()[ENTER], py, slf, args, nargs, kwnames) }
     }
 
+    /// `release()` (`which` = [`RELEASE`], no arguments) and
+    /// `__exit__(t, v, tb)` (`which` = [`EXIT`], up to three).
+    ///
     /// # Safety
-    /// As [`lock_acquire`], for `RLock`.
-    unsafe extern "C" fn rlock_exit(
+    /// As [`acquire`].
+    #[inline(always)]
+    unsafe fn give_entry<T: FastLock>(
+        which: usize,
         slf: *mut ffi::PyObject,
         args: *const *mut ffi::PyObject,
         nargsf: ffi::Py_ssize_t,
         kwnames: *mut ffi::PyObject,
     ) -> *mut ffi::PyObject {
-        // SAFETY: see lock_acquire.
+        // SAFETY: see acquire.
         let py = unsafe { Python::assume_attached() };
         // SAFETY: `nargsf` is the count CPython passed, flags included.
         let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
-        if kwnames.is_null() && nargs <= 3 {
-            // SAFETY: `slf` is an RLock (or subclass) instance.
-            let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<RLock>() };
-            if rlock_give(this.get()) {
+        let most = if which == EXIT { 3 } else { 0 };
+        if kwnames.is_null() && nargs <= most {
+            // SAFETY: `slf` is a `T` (or subclass) instance.
+            let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<T>() };
+            if T::give(this.get()) {
                 return none();
             }
         }
         // SAFETY: forwarding what CPython passed us.
-        unsafe { slow(&RLOCK_EXIT, py, slf, args, nargs, kwnames) }
+        unsafe { slow(&T::slow()[which], py, slf, args, nargs, kwnames) }
+    }
+
+    /// # Safety
+    /// As [`acquire`].
+    unsafe extern "C" fn release<T: FastLock>(
+        slf: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: ffi::Py_ssize_t,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: forwarded from our caller (CPython).
+        unsafe { give_entry::<T>(RELEASE, slf, args, nargsf, kwnames) }
+    }
+
+    /// # Safety
+    /// As [`acquire`].
+    unsafe extern "C" fn exit<T: FastLock>(
+        slf: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: ffi::Py_ssize_t,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        // SAFETY: forwarded from our caller (CPython).
+        unsafe { give_entry::<T>(EXIT, slf, args, nargsf, kwnames) }
     }
 }
 
