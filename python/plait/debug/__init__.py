@@ -179,6 +179,10 @@ def _flag(value: str) -> Optional[bool]:
     return True if value in _ON else False if value in _OFF else None
 
 
+#: ``PLAIT_DEBUG`` items that are on/off switches, and their ``enable`` keyword.
+_SWITCHES = {"lock-order": "lock_order", "tracking": "tracking", "inspect": "inspect"}
+
+
 def _parse_token(key: str, value: Optional[str]) -> Dict[str, Any]:
     """One ``PLAIT_DEBUG`` item as ``enable`` keywords; ValueError if unknown."""
     key = key.strip().lower().replace("_", "-")
@@ -187,26 +191,16 @@ def _parse_token(key: str, value: Optional[str]) -> Dict[str, Any]:
         if mode not in _DEADLOCK_MODES:
             raise ValueError(f"deadlock={value}")
         return {"deadlock": mode}
-    if key == "lock-order":
-        flag = _flag(value or "")
-        if flag is None:
-            raise ValueError(f"lock-order={value}")
-        return {"lock_order": flag}
     if key == "stall" and value is not None:
         seconds = float(value)  # ValueError if not a number
         if not seconds >= 0.0:
             raise ValueError(f"stall={value}")
         return {"stall": seconds}
-    if key == "tracking":
+    if key in _SWITCHES:
         flag = _flag(value or "")
         if flag is None:
-            raise ValueError(f"tracking={value}")
-        return {"tracking": flag}
-    if key == "inspect":
-        flag = _flag(value or "")
-        if flag is None:
-            raise ValueError(f"inspect={value}")
-        return {"inspect": flag}
+            raise ValueError(f"{key}={value}")
+        return {_SWITCHES[key]: flag}
     raise ValueError(key if value is None else f"{key}={value}")
 
 

@@ -32,6 +32,27 @@ pub(crate) fn finish(py: Python<'_>, outcome: Outcome, err: Option<PyErr>) -> Py
     }
 }
 
+/// `acquire` in lock_order mode, for Lock and RLock: a blocking acquire
+/// checks the order first (and may warn, or raise without acquiring); a
+/// non-blocking one cannot deadlock and only joins the held stack (the
+/// caller records it when this returns `true`). `wait` is the blocking
+/// acquire until the deadline.
+fn acquire_ordered(
+    py: Python<'_>,
+    probe: &plait_core::debug::Probe,
+    deadline: Option<Option<std::time::Instant>>,
+    try_take: impl Fn() -> PyResult<bool>,
+    wait: impl FnOnce(Option<std::time::Instant>) -> PyResult<bool>,
+) -> PyResult<bool> {
+    match deadline {
+        Some(deadline) => {
+            lock_order::before(py, probe)?;
+            Ok(try_take()? || wait(deadline)?)
+        }
+        None => try_take(),
+    }
+}
+
 /// A primitive lock, like `threading.Lock`.
 ///
 /// Differences from CPython: after `os.fork()`, a lock that a thread other
@@ -83,9 +104,7 @@ impl Lock {
         finish(py, out, err)
     }
 
-    /// `acquire` in lock_order mode: a blocking acquire checks the order
-    /// first (and may warn, or raise without acquiring); a non-blocking
-    /// one cannot deadlock and only joins the held stack.
+    /// `acquire` in lock_order mode (see [`acquire_ordered`]).
     #[inline(never)]
     fn acquire_ordered(
         &self,
@@ -93,17 +112,17 @@ impl Lock {
         blocking: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let deadline = lock_acquire_args(blocking, timeout)?;
-        if let Some(deadline) = deadline {
-            lock_order::before(py, &self.core.probe)?;
-            if !self.core.try_acquire() && !self.acquire_blocking(py, deadline)? {
-                return Ok(false);
-            }
-        } else if !self.core.try_acquire() {
-            return Ok(false);
+        let got = acquire_ordered(
+            py,
+            &self.core.probe,
+            lock_acquire_args(blocking, timeout)?,
+            || Ok(self.core.try_acquire()),
+            |deadline| self.acquire_blocking(py, deadline),
+        )?;
+        if got {
+            lock_order::acquired(self.core.clone());
         }
-        lock_order::acquired(self.core.clone());
-        Ok(true)
+        Ok(got)
     }
 
     /// Take the lock, waiting as long as it takes, ignoring signals.
@@ -278,7 +297,8 @@ impl RLock {
         finish(py, out, err)
     }
 
-    /// The first level of `acquire` in lock_order mode (see `Lock`'s).
+    /// The first level of `acquire` in lock_order mode (see
+    /// [`acquire_ordered`]).
     #[inline(never)]
     fn acquire_ordered(
         &self,
@@ -286,17 +306,17 @@ impl RLock {
         blocking: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let deadline = lock_acquire_args(blocking, timeout)?;
-        if let Some(deadline) = deadline {
-            lock_order::before(py, self.core.probe())?;
-            if !self.core.try_acquire().map_err(rlock_error)? && !self.acquire_blocking(py, deadline)? {
-                return Ok(false);
-            }
-        } else if !self.core.try_acquire().map_err(rlock_error)? {
-            return Ok(false);
+        let got = acquire_ordered(
+            py,
+            self.core.probe(),
+            lock_acquire_args(blocking, timeout)?,
+            || self.core.try_acquire().map_err(rlock_error),
+            |deadline| self.acquire_blocking(py, deadline),
+        )?;
+        if got {
+            lock_order::acquired(self.core.clone());
         }
-        lock_order::acquired(self.core.clone());
-        Ok(true)
+        Ok(got)
     }
 
     #[inline]
