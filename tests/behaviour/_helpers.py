@@ -12,6 +12,16 @@ import time
 import pytest
 
 
+def wait_until(cond, what="condition not reached within the bound", bound=30.0):
+    """Poll ``cond`` until it holds; fail with ``what`` after ``bound``
+    seconds. A hang bound, not a timing assertion: how long it took is
+    never checked."""
+    deadline = time.monotonic() + bound
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
 def run_in_child(fn, bound=20.0):
     """Fork, run ``fn()`` in the child, which exits 0 on success and 1 on an
     exception (printed); a child still running after ``bound`` seconds is

@@ -19,14 +19,9 @@ import plait.debug as debug
 import plait.sync as ps
 from plait.futures import ThreadPoolExecutor
 
+from _helpers import wait_until
+
 BOUND = 30.0
-
-
-def wait_until(cond, bound=BOUND):
-    end = time.monotonic() + bound
-    while not cond():
-        assert time.monotonic() < end, "condition not reached within the bound"
-        time.sleep(0.005)
 
 
 def waiting_on(lock_name):

@@ -17,16 +17,9 @@ import plait.futures as pf
 from plait import _plait
 from plait.process import Pool, ThreadPool
 
-from _helpers import run_in_child
+from _helpers import run_in_child, wait_until
 
 BOUND = 30.0
-
-
-def wait_until(cond, what):
-    deadline = time.monotonic() + BOUND
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
 
 
 def here():

@@ -17,18 +17,11 @@ import plait.queue as pq
 import plait.sync as ps
 from plait.futures import ThreadPoolExecutor
 
-from _helpers import run_in_child
+from _helpers import run_in_child, wait_until
 
 BOUND = 30.0
 KINDS = {"thread", "task", "future", "worker", "lock", "rlock", "condition", "semaphore", "event",
          "barrier", "queue"}
-
-
-def wait_until(cond, bound=BOUND):
-    end = time.monotonic() + bound
-    while not cond():
-        assert time.monotonic() < end, "condition not reached within the bound"
-        time.sleep(0.005)
 
 
 def node(snap, **match):

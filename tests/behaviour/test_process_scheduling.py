@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+import _helpers
+
 import concurrent.futures as cf
 import multiprocessing as mp
 import plait.futures as pf
@@ -69,10 +71,7 @@ def started(directory):
 
 
 def wait_until(cond, what):
-    deadline = time.monotonic() + BOUND
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
+    _helpers.wait_until(cond, what, bound=BOUND)
 
 
 def nested_sum(n):
@@ -256,16 +255,23 @@ def alive(pid):
         return False
 
 
-@pytest.mark.parametrize("loop", ["map", "as_completed"])
-@pytest.mark.parametrize("method", ["auto", "spawn"])
-def test_ctrl_c_in_a_loop_inside_with_stops_promptly(tmp_path, method, loop):
+def run_program(tmp_path, source):
+    """Run ``source`` (dedented) as a script with ``PLAIT_TEST_DIR`` set to
+    a fresh directory; return (the completed process, that directory)."""
     script = tmp_path / "prog.py"
-    ctx = "" if method == "auto" else ", mp_context=__import__('multiprocessing').get_context('spawn')"
-    script.write_text(textwrap.dedent(CTRL_C.format(ctx=ctx, as_completed=loop == "as_completed")))
+    script.write_text(textwrap.dedent(source))
     runs = tmp_path / "runs"
     runs.mkdir()
     env = dict(os.environ, PLAIT_TEST_DIR=str(runs))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=BOUND, env=env)
+    return out, runs
+
+
+@pytest.mark.parametrize("loop", ["map", "as_completed"])
+@pytest.mark.parametrize("method", ["auto", "spawn"])
+def test_ctrl_c_in_a_loop_inside_with_stops_promptly(tmp_path, method, loop):
+    ctx = "" if method == "auto" else ", mp_context=__import__('multiprocessing').get_context('spawn')"
+    out, runs = run_program(tmp_path, CTRL_C.format(ctx=ctx, as_completed=loop == "as_completed"))
     assert out.returncode != 0
     assert "KeyboardInterrupt" in out.stderr, out.stderr
     ran = [n for n in os.listdir(runs) if n.startswith("ran-")]
@@ -276,8 +282,7 @@ def test_ctrl_c_in_a_loop_inside_with_stops_promptly(tmp_path, method, loop):
 
 
 def test_second_ctrl_c_kills_running_tasks(tmp_path):
-    script = tmp_path / "prog.py"
-    script.write_text(textwrap.dedent("""
+    out, runs = run_program(tmp_path, """
         import os, signal, threading, time
         import plait.futures as pf
         DIR = os.environ["PLAIT_TEST_DIR"]
@@ -295,11 +300,7 @@ def test_second_ctrl_c_kills_running_tasks(tmp_path):
             threading.Thread(target=interrupt_twice, daemon=True).start()
             with pf.ProcessPoolExecutor(1) as ex:
                 ex.submit(forever).result()
-    """))
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    env = dict(os.environ, PLAIT_TEST_DIR=str(runs))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=BOUND, env=env)
+    """)
     assert out.returncode != 0
     assert "KeyboardInterrupt" in out.stderr, out.stderr
     pids = [int(n.split("-")[1]) for n in os.listdir(runs)]
