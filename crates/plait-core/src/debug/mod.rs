@@ -380,6 +380,16 @@ impl View {
     }
 }
 
+/// Views of every live primitive `keep` accepts (from the fork registry,
+/// which every primitive joins). The registry's lock is not held while the
+/// views are made, nor when the last reference to a primitive is dropped.
+pub fn views(keep: impl Fn(&View) -> bool) -> Vec<View> {
+    let live = crate::fork::live();
+    let out = live.iter().filter_map(|o| o.inspect()).map(View::of).filter(|v| keep(v)).collect();
+    drop(live);
+    out
+}
+
 /// The identity of a primitive in snapshots: the address of its core.
 pub fn id_of(obj: &dyn Inspect) -> usize {
     obj as *const dyn Inspect as *const () as usize

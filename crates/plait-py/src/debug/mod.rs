@@ -13,13 +13,11 @@ pub mod order;
 pub mod site;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use plait_core::debug::waits::{self, Mode, PATIENCE};
 use plait_core::debug::{Cycle, Holder, RunsOn, View, Waiter};
-use plait_core::fork::AfterFork;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -258,12 +256,7 @@ fn view_dict<'py>(py: Python<'py>, v: &View) -> PyResult<Bound<'py, PyDict>> {
 /// Views of every live primitive, copied out detached (the primitives'
 /// internal mutexes are short, but never waited for while attached).
 fn views(py: Python<'_>, keep: impl Fn(&View) -> bool + Send + Sync) -> Vec<View> {
-    py.detach(|| {
-        let live: Vec<Arc<dyn AfterFork>> = plait_core::fork::live();
-        let out = live.iter().filter_map(|o| o.inspect()).map(View::of).filter(|v| keep(v)).collect();
-        drop(live);
-        out
-    })
+    py.detach(|| plait_core::debug::views(keep))
 }
 
 /// `_debug_state(all=False)`: the raw state `plait.debug` builds its graph
@@ -304,9 +297,7 @@ pub fn core_summary() -> String {
     use std::fmt::Write;
     let now = plait_core::debug::now_ns();
     let ago = |ns: u64| if ns == 0 { "an unknown time".to_owned() } else { format!("{:.3} s", secs(now.saturating_sub(ns))) };
-    let live: Vec<Arc<dyn AfterFork>> = plait_core::fork::live();
-    let views: Vec<View> = live.iter().filter_map(|o| o.inspect()).map(View::of).filter(View::is_active).collect();
-    drop(live);
+    let views = plait_core::debug::views(View::is_active);
     let label = |v: &View| {
         if v.name == v.site || v.name.is_empty() {
             format!("{} created at {}", v.kind.name(), v.site)
