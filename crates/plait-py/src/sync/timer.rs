@@ -38,7 +38,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::PyTypeInfo;
 
 use crate::sync::event::Event;
-use crate::wait::{deadline_in, detached, is_main_thread, optional_deadline, seconds};
+use crate::wait::{cond_timeout, deadline_in, detached, is_main_thread, optional_deadline, CondTimeout};
 
 /// How long interpreter exit waits for a daemon Timer's running callback.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
@@ -285,6 +285,30 @@ impl Timer {
         Ok(())
     }
 
+    /// A new, unstarted Timer of the same class with the same interval,
+    /// function, arguments, name and daemon flag, and a copy of the
+    /// attributes. (CPython's copy shares the original's thread state: a
+    /// copy of a started Timer cannot be started, one of an unstarted Timer
+    /// starts both.)
+    fn __copy__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let call = this.call_parts(py)?;
+        let new = crate::sync::lock::new_like(slf.as_any())?;
+        let copy = new.cast::<Timer>()?.get();
+        let old = copy.call.lock().replace(call);
+        drop(old);
+        let (name, daemon) = {
+            let m = this.meta.lock();
+            (m.name.clone(), m.daemon)
+        };
+        let mut meta = copy.meta.lock();
+        meta.name = name;
+        meta.daemon = daemon;
+        drop(meta);
+        Ok(new.unbind())
+    }
+
     /// Start the countdown. The function runs on the shared timer thread
     /// after `interval` seconds unless `cancel()` is called first.
     fn start(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -298,18 +322,13 @@ impl Timer {
             return start_thread(slf);
         }
         let interval = interval.into_bound(py);
-        let deadline = if interval.is_none() {
-            deadline_after(Duration::MAX)
-        } else {
-            let secs = seconds(&interval).or_else(|e| {
-                // NaN waits zero seconds in CPython's Event.wait.
-                if interval.extract::<f64>().is_ok_and(f64::is_nan) {
-                    Ok(0.0)
-                } else {
-                    Err(e)
-                }
-            })?;
-            deadline_in(secs)
+        // CPython's Timer waits with `finished.wait(interval)`: read as
+        // `Condition.wait` reads it (a NaN is 0 there: it runs at once).
+        let nan = interval.cast::<pyo3::types::PyFloat>().is_ok_and(|f| f.value().is_nan());
+        let deadline = match if nan { CondTimeout::Now } else { cond_timeout(Some(&interval))? } {
+            CondTimeout::Forever => deadline_after(Duration::MAX),
+            CondTimeout::Now => Instant::now(),
+            CondTimeout::For(secs) => deadline_in(secs),
         };
         if this.finished_event().is_set() {
             // Cancelled before it started: it ends at once, uncalled.
