@@ -512,11 +512,38 @@ def _object_cases():
         Case("Event._flag", lambda m: (lambda e: (e._flag, e.set(), e._flag))(m.Event())),
         Case("Semaphore._value", lambda m: (lambda s: (s._value, s.acquire(), s._value))(m.Semaphore(3))),
         Case("BoundedSemaphore._initial_value", lambda m: m.BoundedSemaphore(3)._initial_value),
+        Case("Semaphore._value=", lambda m: _assign_value(m, "Semaphore", 2)),
+        Case("Semaphore._value=1.5", lambda m: _assign_value(m, "Semaphore", 1.5)),
+        Case("BoundedSemaphore._value=", lambda m: _assign_value(m, "BoundedSemaphore", 1)),
+        Case("Event._flag=", lambda m: _assign_flag(m)),
         Case("Condition._lock", lambda m: (lambda lk: m.Condition(lk)._lock is lk)(m.Lock())),
         Case("BoundedSemaphore-is-Semaphore", lambda m: issubclass(m.BoundedSemaphore, m.Semaphore)),
     ]
     cases += [Case(f"subclass-{n}", body) for n, body in _subclasses().items()]
     return cases
+
+
+def _assign_value(m, cls, value):
+    s = getattr(m, cls)(2)
+    s.acquire()
+    s.acquire()
+    s._value = value
+    out = [_num(s._value), s.acquire(False), s.acquire(False), s.acquire(False), _num(s._value)]
+    s.release()
+    try:
+        s.release()
+        s.release()
+    except ValueError:
+        out.append("bounded")
+    return out
+
+
+def _assign_flag(m):
+    e = m.Event()
+    e._flag = True
+    out = [e.is_set(), e.wait(0)]
+    e._flag = False
+    return out + [e.is_set(), e.wait(0)]
 
 
 def _event_copy(m):
@@ -712,3 +739,22 @@ def test_semaphore_exotic_count_wakes_waiters():
     assert got == [True, True]
     assert [s.acquire(False) for _ in range(3)] == [True] * 3
     assert s._value == 1.5 - 5
+
+
+@pytest.mark.parametrize("what", ["_value", "_flag"])
+def test_private_assignment_wakes_waiters(what):
+    """Assigning ``Semaphore._value`` or ``Event._flag`` wakes the threads
+    that can now go on (documented: CPython's leave them waiting until the
+    next release/set)."""
+    obj = PLAIT.Semaphore(0) if what == "_value" else PLAIT.Event()
+    wait = obj.acquire if what == "_value" else obj.wait
+    got = []
+    t = threading.Thread(target=lambda: got.append(wait(timeout=10)))
+    t.start()
+    deadline = time.monotonic() + 10
+    while not obj._waiters:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    setattr(obj, what, 1 if what == "_value" else True)
+    t.join(10)
+    assert got == [True]

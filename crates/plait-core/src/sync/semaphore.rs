@@ -256,3 +256,29 @@ impl Gate for Semaphore {
         &self.waiters
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reinit_sets_count_and_bound() {
+        let s = Semaphore::bounded(1);
+        assert!(s.try_acquire());
+        s.reinit(3, None);
+        assert_eq!((s.value(), s.bound()), (3, None));
+        assert_eq!(s.release_from(2), Ok(3));
+        s.reinit(1, Some(1));
+        assert_eq!(s.release(1), Err(ReleaseError::TooMany));
+    }
+
+    #[test]
+    fn set_bound_lifts_and_restores_the_bound() {
+        let s = Semaphore::bounded(1);
+        s.set_bound(None);
+        assert_eq!(s.release_from(1), Ok(1));
+        s.set_bound(Some(2));
+        assert_eq!(s.release(1), Err(ReleaseError::TooMany));
+        assert_eq!(s.value(), 2);
+    }
+}

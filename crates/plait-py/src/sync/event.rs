@@ -16,10 +16,12 @@ use crate::wait::{cond_timeout, detached, interrupted_error};
 ///
 /// As CPython's (a Python class there), it takes attributes
 /// (`ev.result = x`), weak references and subclasses (an `__init__` that
-/// calls `super().__init__()`); `_flag` reads the flag.
+/// calls `super().__init__()`); `_flag` reads the flag, and assigning it
+/// sets or clears it (a true value wakes the threads waiting, where
+/// CPython's would wait for the next `set()`).
 ///
 /// Differences from CPython: there is no internal `_cond` Condition (the
-/// waiting is done in Rust) and `_flag` is read-only. `copy.copy` gives a
+/// waiting is done in Rust). `copy.copy` gives a
 /// new, independent Event in the same state with the same attributes
 /// (CPython's copy shares the original's internal Condition, so setting
 /// the copy wakes the original's waiters without setting it).
@@ -73,6 +75,18 @@ impl Event {
     #[getter]
     fn _flag(&self) -> bool {
         self.core.is_set()
+    }
+
+    /// Assigning `_flag` sets or clears the flag (a true value wakes the
+    /// threads waiting, where CPython's would wait for the next `set()`).
+    #[setter(_flag)]
+    fn set_flag(&self, value: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        match value {
+            Some(v) if v.is_truthy()? => self.core.set(),
+            Some(_) => self.core.clear(),
+            None => return Err(pyo3::exceptions::PyAttributeError::new_err("cannot delete _flag")),
+        }
+        Ok(())
     }
 
     pub(crate) fn is_set(&self) -> bool {

@@ -47,10 +47,14 @@ const PLAIN_MAX: usize = MAX_VALUE >> 1;
 /// written against CPython's pure-Python class sometimes does. As
 /// CPython's, it takes attributes, weak references and subclasses.
 ///
-/// Differences from CPython: `_value` is read-only, and there is no
-/// internal `_cond`. `copy.copy` gives a new, independent semaphore with
-/// the same count and attributes (CPython's copy is one too, except that
-/// it shares the original's internal Condition).
+/// `_value` may be assigned, as some code resizes a CPython semaphore that
+/// way; threads waiting are then woken for the permits there are (CPython's
+/// would wait for the next release).
+///
+/// Differences from CPython: there is no internal `_cond`. `copy.copy`
+/// gives a new, independent semaphore with the same count and attributes
+/// (CPython's copy is one too, except that it shares the original's
+/// internal Condition).
 ///
 /// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
 /// without it, it is known by its creation site `file:line`.
@@ -92,6 +96,16 @@ fn too_many() -> PyErr {
     PyValueError::new_err("Semaphore released too many times")
 }
 
+/// The permits for CPython's count `value`, and the offset when the
+/// permits alone are not the count.
+fn permits_of(value: &Bound<'_, PyAny>) -> PyResult<(usize, Option<Offset>)> {
+    Ok(match count_of(value)? {
+        Count::Plain(n, false) => (n, None),
+        Count::Plain(n, true) => (n, Some(Offset { value: value.clone().unbind(), base: n })),
+        Count::Exotic => (BASE, Some(Offset { value: value.clone().unbind(), base: BASE })),
+    })
+}
+
 fn count_of(v: &Bound<'_, PyAny>) -> PyResult<Count> {
     if let Ok(i) = v.cast::<PyInt>() {
         return Ok(match i.extract::<usize>() {
@@ -112,9 +126,9 @@ fn count_of(v: &Bound<'_, PyAny>) -> PyResult<Count> {
 }
 
 impl Semaphore {
-    fn with_core(py: Python<'_>, core: CoreSemaphore, name: Option<String>) -> Self {
+    /// Unlabelled: `__init__` names it (a probe's label is set once).
+    fn with_core(core: CoreSemaphore) -> Self {
         let core = Arc::new(core);
-        label(py, &core.probe, name);
         let reg = register_arc(&core);
         Semaphore { core, exotic: Mutex::new(Exotic::default()), py_bound: AtomicBool::new(false), _fork: reg }
     }
@@ -124,17 +138,30 @@ impl Semaphore {
         if value.lt(0)? {
             return Err(PyValueError::new_err("semaphore initial value must be >= 0"));
         }
-        let py = value.py();
-        let (permits, offset) = match count_of(value)? {
-            Count::Plain(n, false) => (n, None),
-            Count::Plain(n, true) => (n, Some(Offset { value: value.clone().unbind(), base: n })),
-            Count::Exotic => (BASE, Some(Offset { value: value.clone().unbind(), base: BASE })),
-        };
+        let (permits, offset) = permits_of(value)?;
         let initial = (bounded && offset.is_some()).then(|| value.clone().unbind());
         let bound = (bounded && initial.is_none()).then_some(permits);
         self.set_exotic(Exotic { offset: offset.map(Arc::new), initial });
         self.core.reinit(permits, bound);
-        let _ = py;
+        Ok(())
+    }
+
+    /// `sem._value = value`: the count becomes `value`, the bound stays
+    /// (CPython's plain attribute assignment; threads waiting are woken
+    /// for the permits there now are, where CPython's would wait for the
+    /// next release).
+    fn set_count(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = value.py();
+        let (permits, offset) = permits_of(value)?;
+        let mut initial = self.exotic.lock().initial.as_ref().map(|i| i.clone_ref(py));
+        let mut bound = self.core.bound();
+        if let (Some(b), Some(_)) = (bound, &offset) {
+            // A bound the permits cannot express any more: checked in Python.
+            initial = Some(b.into_pyobject(py)?.into_any().unbind());
+            bound = None;
+        }
+        self.set_exotic(Exotic { offset: offset.map(Arc::new), initial });
+        self.core.reinit(permits, bound);
         Ok(())
     }
 
@@ -324,8 +351,8 @@ impl Semaphore {
     /// own `__init__` may take others).
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
-    fn new(py: Python<'_>, _args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
-        Semaphore::with_core(py, CoreSemaphore::new(1), None)
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        Semaphore::with_core(CoreSemaphore::new(1))
     }
 
     #[pyo3(signature = (value = Arg::ABSENT, *, name = None))]
@@ -395,6 +422,16 @@ impl Semaphore {
         self.value_obj(py)
     }
 
+    /// Set the count, as assigning CPython's `_value` does (see
+    /// `set_count`).
+    #[setter(_value)]
+    fn set_value(&self, value: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        match value {
+            Some(v) => self.set_count(v),
+            None => Err(PyAttributeError::new_err("cannot delete _value")),
+        }
+    }
+
     /// A bounded semaphore's initial value (CPython's `_initial_value`).
     #[getter]
     fn _initial_value(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -435,8 +472,8 @@ pub struct BoundedSemaphore;
 impl BoundedSemaphore {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
-    fn new(py: Python<'_>, _args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyClassInitializer<Self> {
-        let base = Semaphore::with_core(py, CoreSemaphore::bounded(1), None);
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyClassInitializer<Self> {
+        let base = Semaphore::with_core(CoreSemaphore::bounded(1));
         PyClassInitializer::from(base).add_subclass(BoundedSemaphore)
     }
 }
