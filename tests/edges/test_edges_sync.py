@@ -448,8 +448,30 @@ def _timer_cases():
         Case("Timer.cancel-unstarted", lambda m: m.Timer(0, print).cancel()),
         Case("Timer.join-unstarted", lambda m: m.Timer(0, print).join()),
         Case("Timer.-inf-runs", lambda m: _timer_runs(m, -INF)),
+        Case("Timer.join(-1)-unstarted", lambda m: m.Timer(0, print).join(-1)),
         Case("Timer.0-runs", lambda m: _timer_runs(m, 0)),
     ]
+    return cases
+
+
+def _timer_join(m, timeout, done):
+    t = m.Timer(0 if done else 5, lambda: None)
+    t.start()
+    try:
+        if done:
+            t.join(10)
+        return t.join(timeout), t.is_alive()
+    finally:
+        t.cancel()
+
+
+def _timer_join_cases():
+    cases = []
+    for k, v in QUICK.items():
+        if k in ("floaty", "fraction", "decimal") or (isinstance(v, (int, float)) and 0 < v < 1):
+            continue  # a pending join waits them out (or Floaty: max() keeps it, a TypeError)
+        cases.append(Case(f"Timer.join({k})-done", lambda m, v=v: _timer_join(m, v, True)))
+        cases.append(Case(f"Timer.join({k})-pending", lambda m, v=v: _timer_join(m, v, False)))
     return cases
 
 
@@ -697,7 +719,7 @@ def _subclasses():
     }
 
 
-CASES = _lock_cases() + _sem_cases() + _event_cases() + _cond_cases() + _barrier_cases() + _timer_cases() + _object_cases()
+CASES = _lock_cases() + _sem_cases() + _event_cases() + _cond_cases() + _barrier_cases() + _timer_cases() + _timer_join_cases() + _object_cases()
 
 
 @params(CASES)

@@ -138,7 +138,10 @@ pub fn deadline_in(secs: f64) -> Instant {
     }
 }
 
-/// `threading`-style `timeout=None` or seconds: `None` waits forever.
+/// `timeout=None` or seconds: `None` waits forever. (The sync primitives
+/// now read timeouts with [`cond_timeout`] / [`lock_timeout_ns`]; kept for
+/// callers in other areas' branches: remove at merge if none is left.)
+#[allow(dead_code)]
 pub fn optional_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Instant>> {
     match timeout {
         None => Ok(None),

@@ -38,7 +38,9 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::PyTypeInfo;
 
 use crate::sync::event::Event;
-use crate::wait::{cond_timeout, deadline_in, detached, is_main_thread, optional_deadline, CondTimeout};
+use crate::wait::{
+    cond_timeout, deadline_in, detached, is_main_thread, lock_timeout_ns, version, CondTimeout, TIMEOUT_MAX,
+};
 
 /// How long interpreter exit waits for a daemon Timer's running callback.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
@@ -383,10 +385,29 @@ impl Timer {
                 "cannot join a pending Timer from a Timer's function: they share one thread"
             }));
         }
+        // CPython: `timeout = max(timeout, 0)`, then the thread handle's
+        // wait converts it as lock.acquire does; before 3.13 only when the
+        // thread has not ended.
+        let timeout = match timeout.filter(|t| !t.is_none()) {
+            None => None,
+            Some(t) => Some(py.import("builtins")?.getattr("max")?.call1((t, 0))?),
+        };
+        let convert = |t: &Option<Bound<'_, PyAny>>| -> PyResult<Option<Instant>> {
+            let Some(t) = t else { return Ok(None) };
+            let secs = lock_timeout_ns(t)? as f64 / 1e9;
+            if secs > *TIMEOUT_MAX.lock() {
+                return Err(pyo3::exceptions::PyOverflowError::new_err("timeout value is too large"));
+            }
+            Ok(Some(deadline_in(secs)))
+        };
+        let early = if version(py) >= (3, 13) { Some(convert(&timeout)?) } else { None };
         if self.cell.is_done() {
             return Ok(());
         }
-        let deadline = optional_deadline(timeout)?;
+        let deadline = match early {
+            Some(d) => d,
+            None => convert(&timeout)?,
+        };
         // After a fork made outside os.fork(), restart the thread here.
         svc.resume().map_err(|e| PyRuntimeError::new_err(format!("can't start new thread: {e}")))?;
         let cell = &self.cell;
