@@ -138,7 +138,10 @@ pub fn deadline_in(secs: f64) -> Instant {
     }
 }
 
-/// `threading`-style `timeout=None` or seconds: `None` waits forever.
+/// `timeout=None` or seconds: `None` waits forever. (The sync primitives
+/// now read timeouts with [`cond_timeout`] / [`lock_timeout_ns`]; kept for
+/// callers in other areas' branches: remove at merge if none is left.)
+#[allow(dead_code)]
 pub fn optional_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Instant>> {
     match timeout {
         None => Ok(None),
@@ -157,20 +160,178 @@ pub fn truthy(obj: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
     }
 }
 
+/// An argument as passed, Python `None` included: `Arg(None)` only when
+/// it was not passed (PyO3 turns an explicit `None` into a missing
+/// `Option`, which `threading`'s contract tells apart: `acquire(timeout=None)`
+/// is a TypeError, `Semaphore.acquire(None)` is non-blocking).
+pub struct Arg<'py>(pub Option<Bound<'py, PyAny>>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Arg<'py> {
+    type Error = PyErr;
+
+    #[inline]
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(Arg(Some(obj.to_owned())))
+    }
+}
+
+impl<'py> Arg<'py> {
+    /// The default: not passed.
+    pub const ABSENT: Arg<'static> = Arg(None);
+
+    #[inline]
+    pub fn get(&self) -> Option<&Bound<'py, PyAny>> {
+        self.0.as_ref()
+    }
+}
+
+/// The running interpreter's `(major, minor)`.
+pub fn version(py: Python<'_>) -> (u8, u8) {
+    let v = py.version_info();
+    (v.major, v.minor)
+}
+
+/// A timeout in nanoseconds, converted exactly as `_thread.lock.acquire`
+/// converts it (`_PyTime_FromSecondsObject`, rounding away from zero): a
+/// float (NaN: ValueError), or an integer by `__index__`; anything else is a
+/// TypeError, and a value that does not fit in 64-bit nanoseconds (±inf
+/// included) an OverflowError.
+pub fn lock_timeout_ns(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+    const NS: f64 = 1e9;
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        let t = f.value();
+        if t.is_nan() {
+            return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
+        }
+        let ns = t * NS;
+        let ns = if ns >= 0.0 { ns.ceil() } else { ns.floor() };
+        // i64::MAX as f64 rounds up to 2**63, itself out of range.
+        if !(ns >= i64::MIN as f64 && ns < i64::MAX as f64) {
+            return Err(PyOverflowError::new_err("timestamp out of range for platform time_t"));
+        }
+        return Ok(ns as i64);
+    }
+    let int = if obj.is_instance_of::<PyInt>() {
+        obj.clone()
+    } else {
+        // SAFETY: attached; `obj` is a live object. PyNumber_Index returns a
+        // new reference or NULL with an exception set.
+        let r = unsafe { pyo3::ffi::PyNumber_Index(obj.as_ptr()) };
+        if r.is_null() {
+            // Its TypeError: "'X' object cannot be interpreted as an integer".
+            return Err(PyErr::fetch(obj.py()));
+        }
+        // SAFETY: `r` is the new reference just returned.
+        unsafe { Bound::from_owned_ptr(obj.py(), r) }
+    };
+    int.extract::<i64>()
+        .ok()
+        .and_then(|s| s.checked_mul(NS as i64))
+        .ok_or_else(|| PyOverflowError::new_err("timestamp too large to convert to C _PyTime_t"))
+}
+
+/// What `threading.Condition.wait(timeout)` does with its timeout, the step
+/// every pure-Python primitive of CPython (Event, Semaphore, Barrier, the
+/// queues) waits through.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum CondTimeout {
+    /// `None`: wait until notified.
+    Forever,
+    /// `timeout > 0` is false (0, negative, -inf): one non-blocking look.
+    Now,
+    /// Wait at most this many seconds.
+    For(f64),
+}
+
+impl CondTimeout {
+    /// The deadline of the wait (`Now` is now).
+    pub fn deadline(self) -> Option<Instant> {
+        match self {
+            CondTimeout::Forever => None,
+            CondTimeout::Now => Some(Instant::now()),
+            CondTimeout::For(s) => Some(deadline_in(s)),
+        }
+    }
+}
+
+/// `Condition.wait`'s reading of `timeout` (None: forever): `timeout > 0`
+/// (a TypeError when it cannot be compared), then, when true,
+/// `lock.acquire(True, timeout)`'s conversion and checks (OverflowError for
+/// +inf and what exceeds `TIMEOUT_MAX`). A NaN timeout is a ValueError
+/// (CPython takes it for 0 in this step and may then spin forever).
+pub fn cond_timeout(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<CondTimeout> {
+    let Some(t) = timeout.filter(|t| !t.is_none()) else { return Ok(CondTimeout::Forever) };
+    let positive = if let Ok(f) = t.cast_exact::<PyFloat>() {
+        let v = f.value();
+        if v.is_nan() {
+            return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
+        }
+        v > 0.0
+    } else if let Ok(f) = t.cast::<PyFloat>() {
+        if f.value().is_nan() {
+            return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
+        }
+        t.gt(0)?
+    } else {
+        t.gt(0)?
+    };
+    if !positive {
+        return Ok(CondTimeout::Now);
+    }
+    let ns = lock_timeout_ns(t)?;
+    let secs = ns as f64 / 1e9;
+    if secs > *TIMEOUT_MAX.lock() {
+        return Err(PyOverflowError::new_err("timeout value is too large"));
+    }
+    Ok(CondTimeout::For(secs))
+}
+
+/// The step before `Condition.wait` in CPython's timed loops (Semaphore,
+/// `wait_for`, the queues): `endtime = _time() + timeout`, which refuses
+/// what a float cannot be added to.
+pub fn check_addable(timeout: &Bound<'_, PyAny>) -> PyResult<()> {
+    if timeout.is_exact_instance_of::<PyFloat>() || timeout.is_exact_instance_of::<PyInt>() {
+        if let Ok(i) = timeout.cast::<PyInt>() {
+            // float + int: an int too large for a float overflows.
+            if i.extract::<i64>().is_err() {
+                i.extract::<f64>()?;
+            }
+        }
+        return Ok(());
+    }
+    PyFloat::new(timeout.py(), 0.0).add(timeout).map(drop)
+}
+
 /// Parse `_thread.lock.acquire(blocking=True, timeout=-1)` arguments, with
-/// CPython's checks and messages. Returns `None` for a non-blocking
-/// attempt, `Some(None)` to wait forever, `Some(Some(deadline))` otherwise.
+/// the running CPython's checks: `blocking` is an `int` before 3.12 and any
+/// object (its truth) from 3.12; the timeout converts as
+/// [`lock_timeout_ns`] (None is a TypeError), -1 means "unset". The
+/// arguments are as passed (`None` = not passed; a Python None is passed).
+/// Returns `None` for a non-blocking attempt, `Some(None)` to wait forever,
+/// `Some(Some(deadline))` otherwise.
 #[inline]
 pub fn lock_acquire_args(
     blocking: Option<&Bound<'_, PyAny>>,
     timeout: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Option<Option<Instant>>> {
-    let blocking = truthy(blocking)?;
-    let secs = match timeout {
-        None => -1.0,
-        Some(t) => seconds(t)?,
+    let blocking = match blocking {
+        None => true,
+        Some(b) if version(b.py()) < (3, 12) => {
+            if let Ok(f) = b.cast::<PyFloat>() {
+                return Err(PyTypeError::new_err(format!(
+                    "'{}' object cannot be interpreted as an integer",
+                    f.get_type().name()?
+                )));
+            }
+            b.extract::<i32>()? != 0
+        }
+        Some(b) => b.is_truthy()?,
     };
-    let unset = secs == -1.0;
+    let ns = match timeout {
+        None => -1_000_000_000,
+        Some(t) => lock_timeout_ns(t)?,
+    };
+    let unset = ns == -1_000_000_000;
     if !blocking {
         if !unset {
             return Err(PyValueError::new_err("can't specify a timeout for a non-blocking call"));
@@ -180,9 +341,10 @@ pub fn lock_acquire_args(
     if unset {
         return Ok(Some(None));
     }
-    if secs < 0.0 {
+    if ns < 0 {
         return Err(PyValueError::new_err("timeout value must be a non-negative number"));
     }
+    let secs = ns as f64 / 1e9;
     if secs > *TIMEOUT_MAX.lock() {
         return Err(PyOverflowError::new_err("timeout value is too large"));
     }

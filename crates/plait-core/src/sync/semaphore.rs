@@ -27,10 +27,15 @@ const ONE: usize = 2;
 /// The largest value a semaphore can hold.
 pub const MAX_VALUE: usize = usize::MAX >> 1;
 
+/// `bound` of an unbounded semaphore.
+const NO_BOUND: usize = usize::MAX;
+
 #[derive(Debug)]
 pub struct Semaphore {
     state: AtomicUsize,
-    bound: Option<usize>,
+    /// The bound of a bounded semaphore, [`NO_BOUND`] otherwise (an atomic
+    /// so that [`Semaphore::reinit`] can change it).
+    bound: AtomicUsize,
     waiters: WaitList,
     /// `(ident, coarse ns)` of permit holders, oldest first.
     holders: SpinMutex<Vec<(u64, u64)>>,
@@ -51,7 +56,7 @@ impl Semaphore {
     pub fn new(value: usize) -> Self {
         Semaphore {
             state: AtomicUsize::new(value.min(MAX_VALUE) * ONE),
-            bound: None,
+            bound: AtomicUsize::new(NO_BOUND),
             waiters: WaitList::new(),
             holders: SpinMutex::new(Vec::new()),
             probe: Probe::new(),
@@ -60,15 +65,37 @@ impl Semaphore {
 
     /// A bounded semaphore: releases may never raise it above `value`.
     pub fn bounded(value: usize) -> Self {
-        Semaphore { bound: Some(value.min(MAX_VALUE)), ..Semaphore::new(value) }
+        Semaphore { bound: AtomicUsize::new(value.min(MAX_VALUE)), ..Semaphore::new(value) }
+    }
+
+    /// Start over with `value` permits and `bound` (a bounded semaphore's
+    /// initial value), as a second `__init__` does; threads waiting now
+    /// are woken for the permits there are.
+    pub fn reinit(&self, value: usize, bound: Option<usize>) {
+        let value = value.min(MAX_VALUE);
+        self.bound.store(bound.map_or(NO_BOUND, |b| b.min(MAX_VALUE)), Ordering::Relaxed);
+        self.holders.lock().clear();
+        let prev = self.state.swap(value * ONE, Ordering::AcqRel);
+        if prev & PARKED != 0 {
+            self.state.fetch_or(PARKED, Ordering::SeqCst);
+            if value > 0 {
+                self.wake(value);
+            }
+        }
     }
 
     pub fn value(&self) -> usize {
         self.state.load(Ordering::Relaxed) / ONE
     }
 
+    /// Make a bounded semaphore unbounded or the reverse (the binding
+    /// then checks a bound the permits cannot express).
+    pub fn set_bound(&self, bound: Option<usize>) {
+        self.bound.store(bound.map_or(NO_BOUND, |b| b.min(MAX_VALUE)), Ordering::Relaxed);
+    }
+
     pub fn bound(&self) -> Option<usize> {
-        self.bound
+        Some(self.bound.load(Ordering::Relaxed)).filter(|b| *b != NO_BOUND)
     }
 
     /// Take a permit without waiting.
@@ -133,12 +160,18 @@ impl Semaphore {
     /// Add `n` permits and wake up to `n` waiters.
     #[inline]
     pub fn release(&self, n: usize) -> Result<(), ReleaseError> {
+        self.release_from(n).map(drop)
+    }
+
+    /// [`Semaphore::release`], returning the count it added to.
+    #[inline]
+    pub fn release_from(&self, n: usize) -> Result<usize, ReleaseError> {
         let add = n.checked_mul(ONE).ok_or(ReleaseError::Overflow)?;
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
             let value = s / ONE;
             let new_value = value.checked_add(n).filter(|v| *v <= MAX_VALUE);
-            match (new_value, self.bound) {
+            match (new_value, self.bound()) {
                 (None, _) => return Err(ReleaseError::Overflow),
                 (Some(v), Some(b)) if v > b => return Err(ReleaseError::TooMany),
                 _ => {}
@@ -149,7 +182,7 @@ impl Semaphore {
                     if prev & PARKED != 0 {
                         self.wake(n);
                     }
-                    return Ok(());
+                    return Ok(prev / ONE);
                 }
                 Err(now) => s = now,
             }
@@ -221,5 +254,31 @@ impl Gate for Semaphore {
     }
     fn waiters(&self) -> &WaitList {
         &self.waiters
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reinit_sets_count_and_bound() {
+        let s = Semaphore::bounded(1);
+        assert!(s.try_acquire());
+        s.reinit(3, None);
+        assert_eq!((s.value(), s.bound()), (3, None));
+        assert_eq!(s.release_from(2), Ok(3));
+        s.reinit(1, Some(1));
+        assert_eq!(s.release(1), Err(ReleaseError::TooMany));
+    }
+
+    #[test]
+    fn set_bound_lifts_and_restores_the_bound() {
+        let s = Semaphore::bounded(1);
+        s.set_bound(None);
+        assert_eq!(s.release_from(1), Ok(1));
+        s.set_bound(Some(2));
+        assert_eq!(s.release(1), Err(ReleaseError::TooMany));
+        assert_eq!(s.value(), 2);
     }
 }

@@ -5,18 +5,19 @@
 //! protocol as CPython: `_release_save` / `_acquire_restore` / `_is_owned`
 //! when the lock has them, plain `release` / `acquire` otherwise.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use plait_core::fork::{register_arc, Registration};
 use plait_core::park::Outcome;
 use plait_core::sync::CondVar;
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyAttributeError, PyRuntimeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyFloat, PyInt, PyTuple};
 
-use crate::sync::lock::{Lock, RLock};
+use crate::sync::lock::{new_like, Lock, RLock};
 use crate::debug::site::{creation_site, name_arg};
-use crate::wait::{deadline_in, detached, interrupted_error, seconds};
+use crate::wait::{check_addable, cond_timeout, detached, interrupted_error, Arg, CondTimeout};
 
 enum Kind {
     Lock(Py<Lock>),
@@ -33,17 +34,48 @@ enum Saved {
 
 /// A condition variable, like `threading.Condition`.
 ///
+/// As CPython's (a Python class there), it takes attributes, weak
+/// references and subclasses; `copy.copy` gives a Condition sharing the
+/// lock and the waiters, as CPython's copy does, with a copy of the
+/// attributes.
+///
+/// Difference from CPython: calling `__init__` again on a Condition
+/// already made raises RuntimeError (CPython starts it over).
+///
 /// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
 /// without it, it is known by its creation site `file:line`.
-#[pyclass(module = "plait", frozen, weakref, subclass)]
+#[pyclass(module = "plait", frozen, weakref, dict, subclass)]
 pub struct Condition {
-    lock: Py<PyAny>,
-    kind: Kind,
+    /// Set by `__init__` (CPython's `object.__new__` leaves the arguments
+    /// to `__init__`, so a subclass's own `__init__` may take others).
+    init: OnceLock<Init>,
+}
+
+/// The waiters: shared by a Condition and its copies.
+struct Waiters {
     cv: Arc<CondVar>,
     _fork: Registration,
 }
 
+/// What `__init__` sets.
+struct Init {
+    lock: Py<PyAny>,
+    kind: Kind,
+    waiters: Arc<Waiters>,
+}
+
 impl Condition {
+    #[inline]
+    fn st(&self) -> PyResult<&Init> {
+        self.init.get().ok_or_else(|| PyAttributeError::new_err("Condition.__init__() was not called"))
+    }
+}
+
+impl Init {
+    fn cv(&self) -> &Arc<CondVar> {
+        &self.waiters.cv
+    }
+
     fn is_owned_impl(&self, py: Python<'_>) -> PyResult<bool> {
         match &self.kind {
             // CPython's fallback for a plain Lock: "owned" means locked.
@@ -101,26 +133,33 @@ impl Condition {
         }
     }
 
-    /// One `wait`; `Ok(true)` when notified.
-    fn wait_impl(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+    /// One `wait`, with CPython's order of checks (the lock is owned, then
+    /// the timeout as `cond_timeout` reads it); `Ok(true)` when notified,
+    /// and how the timeout was read.
+    fn wait_impl(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<(bool, CondTimeout)> {
         if !self.is_owned_impl(py)? {
             return Err(PyRuntimeError::new_err("cannot wait on un-acquired lock"));
         }
-        let node = self.cv.enqueue();
+        let t = cond_timeout(timeout)?;
+        if t == CondTimeout::Now {
+            // CPython's non-blocking attempt on a fresh waiter lock.
+            return Ok((false, t));
+        }
+        let node = self.cv().enqueue();
         let saved = match self.release_save(py) {
             Ok(s) => s,
             Err(e) => {
-                self.cv.cancel(&node);
+                self.cv().cancel(&node);
                 return Err(e);
             }
         };
-        let deadline = timeout.map(deadline_in);
-        let cv = &self.cv;
+        let deadline = t.deadline();
+        let cv = self.cv();
         let (out, err) = detached(py, deadline, |ctx| cv.wait(&node, ctx));
         self.acquire_restore(py, saved)?;
         match out {
-            Outcome::Notified => Ok(true),
-            Outcome::TimedOut => Ok(false),
+            Outcome::Notified => Ok((true, t)),
+            Outcome::TimedOut => Ok((false, t)),
             Outcome::Interrupted => Err(interrupted_error(py, err)),
         }
     }
@@ -137,26 +176,16 @@ impl Condition {
 impl Condition {
     /// A Condition over a new plait RLock (what `Condition()` makes).
     pub fn create(py: Python<'_>) -> PyResult<Self> {
-        Condition::new(py, None, None)
+        let c = Condition { init: OnceLock::new() };
+        c.init_impl(py, None, None)?;
+        Ok(c)
     }
-}
 
-fn timeout_arg(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
-    match timeout {
-        Some(t) if !t.is_none() => Ok(Some(seconds(t)?)),
-        _ => Ok(None),
-    }
-}
-
-#[pymethods]
-impl Condition {
-    #[new]
-    #[pyo3(signature = (lock = None, *, name = None))]
-    fn new(py: Python<'_>, lock: Option<Bound<'_, PyAny>>, name: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+    fn init_impl(&self, py: Python<'_>, lock: Option<&Bound<'_, PyAny>>, name: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let name = name_arg(name)?;
         let site = creation_site(py);
         let lock = match lock {
-            Some(l) if !l.is_none() => l,
+            Some(l) if !l.is_none() => l.clone(),
             _ => {
                 // The lock it makes is known by the condition's name.
                 let rlock = RLock::create();
@@ -169,12 +198,46 @@ impl Condition {
         } else if let Ok(r) = lock.cast::<RLock>() {
             Kind::RLock(r.clone().unbind())
         } else {
+            // CPython takes `lock.acquire` and `lock.release` here.
+            lock.getattr("acquire")?;
+            lock.getattr("release")?;
             Kind::Other
         };
         let cv = Arc::new(CondVar::new());
         cv.probe.label(name, site);
         let reg = register_arc(&cv);
-        Ok(Condition { lock: lock.unbind(), kind, cv, _fork: reg })
+        let init = Init { lock: lock.unbind(), kind, waiters: Arc::new(Waiters { cv, _fork: reg }) };
+        self.init.set(init).map_err(|_| PyRuntimeError::new_err("Condition.__init__() called twice"))
+    }
+}
+
+#[pymethods]
+impl Condition {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        Condition { init: OnceLock::new() }
+    }
+
+    #[pyo3(signature = (lock = None, *, name = None))]
+    fn __init__(&self, py: Python<'_>, lock: Option<&Bound<'_, PyAny>>, name: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        self.init_impl(py, lock, name)
+    }
+
+    /// A Condition of the same class on the same lock and waiters, with a
+    /// copy of the attributes.
+    fn __copy__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let st = slf.get().st()?;
+        let new = new_like(slf.as_any())?;
+        let kind = match &st.kind {
+            Kind::Lock(l) => Kind::Lock(l.clone_ref(py)),
+            Kind::RLock(r) => Kind::RLock(r.clone_ref(py)),
+            Kind::Other => Kind::Other,
+        };
+        let init = Init { lock: st.lock.clone_ref(py), kind, waiters: st.waiters.clone() };
+        let _ = new.cast::<Condition>()?.get().init.set(init);
+        Ok(new.unbind())
     }
 
     /// Acquire the underlying lock (same arguments as its acquire).
@@ -185,36 +248,40 @@ impl Condition {
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
+        let st = self.st()?;
         let simple = args.is_empty() && kwargs.is_none();
-        match &self.kind {
+        match &st.kind {
             Kind::Lock(l) if simple => l.get().acquire_impl(py, None, None).map(|b| b.into_pyobject(py).unwrap().to_owned().into_any().unbind()),
             Kind::RLock(r) if simple => r.get().acquire_impl(py, None, None).map(|b| b.into_pyobject(py).unwrap().to_owned().into_any().unbind()),
-            _ => Ok(self.lock.bind(py).call_method("acquire", args, kwargs)?.unbind()),
+            _ => Ok(st.lock.bind(py).call_method("acquire", args, kwargs)?.unbind()),
         }
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        match &self.kind {
+        let st = self.st()?;
+        match &st.kind {
             Kind::Lock(l) => l.get().acquire_impl(py, None, None).map(|b| b.into_pyobject(py).unwrap().to_owned().into_any().unbind()),
             Kind::RLock(r) => r.get().acquire_impl(py, None, None).map(|b| b.into_pyobject(py).unwrap().to_owned().into_any().unbind()),
-            Kind::Other => Ok(self.lock.bind(py).call_method0("__enter__")?.unbind()),
+            Kind::Other => Ok(st.lock.bind(py).call_method0("__enter__")?.unbind()),
         }
     }
 
     fn release(&self, py: Python<'_>) -> PyResult<()> {
-        match &self.kind {
+        let st = self.st()?;
+        match &st.kind {
             Kind::Lock(l) => l.get().release_impl(),
             Kind::RLock(r) => r.get().release_impl(),
-            Kind::Other => self.lock.bind(py).call_method0("release").map(|_| ()),
+            Kind::Other => st.lock.bind(py).call_method0("release").map(|_| ()),
         }
     }
 
     #[pyo3(signature = (*args))]
     fn __exit__(&self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
-        match &self.kind {
+        let st = self.st()?;
+        match &st.kind {
             Kind::Lock(l) => l.get().release_impl().map(|_| py.None()),
             Kind::RLock(r) => r.get().release_impl().map(|_| py.None()),
-            Kind::Other => Ok(self.lock.bind(py).call_method1("__exit__", args)?.unbind()),
+            Kind::Other => Ok(st.lock.bind(py).call_method1("__exit__", args)?.unbind()),
         }
     }
 
@@ -222,11 +289,11 @@ impl Condition {
     /// Returns False if the timeout expired.
     #[pyo3(signature = (timeout = None))]
     fn wait(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
-        let t = timeout_arg(timeout)?;
-        self.wait_impl(py, t)
+        Ok(self.st()?.wait_impl(py, timeout)?.0)
     }
 
-    /// Wait until `predicate()` is true; returns its last value.
+    /// Wait until `predicate()` is true; returns its last value. Calls the
+    /// predicate and reads the timeout as CPython's `wait_for` does.
     #[pyo3(signature = (predicate, timeout = None))]
     fn wait_for(
         &self,
@@ -234,42 +301,75 @@ impl Condition {
         predicate: &Bound<'_, PyAny>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let mut waittime = timeout_arg(timeout)?;
-        let mut endtime: Option<std::time::Instant> = None;
+        let st = self.st()?;
+        let timeout = timeout.filter(|t| !t.is_none());
+        let mut endtime: Option<Instant> = None;
         let mut result = predicate.call0()?;
         while !result.is_truthy()? {
-            if let Some(w) = waittime {
-                match endtime {
-                    None => endtime = Some(deadline_in(w.max(0.0))),
-                    Some(e) => {
-                        let left = e.saturating_duration_since(std::time::Instant::now());
-                        if left.is_zero() {
-                            break;
-                        }
-                        waittime = Some(left.as_secs_f64());
+            match (timeout, endtime) {
+                (None, _) => {
+                    st.wait_impl(py, None)?;
+                }
+                (Some(t), None) => {
+                    // `endtime = _time() + waittime`, then `wait(waittime)`.
+                    check_addable(t)?;
+                    let start = Instant::now();
+                    let (_, read) = st.wait_impl(py, Some(t))?;
+                    endtime = Some(match read {
+                        CondTimeout::For(secs) => start + Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO),
+                        _ => start,
+                    });
+                }
+                (Some(_), Some(end)) => {
+                    let left = end.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
                     }
+                    st.wait_impl(py, Some(PyFloat::new(py, left.as_secs_f64()).as_any()))?;
                 }
             }
-            self.wait_impl(py, waittime)?;
             result = predicate.call0()?;
         }
         Ok(result.unbind())
     }
 
-    /// Wake up to `n` waiting threads.
-    #[pyo3(signature = (n = 1))]
-    fn notify(&self, py: Python<'_>, n: i64) -> PyResult<()> {
-        self.check_owned(py, "notify")?;
-        if n < 0 {
-            return Err(PyValueError::new_err("n must be a non-negative integer"));
+    /// Wake up to `n` waiting threads: none when `n` is not positive (as
+    /// CPython's loop `while waiters and n > 0`, which looks at `n` only
+    /// when a thread waits).
+    #[pyo3(signature = (n = Arg::ABSENT))]
+    fn notify(&self, py: Python<'_>, n: Arg<'_>) -> PyResult<()> {
+        let st = self.st()?;
+        st.check_owned(py, "notify")?;
+        let waiting = st.cv().len();
+        if waiting == 0 {
+            return Ok(());
         }
-        self.cv.notify(n as usize);
+        let count = match n.get() {
+            None => 1,
+            Some(n) => match n.cast_exact::<PyInt>().ok().map(|i| i.extract::<i64>()) {
+                Some(Ok(k)) => k.clamp(0, i64::MAX) as usize,
+                // A big int, or another type: count down as CPython does.
+                _ => {
+                    let mut k = 0;
+                    let mut left = n.clone();
+                    while k < waiting && left.gt(0)? {
+                        left = left.sub(1)?;
+                        k += 1;
+                    }
+                    k
+                }
+            },
+        };
+        if count > 0 {
+            st.cv().notify(count);
+        }
         Ok(())
     }
 
     fn notify_all(&self, py: Python<'_>) -> PyResult<()> {
-        self.check_owned(py, "notify")?;
-        self.cv.notify_all();
+        let st = self.st()?;
+        st.check_owned(py, "notify")?;
+        st.cv().notify_all();
         Ok(())
     }
 
@@ -286,12 +386,14 @@ impl Condition {
     }
 
     fn _is_owned(&self, py: Python<'_>) -> PyResult<bool> {
-        self.is_owned_impl(py)
+        let st = self.st()?;
+        st.is_owned_impl(py)
     }
 
     /// Release the lock fully; returns what `_acquire_restore` needs.
     fn _release_save(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(match self.release_save(py)? {
+        let st = self.st()?;
+        Ok(match st.release_save(py)? {
             Saved::Lock => py.None(),
             Saved::RLock(count) => (count, plait_core::thread::ident()).into_pyobject(py)?.into_any().unbind(),
             Saved::Other(state) => state.unwrap_or_else(|| py.None()),
@@ -299,33 +401,36 @@ impl Condition {
     }
 
     fn _acquire_restore(&self, py: Python<'_>, state: &Bound<'_, PyAny>) -> PyResult<()> {
-        let saved = match &self.kind {
+        let st = self.st()?;
+        let saved = match &st.kind {
             Kind::Lock(_) => Saved::Lock,
             Kind::RLock(_) => Saved::RLock(state.extract::<(u64, u64)>()?.0),
             Kind::Other if state.is_none() => Saved::Other(None),
             Kind::Other => Saved::Other(Some(state.clone().unbind())),
         };
-        self.acquire_restore(py, saved)
+        st.acquire_restore(py, saved)
     }
 
     fn _at_fork_reinit(&self, py: Python<'_>) -> PyResult<()> {
-        self.lock.bind(py).call_method0("_at_fork_reinit")?;
+        let st = self.st()?;
+        st.lock.bind(py).call_method0("_at_fork_reinit")?;
         Ok(())
     }
 
     /// The lock this condition uses.
     #[getter]
-    fn _lock(&self, py: Python<'_>) -> Py<PyAny> {
-        self.lock.clone_ref(py)
+    fn _lock(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(self.st()?.lock.clone_ref(py))
     }
 
     /// Idents of the threads waiting on this condition (for plait.debug).
     #[getter]
     fn _waiter_idents(&self) -> Vec<u64> {
-        self.cv.waiters()
+        self.init.get().map(|st| st.cv().waiters()).unwrap_or_default()
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!("<Condition({}, {})>", self.lock.bind(py).repr()?, self.cv.len()))
+        let st = self.st()?;
+        Ok(format!("<Condition({}, {})>", st.lock.bind(py).repr()?, st.cv().len()))
     }
 }

@@ -6,19 +6,29 @@ use plait_core::fork::{register_arc, Registration};
 use plait_core::park::Outcome;
 use plait_core::sync::Event as CoreEvent;
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
 
-use crate::sync::lock::class_path;
+use crate::sync::lock::{class_path, new_like};
 use crate::debug::site::label_arg;
-use crate::wait::{detached, interrupted_error, optional_deadline};
+use crate::wait::{cond_timeout, detached, interrupted_error};
 
 /// A flag threads can wait for, like `threading.Event`.
 ///
-/// Difference from CPython: there is no internal `_cond` Condition; the
-/// waiting is done in Rust.
+/// As CPython's (a Python class there), it takes attributes
+/// (`ev.result = x`), weak references and subclasses (an `__init__` that
+/// calls `super().__init__()`); `_flag` reads the flag, and assigning it
+/// sets or clears it (a true value wakes the threads waiting, where
+/// CPython's would wait for the next `set()`).
+///
+/// Differences from CPython: there is no internal `_cond` Condition (the
+/// waiting is done in Rust). `copy.copy` gives a
+/// new, independent Event in the same state with the same attributes
+/// (CPython's copy shares the original's internal Condition, so setting
+/// the copy wakes the original's waiters without setting it).
 ///
 /// Addition: a keyword-only `name=` (a str) names it in `plait.debug`;
 /// without it, it is known by its creation site `file:line`.
-#[pyclass(module = "plait", frozen, weakref, subclass)]
+#[pyclass(module = "plait", frozen, weakref, dict, subclass)]
 pub struct Event {
     core: Arc<CoreEvent>,
     _fork: Registration,
@@ -35,12 +45,48 @@ impl Event {
 
 #[pymethods]
 impl Event {
+    /// An unset event; `__init__` checks the arguments (as CPython's
+    /// `object.__new__` leaves them to `__init__`, so a subclass's own
+    /// `__init__` may take others).
     #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        Event::create()
+    }
+
+    /// Reset to unset, as CPython's `__init__` does.
     #[pyo3(signature = (*, name = None))]
-    fn new(py: Python<'_>, name: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let event = Event::create();
-        label_arg(py, &event.core.probe, name)?;
-        Ok(event)
+    fn __init__(&self, py: Python<'_>, name: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        self.core.clear();
+        label_arg(py, &self.core.probe, name)
+    }
+
+    /// A new Event in the same state, of the same class, with a copy of
+    /// the attributes (see the class doc).
+    fn __copy__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let new = new_like(slf)?;
+        if slf.get().core.is_set() {
+            new.cast::<Event>()?.get().core.set();
+        }
+        Ok(new.unbind())
+    }
+
+    /// The flag, as CPython's `_flag` attribute.
+    #[getter]
+    fn _flag(&self) -> bool {
+        self.core.is_set()
+    }
+
+    /// Assigning `_flag` sets or clears the flag (a true value wakes the
+    /// threads waiting, where CPython's would wait for the next `set()`).
+    #[setter(_flag)]
+    fn set_flag(&self, value: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        match value {
+            Some(v) if v.is_truthy()? => self.core.set(),
+            Some(_) => self.core.clear(),
+            None => return Err(pyo3::exceptions::PyAttributeError::new_err("cannot delete _flag")),
+        }
+        Ok(())
     }
 
     pub(crate) fn is_set(&self) -> bool {
@@ -74,7 +120,7 @@ impl Event {
         if self.core.is_set() {
             return Ok(true);
         }
-        let deadline = optional_deadline(timeout)?;
+        let deadline = cond_timeout(timeout)?.deadline();
         let core = &self.core;
         let (out, err) = detached(py, deadline, |ctx| core.wait_slow(ctx));
         match out {

@@ -7,18 +7,30 @@ use plait_core::park::Outcome;
 use plait_core::sync::{Lock as CoreLock, RLock as CoreRLock, RLockError};
 use pyo3::exceptions::{PyOverflowError, PyRuntimeError};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyTuple};
 
 use plait_core::debug::order;
 
 use crate::debug::order as lock_order;
 use crate::debug::site::{label, name_arg};
-use crate::wait::{detached, detached_uninterruptible, interrupted_error, lock_acquire_args};
+use crate::wait::{detached, detached_uninterruptible, interrupted_error, lock_acquire_args, version, Arg};
 
 /// `"<module>.<qualname>"` of an object's class, for reprs.
 pub fn class_path(obj: &Bound<'_, PyAny>) -> PyResult<String> {
     let t = obj.get_type();
     Ok(format!("{}.{}", t.module()?, t.qualname()?))
+}
+
+/// A new object of `obj`'s class made by its `__new__` alone (no
+/// `__init__`, as `copy.copy` makes one), with a shallow copy of `obj`'s
+/// instance attributes: the start of the primitives' `__copy__`.
+pub fn new_like<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let cls = obj.get_type();
+    let new = cls.call_method1("__new__", (&cls,))?;
+    if let Ok(d) = obj.getattr("__dict__") {
+        new.getattr("__dict__")?.call_method1("update", (d,))?;
+    }
+    Ok(new)
 }
 
 /// Outcome of a blocking acquire, as Python sees it: `Interrupted` is a
@@ -151,14 +163,10 @@ impl Lock {
 
 #[pymethods]
 impl Lock {
+    /// `threading.Lock()` takes no arguments (only plait's `name=`).
     #[new]
-    #[pyo3(signature = (*_args, name = None, **_kwargs))]
-    fn new(
-        py: Python<'_>,
-        _args: &Bound<'_, PyTuple>,
-        name: Option<&Bound<'_, PyAny>>,
-        _kwargs: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Self> {
+    #[pyo3(signature = (*, name = None))]
+    fn new(py: Python<'_>, name: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let name = name_arg(name)?;
         let lock = Lock::create();
         label(py, &lock.core.probe, name);
@@ -166,25 +174,15 @@ impl Lock {
     }
 
     /// Acquire the lock; `blocking` and `timeout` as `threading.Lock`.
-    #[pyo3(signature = (blocking = None, timeout = None))]
-    fn acquire(
-        &self,
-        py: Python<'_>,
-        blocking: Option<&Bound<'_, PyAny>>,
-        timeout: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        self.acquire_impl(py, blocking, timeout)
+    #[pyo3(signature = (blocking = Arg::ABSENT, timeout = Arg::ABSENT))]
+    fn acquire(&self, py: Python<'_>, blocking: Arg<'_>, timeout: Arg<'_>) -> PyResult<bool> {
+        self.acquire_impl(py, blocking.get(), timeout.get())
     }
 
     /// Deprecated alias of acquire, kept as CPython keeps it.
-    #[pyo3(signature = (blocking = None, timeout = None))]
-    fn acquire_lock(
-        &self,
-        py: Python<'_>,
-        blocking: Option<&Bound<'_, PyAny>>,
-        timeout: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        self.acquire_impl(py, blocking, timeout)
+    #[pyo3(signature = (blocking = Arg::ABSENT, timeout = Arg::ABSENT))]
+    fn acquire_lock(&self, py: Python<'_>, blocking: Arg<'_>, timeout: Arg<'_>) -> PyResult<bool> {
+        self.acquire_impl(py, blocking.get(), timeout.get())
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
@@ -352,27 +350,31 @@ impl RLock {
 #[pymethods]
 impl RLock {
     #[new]
-    #[pyo3(signature = (*_args, name = None, **_kwargs))]
+    #[pyo3(signature = (*args, name = None, **kwargs))]
     fn new(
         py: Python<'_>,
-        _args: &Bound<'_, PyTuple>,
+        args: &Bound<'_, PyTuple>,
         name: Option<&Bound<'_, PyAny>>,
-        _kwargs: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
+        // CPython's RLock ignores arguments; 3.13 warns about them.
+        if (!args.is_empty() || kwargs.is_some_and(|k| !k.is_empty())) && version(py) >= (3, 13) {
+            PyErr::warn(
+                py,
+                &py.get_type::<pyo3::exceptions::PyDeprecationWarning>(),
+                c"Passing arguments to RLock is deprecated and will be removed in 3.15",
+                1,
+            )?;
+        }
         let name = name_arg(name)?;
         let lock = RLock::create();
         label(py, lock.core.probe(), name);
         Ok(lock)
     }
 
-    #[pyo3(signature = (blocking = None, timeout = None))]
-    fn acquire(
-        &self,
-        py: Python<'_>,
-        blocking: Option<&Bound<'_, PyAny>>,
-        timeout: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        self.acquire_impl(py, blocking, timeout)
+    #[pyo3(signature = (blocking = Arg::ABSENT, timeout = Arg::ABSENT))]
+    fn acquire(&self, py: Python<'_>, blocking: Arg<'_>, timeout: Arg<'_>) -> PyResult<bool> {
+        self.acquire_impl(py, blocking.get(), timeout.get())
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {

@@ -38,7 +38,9 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::PyTypeInfo;
 
 use crate::sync::event::Event;
-use crate::wait::{deadline_in, detached, is_main_thread, optional_deadline, seconds};
+use crate::wait::{
+    cond_timeout, deadline_in, detached, is_main_thread, lock_timeout_ns, version, CondTimeout, TIMEOUT_MAX,
+};
 
 /// How long interpreter exit waits for a daemon Timer's running callback.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
@@ -285,6 +287,30 @@ impl Timer {
         Ok(())
     }
 
+    /// A new, unstarted Timer of the same class with the same interval,
+    /// function, arguments, name and daemon flag, and a copy of the
+    /// attributes. (CPython's copy shares the original's thread state: a
+    /// copy of a started Timer cannot be started, one of an unstarted Timer
+    /// starts both.)
+    fn __copy__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let call = this.call_parts(py)?;
+        let new = crate::sync::lock::new_like(slf.as_any())?;
+        let copy = new.cast::<Timer>()?.get();
+        let old = copy.call.lock().replace(call);
+        drop(old);
+        let (name, daemon) = {
+            let m = this.meta.lock();
+            (m.name.clone(), m.daemon)
+        };
+        let mut meta = copy.meta.lock();
+        meta.name = name;
+        meta.daemon = daemon;
+        drop(meta);
+        Ok(new.unbind())
+    }
+
     /// Start the countdown. The function runs on the shared timer thread
     /// after `interval` seconds unless `cancel()` is called first.
     fn start(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -298,18 +324,13 @@ impl Timer {
             return start_thread(slf);
         }
         let interval = interval.into_bound(py);
-        let deadline = if interval.is_none() {
-            deadline_after(Duration::MAX)
-        } else {
-            let secs = seconds(&interval).or_else(|e| {
-                // NaN waits zero seconds in CPython's Event.wait.
-                if interval.extract::<f64>().is_ok_and(f64::is_nan) {
-                    Ok(0.0)
-                } else {
-                    Err(e)
-                }
-            })?;
-            deadline_in(secs)
+        // CPython's Timer waits with `finished.wait(interval)`: read as
+        // `Condition.wait` reads it (a NaN is 0 there: it runs at once).
+        let nan = interval.cast::<pyo3::types::PyFloat>().is_ok_and(|f| f.value().is_nan());
+        let deadline = match if nan { CondTimeout::Now } else { cond_timeout(Some(&interval))? } {
+            CondTimeout::Forever => deadline_after(Duration::MAX),
+            CondTimeout::Now => Instant::now(),
+            CondTimeout::For(secs) => deadline_in(secs),
         };
         if this.finished_event().is_set() {
             // Cancelled before it started: it ends at once, uncalled.
@@ -364,10 +385,29 @@ impl Timer {
                 "cannot join a pending Timer from a Timer's function: they share one thread"
             }));
         }
+        // CPython: `timeout = max(timeout, 0)`, then the thread handle's
+        // wait converts it as lock.acquire does; before 3.13 only when the
+        // thread has not ended.
+        let timeout = match timeout.filter(|t| !t.is_none()) {
+            None => None,
+            Some(t) => Some(py.import("builtins")?.getattr("max")?.call1((t, 0))?),
+        };
+        let convert = |t: &Option<Bound<'_, PyAny>>| -> PyResult<Option<Instant>> {
+            let Some(t) = t else { return Ok(None) };
+            let secs = lock_timeout_ns(t)? as f64 / 1e9;
+            if secs > *TIMEOUT_MAX.lock() {
+                return Err(pyo3::exceptions::PyOverflowError::new_err("timeout value is too large"));
+            }
+            Ok(Some(deadline_in(secs)))
+        };
+        let early = if version(py) >= (3, 13) { Some(convert(&timeout)?) } else { None };
         if self.cell.is_done() {
             return Ok(());
         }
-        let deadline = optional_deadline(timeout)?;
+        let deadline = match early {
+            Some(d) => d,
+            None => convert(&timeout)?,
+        };
         // After a fork made outside os.fork(), restart the thread here.
         svc.resume().map_err(|e| PyRuntimeError::new_err(format!("can't start new thread: {e}")))?;
         let cell = &self.cell;
