@@ -19,6 +19,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyInt;
 
 use super::mapping::SelectorMapping;
+use super::os_error;
 use super::Obj;
 
 pub(super) struct Registration {
@@ -108,8 +109,8 @@ impl Selector {
 #[pymethods]
 impl Selector {
     #[new]
-    fn new() -> PyResult<Self> {
-        let poller = Poller::new()?;
+    fn new(py: Python<'_>) -> PyResult<Self> {
+        let poller = Poller::new().map_err(|e| os_error(py, e))?;
         let epfd = poller.fd();
         Ok(Selector { st: Mutex::new(SelState { poller: Some(poller), keys: HashMap::new() }), epfd, count: AtomicUsize::new(0) })
     }
@@ -129,7 +130,7 @@ impl Selector {
         let Some(poller) = st.poller.as_mut() else {
             return Err(PyRuntimeError::new_err("the selector is closed"));
         };
-        poller.register(fd, events)?;
+        poller.register(fd, events).map_err(|e| os_error(py, e))?;
         st.keys.insert(fd, Registration { key: key.clone_ref(py), data });
         self.count.store(st.keys.len(), Ordering::Relaxed);
         Ok(key)
@@ -174,7 +175,7 @@ impl Selector {
         let changed = st.poller.as_ref().and_then(|p| p.interest(fd)) != Some(events);
         if changed {
             if let Some(p) = st.poller.as_mut() {
-                p.modify(fd, events)?;
+                p.modify(fd, events).map_err(|e| os_error(py, e))?;
             }
         }
         let old = st.keys.insert(fd, Registration { key: key.clone_ref(py), data });
@@ -283,7 +284,7 @@ impl Selector {
                 if e.raw_os_error() == Some(libc::EINTR) {
                     return Ok(());
                 }
-                return Err(e.into());
+                return Err(os_error(py, e));
             }
             let st = self.st.lock();
             let Some(p) = st.poller.as_ref() else { return Ok(()) };
