@@ -3,6 +3,11 @@
 //! so timers due at the same moment run in the order they were scheduled,
 //! as asyncio's heap of `TimerHandle`s does. Generic over the payload (the
 //! binding keeps its handle objects in it).
+//!
+//! A NaN deadline is due at once: asyncio (up to 3.12) runs a timer whose
+//! `when` is NaN on the next iteration (no comparison with NaN says "not
+//! yet"), so it is kept as if due at minus infinity. (On 3.13 asyncio's
+//! loop fails on such a timer; the binding refuses it before it gets here.)
 
 use std::collections::BinaryHeap;
 
@@ -51,8 +56,9 @@ impl<T> TimerHeap<T> {
         Self::default()
     }
 
-    /// Add `item` due at `when`.
+    /// Add `item` due at `when` (NaN: due at once, see the module doc).
     pub fn push(&mut self, when: f64, item: T) {
+        let when = if when.is_nan() { f64::NEG_INFINITY } else { when };
         self.seq += 1;
         self.heap.push(Entry { when, seq: self.seq, item });
     }
@@ -109,5 +115,26 @@ impl<T> TimerHeap<T> {
     /// Take every item out, in no particular order.
     pub fn drain(&mut self) -> Vec<T> {
         self.heap.drain().map(|e| e.item).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TimerHeap;
+
+    #[test]
+    fn nan_is_due_at_once_in_order_of_insertion() {
+        let mut h = TimerHeap::new();
+        h.push(5.0, "later");
+        h.push(f64::NAN, "nan");
+        h.push(f64::INFINITY, "never");
+        h.push(f64::NEG_INFINITY, "past");
+        assert_eq!(h.next_when(), Some(f64::NEG_INFINITY));
+        assert_eq!(h.pop_due(0.0).map(|(_, t)| t), Some("nan"));
+        assert_eq!(h.pop_due(0.0).map(|(_, t)| t), Some("past"));
+        assert_eq!(h.pop_due(0.0).map(|(_, t)| t), None);
+        assert_eq!(h.pop_due(5.0).map(|(_, t)| t), Some("later"));
+        assert_eq!(h.pop_due(f64::MAX).map(|(_, t)| t), None);
+        assert_eq!(h.pop_due(f64::INFINITY).map(|(_, t)| t), Some("never"));
     }
 }

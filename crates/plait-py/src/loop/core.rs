@@ -209,6 +209,32 @@ fn asyncio_attr<'py>(py: Python<'py>, module: &str, name: &Bound<'py, pyo3::type
     m.bind(py).getattr(name)
 }
 
+fn before_311(py: Python<'_>) -> bool {
+    static BEFORE_311: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BEFORE_311.get_or_init(|| py.version_info() < (3, 11))
+}
+
+/// An int or a float (bool and subclasses too): a timer's time as asyncio
+/// does arithmetic with it.
+fn is_real(v: &Bound<'_, PyAny>) -> bool {
+    v.is_instance_of::<PyInt>() || v.is_instance_of::<pyo3::types::PyFloat>()
+}
+
+/// A timer's deadline, as the running Python's asyncio takes it. NaN: up
+/// to 3.12 asyncio runs the timer at once (the heap keeps NaN as due,
+/// `TimerHeap::push`); 3.13's loop fails with ValueError when the timer
+/// reaches the head of its heap, from `run_forever`, on every iteration
+/// after: the same ValueError is raised here, by the call that made it
+/// (`call_later`, `call_at`, and so `wait_for`, `asyncio.timeout`).
+/// Infinities and huge values are kept: such a timer never comes due.
+fn deadline(py: Python<'_>, when: f64, what: &str) -> PyResult<f64> {
+    static FROM_313: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if when.is_nan() && *FROM_313.get_or_init(|| py.version_info() >= (3, 13)) {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!("Invalid {what}: NaN (not a number)")));
+    }
+    Ok(when)
+}
+
 /// Whether nothing but the caller's `h` refers to the object: no other
 /// reference and no weak reference (a pooled handle that can be reused).
 fn exclusive(h: &Obj) -> bool {
@@ -375,21 +401,42 @@ impl LoopCore {
 
     #[pyo3(signature = (delay, callback, *args, context = None))]
     fn call_later(slf: &Bound<'_, Self>, delay: &Bound<'_, PyAny>, callback: Obj, args: Py<PyTuple>, context: Option<Obj>) -> PyResult<Obj> {
+        let py = slf.py();
         if delay.is_none() {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
-        let delay: f64 = delay.extract()?;
-        Self::call_at_f(slf, Self::now(slf)? + delay, None, callback, args, context)
+        let now = Self::now(slf)?;
+        // asyncio computes `self.time() + delay`: a number, or anything a
+        // float adds to (a Fraction, numpy's scalars); not a str, nor an
+        // object that only has __float__ or __index__.
+        let when = if is_real(delay) {
+            now + delay.extract::<f64>()?
+        } else {
+            pyo3::types::PyFloat::new(py, now).add(delay)?.extract::<f64>()?
+        };
+        Self::call_at_f(slf, deadline(py, when, "delay")?, None, callback, args, context)
     }
 
     #[pyo3(signature = (when, callback, *args, context = None))]
     fn call_at(slf: &Bound<'_, Self>, when: &Bound<'_, PyAny>, callback: Obj, args: Py<PyTuple>, context: Option<Obj>) -> PyResult<Obj> {
+        let py = slf.py();
         if when.is_none() {
+            // 3.10's TimerHandle asserts it; 3.11 checks.
+            if before_311(py) {
+                return Err(pyo3::exceptions::PyAssertionError::new_err(()));
+            }
             return Err(PyTypeError::new_err("when cannot be None"));
         }
         let when_int = when.is_exact_instance_of::<PyInt>().then(|| when.clone().unbind());
-        let when: f64 = when.extract()?;
-        Self::call_at_f(slf, when, when_int, callback, args, context)
+        let at = if is_real(when) {
+            when.extract::<f64>()?
+        } else {
+            // asyncio's loop computes `when - self.time()`: what cannot
+            // be subtracted from fails there (here, at once).
+            when.sub(pyo3::types::PyFloat::new(py, Self::now(slf)?))?;
+            when.extract::<f64>()?
+        };
+        Self::call_at_f(slf, deadline(py, at, "when")?, when_int, callback, args, context)
     }
 
     /// asyncio's `_add_reader(fd, callback, *args)`, with a native handle.
@@ -420,9 +467,7 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        static BEFORE_311: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let before_311 = *BEFORE_311.get_or_init(|| py.version_info() < (3, 11));
-        if core.debug.load(Ordering::Relaxed) || before_311 || !slf.getattr(pyo3::intern!(py, "_task_factory"))?.is_none() {
+        if core.debug.load(Ordering::Relaxed) || before_311(py) || !slf.getattr(pyo3::intern!(py, "_task_factory"))?.is_none() {
             let kwargs = PyDict::new(py);
             kwargs.set_item("name", name)?;
             if context.is_some() {
