@@ -25,7 +25,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyInt, PyTuple};
 
-use super::call::{check_context, untracked, Args, Call};
+use super::call::{check_context, is_context, untracked, Args, Call};
 use super::handle::{Entry, Handle, TimerHandle};
 use super::run_once::Scratch;
 use super::selector::Selector;
@@ -81,6 +81,11 @@ impl LoopCore {
     /// Make a handle for `callback(*args)` in `context` and queue it.
     pub(crate) fn soon(slf: &Bound<'_, Self>, callback: Obj, args: Args, context: Option<Obj>) -> PyResult<Obj> {
         let py = slf.py();
+        if let Some(c) = context.as_ref().filter(|c| !is_context(c)) {
+            // Not a Context: asyncio's own Handle, which takes any object
+            // and fails when run, as asyncio's loop does.
+            return helper(py, "plain_call_soon")?.call1((slf, callback, args.to_tuple(py)?, c)).map(Bound::unbind);
+        }
         let ctx = check_context(py, context)?;
         let core = slf.get();
         let call = Call { callback, args, context: ctx };
@@ -412,8 +417,11 @@ impl LoopCore {
         let when = if is_real(delay) {
             now + delay.extract::<f64>()?
         } else {
-            pyo3::types::PyFloat::new(py, now).add(delay)?.extract::<f64>()?
+            let sum = pyo3::types::PyFloat::new(py, now).add(delay)?;
+            slf.get().check_closed()?;
+            sum.extract::<f64>()?
         };
+        slf.get().check_closed()?;
         Self::call_at_f(slf, deadline(py, when, "delay")?, None, callback, args, context)
     }
 
@@ -427,7 +435,9 @@ impl LoopCore {
             }
             return Err(PyTypeError::new_err("when cannot be None"));
         }
-        let when_int = when.is_exact_instance_of::<PyInt>().then(|| when.clone().unbind());
+        // As asyncio's call_at: None, then a closed loop, then the value.
+        slf.get().check_closed()?;
+        let when_int = (!when.is_exact_instance_of::<pyo3::types::PyFloat>()).then(|| when.clone().unbind());
         let at = if is_real(when) {
             when.extract::<f64>()?
         } else {
@@ -541,9 +551,13 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        if core.debug.load(Ordering::Relaxed) {
+        let debug = core.debug.load(Ordering::Relaxed);
+        if debug || context.as_ref().is_some_and(|c| !is_context(c)) {
+            // Debug mode, or a context that is not a Context: asyncio's
+            // own TimerHandle (see `soon`).
             let w = when_int.unwrap_or_else(|| pyo3::types::PyFloat::new(py, when).into_any().unbind());
-            let h = helper(py, "debug_call_at")?.call1((slf, w, callback, args, context))?;
+            let make = if debug { "debug_call_at" } else { "plain_call_at" };
+            let h = helper(py, make)?.call1((slf, w, callback, args, context))?;
             h.setattr("_scheduled", true)?;
             core.st.lock().timers.push(when, h.clone().unbind());
             return Ok(h.unbind());

@@ -63,6 +63,9 @@ impl LoopCore {
         }
         let Some(sel) = core.selector.get() else { return Ok(false) };
         let sel = sel.get();
+        // An invalid file object is selectors' ValueError (get_key's), as
+        // asyncio's _remove_reader meets it.
+        sel.lookup(fd)?;
         let Some((mask, reader, writer)) = sel.entry(fd) else { return Ok(false) };
         let (gone, other) = if bit == READ { (reader, writer) } else { (writer, reader) };
         let left = mask & !bit;
