@@ -225,21 +225,6 @@ fn is_real(v: &Bound<'_, PyAny>) -> bool {
     v.is_instance_of::<PyInt>() || v.is_instance_of::<pyo3::types::PyFloat>()
 }
 
-/// A timer's deadline, as the running Python's asyncio takes it. NaN: up
-/// to 3.12 asyncio runs the timer at once (the heap keeps NaN as due,
-/// `TimerHeap::push`); 3.13's loop fails with ValueError when the timer
-/// reaches the head of its heap, from `run_forever`, on every iteration
-/// after: the same ValueError is raised here, by the call that made it
-/// (`call_later`, `call_at`, and so `wait_for`, `asyncio.timeout`).
-/// Infinities and huge values are kept: such a timer never comes due.
-fn deadline(py: Python<'_>, when: f64, what: &str) -> PyResult<f64> {
-    static FROM_313: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if when.is_nan() && *FROM_313.get_or_init(|| py.version_info() >= (3, 13)) {
-        return Err(pyo3::exceptions::PyValueError::new_err(format!("Invalid {what}: NaN (not a number)")));
-    }
-    Ok(when)
-}
-
 /// Whether nothing but the caller's `h` refers to the object: no other
 /// reference and no weak reference (a pooled handle that can be reused).
 fn exclusive(h: &Obj) -> bool {
@@ -422,7 +407,7 @@ impl LoopCore {
             sum.extract::<f64>()?
         };
         slf.get().check_closed()?;
-        Self::call_at_f(slf, deadline(py, when, "delay")?, None, callback, args, context)
+        Self::call_at_f(slf, when, None, callback, args, context)
     }
 
     #[pyo3(signature = (when, callback, *args, context = None))]
@@ -446,7 +431,7 @@ impl LoopCore {
             when.sub(pyo3::types::PyFloat::new(py, Self::now(slf)?))?;
             when.extract::<f64>()?
         };
-        Self::call_at_f(slf, deadline(py, at, "when")?, when_int, callback, args, context)
+        Self::call_at_f(slf, at, when_int, callback, args, context)
     }
 
     /// asyncio's `_add_reader(fd, callback, *args)`, with a native handle.
