@@ -730,8 +730,81 @@ async def _raise(cls):
     raise cls("x")
 
 
+# ---- the selector (plait.loop.Selector against selectors.EpollSelector) -------
+
+
+def _selector(m):
+    import selectors
+
+    import plait.loop
+
+    return plait.loop.Selector() if m is PLAIT else selectors.EpollSelector()
+
+
+SELECT_TIMEOUTS = {k: v for k, v in VALUES.items() if k not in ("1.5", "True")}
+
+
+def select_case(name, timeout) -> Case:
+    # A socket with data waiting: select returns at once unless it fails.
+    def body(m):
+        sel = _selector(m)
+        r, w = socket.socketpair()
+        try:
+            sel.register(r, 1)
+            w.send(b"x")
+            return [(k.fd == r.fileno(), ev) for k, ev in sel.select(timeout)]
+        finally:
+            sel.close()
+            r.close()
+            w.close()
+
+    return Case(f"select-timeout-{name}", body)
+
+
+EVENTS = {**{k: v for k, v in VALUES.items() if k not in ("fraction", "decimal")}, "4": 4, "3": 3, "2**32+1": 2**32 + 1}
+
+
+def events_case(op, name, events) -> Case:
+    def body(m):
+        sel = _selector(m)
+        r, w = socket.socketpair()
+        try:
+            if op == "modify":
+                sel.register(r, 1)
+            key = getattr(sel, op)(r, events)
+            return key.events == events, sel.get_key(r).fd == r.fileno()
+        finally:
+            sel.close()
+            r.close()
+            w.close()
+
+    return Case(f"selector-{op}-events-{name}", body)
+
+
+FILEOBJS = {"-1": -1, "2**40": 2**40, "str": "x", "None": None, "float": 1.5, "index": Index()}
+
+
+def fileobj_case(op, name, fileobj) -> Case:
+    def body(m):
+        sel = _selector(m)
+        try:
+            if op == "register":
+                return sel.register(fileobj, 1).events
+            return getattr(sel, op)(fileobj)
+        finally:
+            sel.close()
+
+    return Case(f"selector-{op}-fileobj-{name}", body)
+
+
+SELECTOR = [
+    *[select_case(n, t) for n, t in SELECT_TIMEOUTS.items()],
+    *[events_case(op, n, e) for op in ("register", "modify") for n, e in EVENTS.items()],
+    *[fileobj_case(op, n, f) for op in ("register", "unregister", "get_key") for n, f in FILEOBJS.items()],
+]
+
 ALL = [*TIMERS, *CLOSED_TIMERS, *TIMER_WHEN, Case("nan-timer-with-others", nan_timer_with_others),
-       *TRANSPORT, *CALLBACKS]
+       *TRANSPORT, *CALLBACKS, *SELECTOR]
 
 
 @params(ALL)

@@ -40,12 +40,12 @@ impl LoopCore {
         let none = py.None().into_bound(py);
         let old = match sel.get().entry(fd) {
             None => {
-                sel.get().register(fd, bit, Some(io_pair(py, bit, handle.bind(py).clone(), none)?))?;
+                sel.get().add(fd, bit, &bit.into_pyobject(py)?.into_any(), Some(io_pair(py, bit, handle.bind(py).clone(), none)?))?;
                 None
             }
             Some((mask, reader, writer)) => {
                 let (old, other) = if bit == READ { (reader, writer) } else { (writer, reader) };
-                sel.get().modify(fd, mask | bit, Some(io_pair(py, bit, handle.bind(py).clone(), other)?))?;
+                sel.get().change(fd, mask | bit, &(mask | bit).into_pyobject(py)?.into_any(), Some(io_pair(py, bit, handle.bind(py).clone(), other)?))?;
                 Some(old)
             }
         };
@@ -72,7 +72,7 @@ impl LoopCore {
         if left == 0 {
             sel.unregister(fd)?;
         } else {
-            sel.modify(fd, left, Some(io_pair(py, bit, py.None().into_bound(py), other)?))?;
+            sel.change(fd, left, &left.into_pyobject(py)?.into_any(), Some(io_pair(py, bit, py.None().into_bound(py), other)?))?;
         }
         if gone.is_none() {
             return Ok(false);
