@@ -414,8 +414,10 @@ impl LoopCore {
     fn call_at(slf: &Bound<'_, Self>, when: &Bound<'_, PyAny>, callback: Obj, args: Py<PyTuple>, context: Option<Obj>) -> PyResult<Obj> {
         let py = slf.py();
         if when.is_none() {
-            // 3.10's TimerHandle asserts it; 3.11 checks.
+            // 3.10's TimerHandle asserts it (after the closed check);
+            // 3.11 checks it first.
             if before_311(py) {
+                slf.get().check_closed()?;
                 return Err(pyo3::exceptions::PyAssertionError::new_err(()));
             }
             return Err(PyTypeError::new_err("when cannot be None"));
