@@ -135,6 +135,58 @@ impl Selector {
         }
     }
 
+    /// `register` with the interest already checked (`events` is what the
+    /// key shows).
+    pub(super) fn add(&self, fileobj: &Bound<'_, PyAny>, mask: u32, events: &Bound<'_, PyAny>, data: Option<Obj>) -> PyResult<Obj> {
+        let py = fileobj.py();
+        let fd = fileobj_to_fd(fileobj)?;
+        let data = data.unwrap_or_else(|| py.None());
+        let key = selector_key(py)?.call1((fileobj, fd, events, data.clone_ref(py)))?.unbind();
+        let fd = c_fd(fd)?;
+        let mut st = self.st.lock();
+        if st.keys.contains_key(&fd) {
+            drop(st);
+            return Err(PyKeyError::new_err(format!("{} (FD {fd}) is already registered", fileobj.repr()?)));
+        }
+        let Some(poller) = st.poller.as_mut() else {
+            return Err(PyRuntimeError::new_err("the selector is closed"));
+        };
+        poller.register(fd, mask).map_err(|e| os_error(py, e))?;
+        st.keys.insert(fd, Registration { key: key.clone_ref(py), data });
+        self.count.store(st.keys.len(), Ordering::Relaxed);
+        Ok(key)
+    }
+
+    /// `modify` with the interest given (`events` is what the key shows).
+    pub(super) fn change(&self, fileobj: &Bound<'_, PyAny>, mask: u32, events: &Bound<'_, PyAny>, data: Option<Obj>) -> PyResult<Obj> {
+        let py = fileobj.py();
+        let fd = self.lookup(fileobj)?;
+        let data = data.unwrap_or_else(|| py.None());
+        let old_obj = {
+            let st = self.st.lock();
+            match st.keys.get(&fd) {
+                Some(r) => r.key.clone_ref(py),
+                None => {
+                    drop(st);
+                    return Err(PyKeyError::new_err(format!("{} is not registered", fileobj.repr()?)));
+                }
+            }
+        };
+        let old_file = old_obj.bind(py).get_item(0)?;
+        let key = selector_key(py)?.call1((old_file, fd, events, data.clone_ref(py)))?.unbind();
+        let mut st = self.st.lock();
+        let changed = st.poller.as_ref().and_then(|p| p.interest(fd)) != Some(mask);
+        if changed {
+            if let Some(p) = st.poller.as_mut() {
+                p.modify(fd, mask).map_err(|e| os_error(py, e))?;
+            }
+        }
+        let old = st.keys.insert(fd, Registration { key: key.clone_ref(py), data });
+        drop(st);
+        drop(old);
+        Ok(key)
+    }
+
     /// The interest and (reader, writer) handles registered for `fileobj`,
     /// if it is registered (what `get_map().get(fileobj)` finds).
     pub(super) fn entry<'py>(&self, fileobj: &Bound<'py, PyAny>) -> Option<(u32, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
@@ -166,28 +218,6 @@ impl Selector {
         self.add(fileobj, mask, events, data)
     }
 
-    /// `register` with the interest already checked (`events` is what the
-    /// key shows).
-    pub(super) fn add(&self, fileobj: &Bound<'_, PyAny>, mask: u32, events: &Bound<'_, PyAny>, data: Option<Obj>) -> PyResult<Obj> {
-        let py = fileobj.py();
-        let fd = fileobj_to_fd(fileobj)?;
-        let data = data.unwrap_or_else(|| py.None());
-        let key = selector_key(py)?.call1((fileobj, fd, events, data.clone_ref(py)))?.unbind();
-        let fd = c_fd(fd)?;
-        let mut st = self.st.lock();
-        if st.keys.contains_key(&fd) {
-            drop(st);
-            return Err(PyKeyError::new_err(format!("{} (FD {fd}) is already registered", fileobj.repr()?)));
-        }
-        let Some(poller) = st.poller.as_mut() else {
-            return Err(PyRuntimeError::new_err("the selector is closed"));
-        };
-        poller.register(fd, mask).map_err(|e| os_error(py, e))?;
-        st.keys.insert(fd, Registration { key: key.clone_ref(py), data });
-        self.count.store(st.keys.len(), Ordering::Relaxed);
-        Ok(key)
-    }
-
     pub(super) fn unregister(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Obj> {
         let fd = self.lookup(fileobj)?;
         let mut st = self.st.lock();
@@ -216,36 +246,6 @@ impl Selector {
         }
         let mask = events_mask(events, false)?;
         self.change(fileobj, mask, events, data)
-    }
-
-    /// `modify` with the interest given (`events` is what the key shows).
-    pub(super) fn change(&self, fileobj: &Bound<'_, PyAny>, mask: u32, events: &Bound<'_, PyAny>, data: Option<Obj>) -> PyResult<Obj> {
-        let py = fileobj.py();
-        let fd = self.lookup(fileobj)?;
-        let data = data.unwrap_or_else(|| py.None());
-        let old_obj = {
-            let st = self.st.lock();
-            match st.keys.get(&fd) {
-                Some(r) => r.key.clone_ref(py),
-                None => {
-                    drop(st);
-                    return Err(PyKeyError::new_err(format!("{} is not registered", fileobj.repr()?)));
-                }
-            }
-        };
-        let old_file = old_obj.bind(py).get_item(0)?;
-        let key = selector_key(py)?.call1((old_file, fd, events, data.clone_ref(py)))?.unbind();
-        let mut st = self.st.lock();
-        let changed = st.poller.as_ref().and_then(|p| p.interest(fd)) != Some(mask);
-        if changed {
-            if let Some(p) = st.poller.as_mut() {
-                p.modify(fd, mask).map_err(|e| os_error(py, e))?;
-            }
-        }
-        let old = st.keys.insert(fd, Registration { key: key.clone_ref(py), data });
-        drop(st);
-        drop(old);
-        Ok(key)
     }
 
     fn get_key(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Obj> {
