@@ -61,6 +61,21 @@ def debug_call_at(loop, when, callback, args, context):
     return timer
 
 
+def plain_call_soon(loop, callback, args, context):
+    """``call_soon`` with a context that is not a ``contextvars.Context``:
+    asyncio's own Handle, which takes it and fails when run (reported to
+    the exception handler), as asyncio's loop does."""
+    handle = events.Handle(callback, args, loop, context)
+    loop._add_callback(handle)
+    return handle
+
+
+def plain_call_at(loop, when, callback, args, context):
+    """``call_at`` with a context that is not a ``contextvars.Context``
+    (see ``plain_call_soon``)."""
+    return events.TimerHandle(when, callback, args, loop, context)
+
+
 def check_slow_callback(loop, handle, dt):
     if dt >= loop.slow_callback_duration:
         logger.warning("Executing %s took %.3f seconds", base_events._format_handle(handle), dt)

@@ -23,11 +23,17 @@ Differences from asyncio's loop:
 * ``call_soon``/``call_later``/``call_at`` return ``plait.loop.Handle`` /
   ``TimerHandle``, with asyncio's API (``cancel``, ``cancelled``,
   ``get_context``, ``when``) but not subclasses of ``asyncio.Handle``
-  (uvloop's handles are not either). In debug mode they are asyncio's own.
+  (uvloop's handles are not either). In debug mode, or given a ``context``
+  that is not a ``contextvars.Context``, they are asyncio's own.
 * The loop's ``_ready`` deque and ``_scheduled`` heap are not used (the
   queue and heap live in Rust); ``_selector`` is a ``plait.loop.Selector``
   (epoll, with the ``selectors`` API). A loop must be given no selector or a
   ``plait.loop.Selector``.
+* ``call_at`` (and so ``asyncio.timeout_at``) refuses at the call a time
+  that asyncio's loop cannot compute a timeout from (a ``str``, an object
+  with only ``__float__`` or ``__index__``, a ``Decimal``, an int too large
+  for a float), with the ``TypeError``/``OverflowError`` asyncio's
+  ``run_forever`` raises later, on every iteration, once that timer is first.
 """
 
 import asyncio

@@ -205,8 +205,15 @@ def test_handle_and_timer_handle_contract(loop):
     assert ran == ["at"]
     with pytest.raises(TypeError):
         loop.call_later(None, print)
-    with pytest.raises(TypeError):
-        loop.call_soon(print, context=object())
+    # A context that is not a Context is taken, as asyncio takes it, and
+    # fails when the callback runs (reported to the exception handler).
+    reported = []
+    loop.set_exception_handler(lambda lp, ctx: reported.append(type(ctx["exception"])))
+    loop.call_soon(print, context=object())
+    loop.call_later(0, print, context=object())
+    loop.call_later(0.02, loop.stop)
+    loop.run_forever()
+    assert reported == [AttributeError, AttributeError]
 
 
 def test_timers_fire_in_time_order(loop):

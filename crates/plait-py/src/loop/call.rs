@@ -125,6 +125,14 @@ pub(super) fn run_in_context<'py>(py: Python<'py>, ctx: &Bound<'py, PyAny>, cb: 
     r
 }
 
+/// Whether `context` is a `contextvars.Context` (what a native handle
+/// runs in). asyncio's own handles take any object and call its `run`.
+pub(super) fn is_context(context: &Obj) -> bool {
+    // SAFETY: attached (the caller holds an `Obj`'s Python); a type check
+    // on a live object.
+    unsafe { ffi::PyContext_CheckExact(context.as_ptr()) != 0 }
+}
+
 pub(super) fn check_context(py: Python<'_>, context: Option<Obj>) -> PyResult<Obj> {
     match context {
         None => copy_context(py),

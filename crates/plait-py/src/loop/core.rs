@@ -25,7 +25,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyInt, PyTuple};
 
-use super::call::{check_context, untracked, Args, Call};
+use super::call::{check_context, is_context, untracked, Args, Call};
 use super::handle::{Entry, Handle, TimerHandle};
 use super::run_once::Scratch;
 use super::selector::Selector;
@@ -81,6 +81,11 @@ impl LoopCore {
     /// Make a handle for `callback(*args)` in `context` and queue it.
     pub(crate) fn soon(slf: &Bound<'_, Self>, callback: Obj, args: Args, context: Option<Obj>) -> PyResult<Obj> {
         let py = slf.py();
+        if let Some(c) = context.as_ref().filter(|c| !is_context(c)) {
+            // Not a Context: asyncio's own Handle, which takes any object
+            // and fails when run, as asyncio's loop does.
+            return helper(py, "plain_call_soon")?.call1((slf, callback, args.to_tuple(py)?, c)).map(Bound::unbind);
+        }
         let ctx = check_context(py, context)?;
         let core = slf.get();
         let call = Call { callback, args, context: ctx };
@@ -207,6 +212,17 @@ fn asyncio_attr<'py>(py: Python<'py>, module: &str, name: &Bound<'py, pyo3::type
         _ => base,
     };
     m.bind(py).getattr(name)
+}
+
+fn before_311(py: Python<'_>) -> bool {
+    static BEFORE_311: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BEFORE_311.get_or_init(|| py.version_info() < (3, 11))
+}
+
+/// An int or a float (bool and subclasses too): a timer's time as asyncio
+/// does arithmetic with it.
+fn is_real(v: &Bound<'_, PyAny>) -> bool {
+    v.is_instance_of::<PyInt>() || v.is_instance_of::<pyo3::types::PyFloat>()
 }
 
 /// Whether nothing but the caller's `h` refers to the object: no other
@@ -375,21 +391,49 @@ impl LoopCore {
 
     #[pyo3(signature = (delay, callback, *args, context = None))]
     fn call_later(slf: &Bound<'_, Self>, delay: &Bound<'_, PyAny>, callback: Obj, args: Py<PyTuple>, context: Option<Obj>) -> PyResult<Obj> {
+        let py = slf.py();
         if delay.is_none() {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
-        let delay: f64 = delay.extract()?;
-        Self::call_at_f(slf, Self::now(slf)? + delay, None, callback, args, context)
+        let now = Self::now(slf)?;
+        // asyncio computes `self.time() + delay`: a number, or anything a
+        // float adds to (a Fraction, numpy's scalars); not a str, nor an
+        // object that only has __float__ or __index__.
+        let when = if is_real(delay) {
+            now + delay.extract::<f64>()?
+        } else {
+            let sum = pyo3::types::PyFloat::new(py, now).add(delay)?;
+            slf.get().check_closed()?;
+            sum.extract::<f64>()?
+        };
+        slf.get().check_closed()?;
+        Self::call_at_f(slf, when, None, callback, args, context)
     }
 
     #[pyo3(signature = (when, callback, *args, context = None))]
     fn call_at(slf: &Bound<'_, Self>, when: &Bound<'_, PyAny>, callback: Obj, args: Py<PyTuple>, context: Option<Obj>) -> PyResult<Obj> {
+        let py = slf.py();
         if when.is_none() {
+            // 3.10's TimerHandle asserts it (after the closed check);
+            // 3.11 checks it first.
+            if before_311(py) {
+                slf.get().check_closed()?;
+                return Err(pyo3::exceptions::PyAssertionError::new_err(()));
+            }
             return Err(PyTypeError::new_err("when cannot be None"));
         }
-        let when_int = when.is_exact_instance_of::<PyInt>().then(|| when.clone().unbind());
-        let when: f64 = when.extract()?;
-        Self::call_at_f(slf, when, when_int, callback, args, context)
+        // As asyncio's call_at: None, then a closed loop, then the value.
+        slf.get().check_closed()?;
+        let when_int = (!when.is_exact_instance_of::<pyo3::types::PyFloat>()).then(|| when.clone().unbind());
+        let at = if is_real(when) {
+            when.extract::<f64>()?
+        } else {
+            // asyncio's loop computes `when - self.time()`: what cannot
+            // be subtracted from fails there (here, at once).
+            when.sub(pyo3::types::PyFloat::new(py, Self::now(slf)?))?;
+            when.extract::<f64>()?
+        };
+        Self::call_at_f(slf, at, when_int, callback, args, context)
     }
 
     /// asyncio's `_add_reader(fd, callback, *args)`, with a native handle.
@@ -420,9 +464,7 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        static BEFORE_311: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let before_311 = *BEFORE_311.get_or_init(|| py.version_info() < (3, 11));
-        if core.debug.load(Ordering::Relaxed) || before_311 || !slf.getattr(pyo3::intern!(py, "_task_factory"))?.is_none() {
+        if core.debug.load(Ordering::Relaxed) || before_311(py) || !slf.getattr(pyo3::intern!(py, "_task_factory"))?.is_none() {
             let kwargs = PyDict::new(py);
             kwargs.set_item("name", name)?;
             if context.is_some() {
@@ -496,9 +538,13 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        if core.debug.load(Ordering::Relaxed) {
+        let debug = core.debug.load(Ordering::Relaxed);
+        if debug || context.as_ref().is_some_and(|c| !is_context(c)) {
+            // Debug mode, or a context that is not a Context: asyncio's
+            // own TimerHandle (see `soon`).
             let w = when_int.unwrap_or_else(|| pyo3::types::PyFloat::new(py, when).into_any().unbind());
-            let h = helper(py, "debug_call_at")?.call1((slf, w, callback, args, context))?;
+            let make = if debug { "debug_call_at" } else { "plain_call_at" };
+            let h = helper(py, make)?.call1((slf, w, callback, args, context))?;
             h.setattr("_scheduled", true)?;
             core.st.lock().timers.push(when, h.clone().unbind());
             return Ok(h.unbind());

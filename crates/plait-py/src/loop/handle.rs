@@ -292,8 +292,9 @@ impl Handle {
 /// `asyncio.TimerHandle`'s contract (`call_later`, `call_at`).
 #[pyclass(module = "plait.loop", name = "TimerHandle", frozen, extends = Handle)]
 pub struct TimerHandle {
-    /// The int `call_at` was given, which `when()` returns as given, as
-    /// asyncio's does (aiohttp schedules at whole seconds); None for a float.
+    /// What `call_at` was given when it is not a float (an int, a bool, a
+    /// Fraction), which `when()` returns as given, as asyncio's does
+    /// (aiohttp schedules at whole seconds); None for a float.
     pub(super) when_int: Option<Obj>,
 }
 

@@ -40,12 +40,12 @@ impl LoopCore {
         let none = py.None().into_bound(py);
         let old = match sel.get().entry(fd) {
             None => {
-                sel.get().register(fd, bit, Some(io_pair(py, bit, handle.bind(py).clone(), none)?))?;
+                sel.get().add(fd, bit, &bit.into_pyobject(py)?.into_any(), Some(io_pair(py, bit, handle.bind(py).clone(), none)?))?;
                 None
             }
             Some((mask, reader, writer)) => {
                 let (old, other) = if bit == READ { (reader, writer) } else { (writer, reader) };
-                sel.get().modify(fd, mask | bit, Some(io_pair(py, bit, handle.bind(py).clone(), other)?))?;
+                sel.get().change(fd, mask | bit, &(mask | bit).into_pyobject(py)?.into_any(), Some(io_pair(py, bit, handle.bind(py).clone(), other)?))?;
                 Some(old)
             }
         };
@@ -63,13 +63,16 @@ impl LoopCore {
         }
         let Some(sel) = core.selector.get() else { return Ok(false) };
         let sel = sel.get();
+        // An invalid file object is selectors' ValueError (get_key's), as
+        // asyncio's _remove_reader meets it.
+        sel.lookup(fd)?;
         let Some((mask, reader, writer)) = sel.entry(fd) else { return Ok(false) };
         let (gone, other) = if bit == READ { (reader, writer) } else { (writer, reader) };
         let left = mask & !bit;
         if left == 0 {
             sel.unregister(fd)?;
         } else {
-            sel.modify(fd, left, Some(io_pair(py, bit, py.None().into_bound(py), other)?))?;
+            sel.change(fd, left, &left.into_pyobject(py)?.into_any(), Some(io_pair(py, bit, py.None().into_bound(py), other)?))?;
         }
         if gone.is_none() {
             return Ok(false);

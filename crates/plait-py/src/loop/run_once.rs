@@ -83,6 +83,32 @@ impl LoopCore {
         Ok(())
     }
 
+    /// 3.13's asyncio fails (ValueError, from `run_forever`) when it would
+    /// wait with a timer whose `when` is NaN at the head of its heap: its
+    /// poll timeout is NaN. So does this loop, at the same point: nothing
+    /// ready, not stopping, such a timer at the head (the heap is heapq's,
+    /// see `TimerHeap`). Up to 3.12 asyncio polls without waiting and then
+    /// runs it, and so does this loop.
+    fn check_nan_head(&self, py: Python<'_>) -> PyResult<()> {
+        static FROM_313: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if !*FROM_313.get_or_init(|| py.version_info() >= (3, 13)) || self.stopping.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let head = {
+            let st = self.st.lock();
+            if !st.timers.next_when().is_some_and(f64::is_nan) || !st.ready.is_empty() {
+                return Ok(());
+            }
+            st.timers.peek().map(|h| h.clone_ref(py))
+        };
+        let Some(head) = head else { return Ok(()) };
+        let b = head.bind(py);
+        if timer_when(b)?.is_nan() && !Self::is_cancelled(b)? {
+            return Err(pyo3::exceptions::PyValueError::new_err("cannot convert float NaN to integer"));
+        }
+        Ok(())
+    }
+
     fn timeout_ms(&self, now: f64) -> i32 {
         let st = self.st.lock();
         if !st.ready.is_empty() || self.stopping.load(Ordering::Acquire) {
@@ -90,6 +116,9 @@ impl LoopCore {
         }
         match st.timers.next_when() {
             None => -1,
+            // A NaN deadline at the head: poll without waiting, as asyncio
+            // (up to 3.12) does; it is due (see `check_nan_head` for 3.13).
+            Some(when) if when.is_nan() => 0,
             Some(when) => {
                 let t = (when - now).clamp(0.0, 24.0 * 3600.0);
                 (t * 1e3).ceil() as i32
@@ -112,7 +141,10 @@ impl LoopCore {
         let mut ms = match ms {
             Some(z) => z,
             None if !has_timers && !core.stopping.load(Ordering::Acquire) => -1,
-            None => core.timeout_ms(Self::now(slf)?),
+            None => {
+                core.check_nan_head(py)?;
+                core.timeout_ms(Self::now(slf)?)
+            }
         };
         let sel = core.selector.get().ok_or_else(|| PyRuntimeError::new_err("the loop has no selector"))?;
         if ms != 0 && crate::wait::is_main_thread() {

@@ -13,12 +13,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use plait_core::reactor::{Events, Poller, READ, WRITE};
 use plait_core::spin::SpinMutex as Mutex;
-use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyOverflowError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyInt;
 
 use super::mapping::SelectorMapping;
+use super::os_error;
 use super::Obj;
 
 pub(super) struct Registration {
@@ -49,8 +50,9 @@ fn selector_key<'py>(py: Python<'py>) -> PyResult<&'py Bound<'py, PyAny>> {
         .map(|k| k.bind(py))
 }
 
-/// `selectors._fileobj_to_fd`.
-fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+/// `selectors._fileobj_to_fd` (any fd >= 0; what does not fit a C int is
+/// refused by `register`, and is not registered for the lookups).
+fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<i64> {
     let fd: i64 = if fileobj.is_instance_of::<PyInt>() {
         fileobj.extract()?
     } else {
@@ -59,10 +61,59 @@ fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
             Err(_) => return Err(PyValueError::new_err(format!("Invalid file object: {}", fileobj.repr()?))),
         }
     };
-    if fd < 0 || fd > i32::MAX as i64 {
+    if fd < 0 {
         return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
     }
-    Ok(fd as RawFd)
+    Ok(fd)
+}
+
+/// An fd that epoll takes: what `select.epoll.register` says of one that
+/// does not fit a C int.
+fn c_fd(fd: i64) -> PyResult<RawFd> {
+    RawFd::try_from(fd).map_err(|_| PyOverflowError::new_err("Python int too large to convert to C int"))
+}
+
+/// The epoll interest of `events` as `selectors` reads it: `events &
+/// EVENT_READ`, `events & EVENT_WRITE` (a TypeError for what has no `&`).
+/// With `check`, `register`'s test first: `not events or events & ~3` is
+/// a ValueError.
+fn events_mask(events: &Bound<'_, PyAny>, check: bool) -> PyResult<u32> {
+    if check && (!events.is_truthy()? || events.bitand(!((READ | WRITE) as i64))?.is_truthy()?) {
+        return Err(PyValueError::new_err(format!("Invalid events: {}", events.repr()?)));
+    }
+    events.bitand((READ | WRITE) as i64)?.extract()
+}
+
+/// `select.epoll.poll`'s timeout in milliseconds, as `EpollSelector.select`
+/// computes it: None waits, `<= 0` polls, else rounded up to the
+/// millisecond; NaN, infinity and what does not fit epoll's int fail as
+/// there (ValueError, OverflowError), a non-number is a TypeError.
+fn timeout_ms(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<i32> {
+    let Some(t) = timeout.filter(|t| !t.is_none()) else { return Ok(-1) };
+    let t: f64 = if t.is_instance_of::<PyInt>() || t.is_instance_of::<pyo3::types::PyFloat>() {
+        t.extract()?
+    } else {
+        // Another number (a Fraction): `timeout <= 0`, then `timeout * 1e3`,
+        // as Python's code computes them (a TypeError for what has neither).
+        if t.le(0)? {
+            return Ok(0);
+        }
+        t.mul(1e3)?.extract::<f64>()? / 1e3
+    };
+    if t.is_nan() {
+        return Err(PyValueError::new_err("cannot convert float NaN to integer"));
+    }
+    if t <= 0.0 {
+        return Ok(0);
+    }
+    if t.is_infinite() {
+        return Err(PyOverflowError::new_err("cannot convert float infinity to integer"));
+    }
+    let ms = (t * 1e3).ceil();
+    if ms > i32::MAX as f64 {
+        return Err(PyOverflowError::new_err("timeout is too large"));
+    }
+    Ok(ms as i32)
 }
 
 impl Selector {
@@ -70,7 +121,7 @@ impl Selector {
     /// is (a closed file no longer has a fileno).
     pub(super) fn lookup(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
         match fileobj_to_fd(fileobj) {
-            Ok(fd) => Ok(fd),
+            Ok(fd) => c_fd(fd).map_err(|_| PyKeyError::new_err(format!("{} is not registered", fileobj.repr().map(|r| r.to_string()).unwrap_or_default()))),
             Err(e) => {
                 let py = fileobj.py();
                 let st = self.st.lock();
@@ -82,6 +133,58 @@ impl Selector {
                 Err(e)
             }
         }
+    }
+
+    /// `register` with the interest already checked (`events` is what the
+    /// key shows).
+    pub(super) fn add(&self, fileobj: &Bound<'_, PyAny>, mask: u32, events: &Bound<'_, PyAny>, data: Option<Obj>) -> PyResult<Obj> {
+        let py = fileobj.py();
+        let fd = fileobj_to_fd(fileobj)?;
+        let data = data.unwrap_or_else(|| py.None());
+        let key = selector_key(py)?.call1((fileobj, fd, events, data.clone_ref(py)))?.unbind();
+        let fd = c_fd(fd)?;
+        let mut st = self.st.lock();
+        if st.keys.contains_key(&fd) {
+            drop(st);
+            return Err(PyKeyError::new_err(format!("{} (FD {fd}) is already registered", fileobj.repr()?)));
+        }
+        let Some(poller) = st.poller.as_mut() else {
+            return Err(PyRuntimeError::new_err("the selector is closed"));
+        };
+        poller.register(fd, mask).map_err(|e| os_error(py, e))?;
+        st.keys.insert(fd, Registration { key: key.clone_ref(py), data });
+        self.count.store(st.keys.len(), Ordering::Relaxed);
+        Ok(key)
+    }
+
+    /// `modify` with the interest given (`events` is what the key shows).
+    pub(super) fn change(&self, fileobj: &Bound<'_, PyAny>, mask: u32, events: &Bound<'_, PyAny>, data: Option<Obj>) -> PyResult<Obj> {
+        let py = fileobj.py();
+        let fd = self.lookup(fileobj)?;
+        let data = data.unwrap_or_else(|| py.None());
+        let old_obj = {
+            let st = self.st.lock();
+            match st.keys.get(&fd) {
+                Some(r) => r.key.clone_ref(py),
+                None => {
+                    drop(st);
+                    return Err(PyKeyError::new_err(format!("{} is not registered", fileobj.repr()?)));
+                }
+            }
+        };
+        let old_file = old_obj.bind(py).get_item(0)?;
+        let key = selector_key(py)?.call1((old_file, fd, events, data.clone_ref(py)))?.unbind();
+        let mut st = self.st.lock();
+        let changed = st.poller.as_ref().and_then(|p| p.interest(fd)) != Some(mask);
+        if changed {
+            if let Some(p) = st.poller.as_mut() {
+                p.modify(fd, mask).map_err(|e| os_error(py, e))?;
+            }
+        }
+        let old = st.keys.insert(fd, Registration { key: key.clone_ref(py), data });
+        drop(st);
+        drop(old);
+        Ok(key)
     }
 
     /// The interest and (reader, writer) handles registered for `fileobj`,
@@ -97,42 +200,22 @@ impl Selector {
         Some((events, data.get_item(0).ok()?, data.get_item(1).ok()?))
     }
 
-    fn check_events(events: u32) -> PyResult<()> {
-        if events == 0 || events & !(READ | WRITE) != 0 {
-            return Err(PyValueError::new_err(format!("Invalid events: {events}")));
-        }
-        Ok(())
-    }
+
 }
 
 #[pymethods]
 impl Selector {
     #[new]
-    fn new() -> PyResult<Self> {
-        let poller = Poller::new()?;
+    fn new(py: Python<'_>) -> PyResult<Self> {
+        let poller = Poller::new().map_err(|e| os_error(py, e))?;
         let epfd = poller.fd();
         Ok(Selector { st: Mutex::new(SelState { poller: Some(poller), keys: HashMap::new() }), epfd, count: AtomicUsize::new(0) })
     }
 
     #[pyo3(signature = (fileobj, events, data = None))]
-    pub(super) fn register(&self, fileobj: &Bound<'_, PyAny>, events: u32, data: Option<Obj>) -> PyResult<Obj> {
-        let py = fileobj.py();
-        Self::check_events(events)?;
-        let fd = fileobj_to_fd(fileobj)?;
-        let data = data.unwrap_or_else(|| py.None());
-        let key = selector_key(py)?.call1((fileobj, fd, events, data.clone_ref(py)))?.unbind();
-        let mut st = self.st.lock();
-        if st.keys.contains_key(&fd) {
-            drop(st);
-            return Err(PyKeyError::new_err(format!("{} (FD {fd}) is already registered", fileobj.repr()?)));
-        }
-        let Some(poller) = st.poller.as_mut() else {
-            return Err(PyRuntimeError::new_err("the selector is closed"));
-        };
-        poller.register(fd, events)?;
-        st.keys.insert(fd, Registration { key: key.clone_ref(py), data });
-        self.count.store(st.keys.len(), Ordering::Relaxed);
-        Ok(key)
+    fn register(&self, fileobj: &Bound<'_, PyAny>, events: &Bound<'_, PyAny>, data: Option<Obj>) -> PyResult<Obj> {
+        let mask = events_mask(events, true)?;
+        self.add(fileobj, mask, events, data)
     }
 
     pub(super) fn unregister(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Obj> {
@@ -152,35 +235,17 @@ impl Selector {
         Ok(key)
     }
 
+    /// `modify`: as `selectors`' epoll selector, the file object must be
+    /// registered (KeyError), and the events are not checked, only read as
+    /// an interest (`events & EVENT_READ`...).
     #[pyo3(signature = (fileobj, events, data = None))]
-    pub(super) fn modify(&self, fileobj: &Bound<'_, PyAny>, events: u32, data: Option<Obj>) -> PyResult<Obj> {
-        let py = fileobj.py();
-        Self::check_events(events)?;
+    fn modify(&self, fileobj: &Bound<'_, PyAny>, events: &Bound<'_, PyAny>, data: Option<Obj>) -> PyResult<Obj> {
         let fd = self.lookup(fileobj)?;
-        let data = data.unwrap_or_else(|| py.None());
-        let old_obj = {
-            let st = self.st.lock();
-            match st.keys.get(&fd) {
-                Some(r) => r.key.clone_ref(py),
-                None => {
-                    drop(st);
-                    return Err(PyKeyError::new_err(format!("{} is not registered", fileobj.repr()?)));
-                }
-            }
-        };
-        let old_file = old_obj.bind(py).get_item(0)?;
-        let key = selector_key(py)?.call1((old_file, fd, events, data.clone_ref(py)))?.unbind();
-        let mut st = self.st.lock();
-        let changed = st.poller.as_ref().and_then(|p| p.interest(fd)) != Some(events);
-        if changed {
-            if let Some(p) = st.poller.as_mut() {
-                p.modify(fd, events)?;
-            }
+        if !self.st.lock().keys.contains_key(&fd) {
+            return Err(PyKeyError::new_err(format!("{} is not registered", fileobj.repr()?)));
         }
-        let old = st.keys.insert(fd, Registration { key: key.clone_ref(py), data });
-        drop(st);
-        drop(old);
-        Ok(key)
+        let mask = events_mask(events, false)?;
+        self.change(fileobj, mask, events, data)
     }
 
     fn get_key(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Obj> {
@@ -199,12 +264,8 @@ impl Selector {
     /// Wait (detached) and return `[(key, events), ...]`, as
     /// `selectors.BaseSelector.select` does.
     #[pyo3(signature = (timeout = None))]
-    fn select(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Vec<(Obj, u32)>> {
-        let ms = match timeout {
-            None => -1,
-            Some(t) if t <= 0.0 => 0,
-            Some(t) => (t * 1e3).ceil().min(i32::MAX as f64) as i32,
-        };
+    fn select(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(Obj, u32)>> {
+        let ms = timeout_ms(timeout)?;
         let ready = self.poll(py, ms)?;
         let st = self.st.lock();
         Ok(ready.into_iter().filter_map(|(fd, m)| st.keys.get(&fd).map(|r| (r.key.clone_ref(py), m))).collect())
@@ -283,7 +344,7 @@ impl Selector {
                 if e.raw_os_error() == Some(libc::EINTR) {
                     return Ok(());
                 }
-                return Err(e.into());
+                return Err(os_error(py, e));
             }
             let st = self.st.lock();
             let Some(p) = st.poller.as_ref() else { return Ok(()) };

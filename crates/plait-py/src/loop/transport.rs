@@ -17,12 +17,15 @@
 //!   done here: one copy and no bytes object per message fewer. A patched
 //!   `feed_data` or `data_received` (class or instance) is called instead;
 //! * `write(data)`, when nothing is buffered: one `send`, and done if it
-//!   took everything.
+//!   took everything. A failed `send` is reported as asyncio's write
+//!   reports it (`_fatal_error`), not handed over: the failure consumed
+//!   the socket's pending error, and asyncio's second `send` would see
+//!   another one (`EPIPE` where the peer's reset was `ECONNRESET`).
 //!
 //! Both go by the file descriptor, so they serve only a plain
 //! `socket.socket`; a subclass's own `recv`/`send` are asyncio's to call.
 //!
-//! Anything else — a buffered protocol, a partial or failed send, data
+//! Anything else — a buffered protocol, a partial send, data
 //! already buffered, a closing transport, wrong arguments — goes to
 //! asyncio's own method, unchanged, so behaviour is asyncio's.
 //!
@@ -41,6 +44,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyType};
 use pyo3::Borrowed;
 
+use super::os_error;
 use crate::capi::{fastcall_args, forward, install_method, PyMethod_Function, PyMethod_Type};
 
 static SLOW_WRITE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -382,9 +386,22 @@ fn into_ptr(py: Python<'_>, r: PyResult<Option<Py<PyAny>>>) -> *mut ffi::PyObjec
     }
 }
 
-/// The fast write: one `send` of `data`, giving (bytes sent, length of
-/// `data`), or None where asyncio's write must handle it.
-fn fast_write(py: Python<'_>, slf: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<Option<(usize, usize)>> {
+/// What the fast write did.
+enum Sent {
+    /// `send` took all of `data`.
+    All,
+    /// `send` took this many bytes, fewer than `data` holds.
+    Part(usize),
+    /// `send` failed: the socket's pending error, which asyncio's write
+    /// would have met (it is consumed now: a second `send` would see
+    /// another, `EPIPE` after a reset where this was `ECONNRESET`).
+    Failed(std::io::Error),
+    /// Not tried (or would block): asyncio's write handles it.
+    Slow,
+}
+
+/// The fast write: one `send` of `data`, when nothing is buffered.
+fn fast_write(py: Python<'_>, slf: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<Sent> {
     // SAFETY: type checks and buffer access on a live object, attached.
     let (ptr, len) = unsafe {
         let p = data.as_ptr();
@@ -393,13 +410,13 @@ fn fast_write(py: Python<'_>, slf: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -
         } else if ffi::PyByteArray_CheckExact(p) != 0 {
             (ffi::PyByteArray_AsString(p) as *const u8, ffi::PyByteArray_Size(p) as usize)
         } else {
-            return Ok(None);
+            return Ok(Sent::Slow);
         }
     };
     if len == 0 {
-        return Ok(None);
+        return Ok(Sent::Slow);
     }
-    let Some(slots) = SLOTS.get(py) else { return Ok(None) };
+    let Some(slots) = SLOTS.get(py) else { return Ok(Sent::Slow) };
     let obj = slf.as_ptr();
     // SAFETY: `slf` is an instance of the transport class (the method
     // descriptor checked). Each slot is read and done with before the next;
@@ -411,33 +428,37 @@ fn fast_write(py: Python<'_>, slf: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -
             || !slot(py, obj, slots.empty_waiter).is_some_and(|w| w.is_none())
             || slot_true(py, obj, slots.conn_lost)? != Some(false)
         {
-            return Ok(None);
+            return Ok(Sent::Slow);
         }
         match slot(py, obj, slots.buffer) {
             Some(b) if ffi::PyByteArray_CheckExact(b.as_ptr()) != 0 => {
                 if ffi::PyByteArray_Size(b.as_ptr()) != 0 {
-                    return Ok(None);
+                    return Ok(Sent::Slow);
                 }
             }
             Some(b) => {
                 if b.to_owned().len()? != 0 {
-                    return Ok(None);
+                    return Ok(Sent::Slow);
                 }
             }
-            None => return Ok(None),
+            None => return Ok(Sent::Slow),
         }
         match slot(py, obj, slots.sock_fd) {
             Some(fd) => fd.to_owned().extract()?,
-            None => return Ok(None),
+            None => return Ok(Sent::Slow),
         }
     };
     // SAFETY: `ptr` is valid for `len` bytes (the bytes/bytearray we hold a
     // reference to, unchanged: no Python code runs during the call).
     let n = unsafe { libc::send(fd, ptr.cast(), len, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
     if n < 0 {
-        return Ok(None); // asyncio's write sees the same error, or EAGAIN
+        let e = std::io::Error::last_os_error();
+        if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
+            return Ok(Sent::Slow); // asyncio's write buffers it
+        }
+        return Ok(Sent::Failed(e));
     }
-    Ok(Some((n as usize, len)))
+    Ok(if n as usize == len { Sent::All } else { Sent::Part(n as usize) })
 }
 
 /// `transport.write(data)`: the fast write when nothing is buffered,
@@ -462,8 +483,14 @@ unsafe extern "C" fn write(slf: *mut ffi::PyObject, args: *const *mut ffi::PyObj
         // SAFETY: as above (`all` holds one argument).
         let data = unsafe { Borrowed::from_ptr(py, all[0]) };
         match fast_write(py, &this, &data) {
-            Ok(Some((n, len))) if n == len => return py.None().into_ptr(),
-            Ok(Some((n, _))) => {
+            Ok(Sent::All) => return py.None().into_ptr(),
+            Ok(Sent::Failed(e)) => {
+                // What asyncio's write does when its `send` fails.
+                let exc = os_error(py, e).into_value(py);
+                let r = this.call_method1(intern!(py, "_fatal_error"), (exc, "Fatal write error on socket transport"));
+                return into_ptr(py, r.map(|_| None));
+            }
+            Ok(Sent::Part(n)) => {
                 // Part sent: asyncio's write buffers the rest.
                 let rest = (|| -> PyResult<Bound<'_, PyAny>> {
                     let mv = pyo3::types::PyMemoryView::from(&data)?;
@@ -478,7 +505,7 @@ unsafe extern "C" fn write(slf: *mut ffi::PyObject, args: *const *mut ffi::PyObj
                     }
                 };
             }
-            Ok(None) => {}
+            Ok(Sent::Slow) => {}
             Err(e) => {
                 e.restore(py);
                 return std::ptr::null_mut();
@@ -525,7 +552,7 @@ fn read_ready_impl(py: Python<'_>, this: &Bound<'_, PyAny>) -> PyResult<Option<P
         Ok(r) => r,
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => return Ok(None),
         Err(e) => {
-            let exc = PyErr::from(e).into_value(py);
+            let exc = os_error(py, e).into_value(py);
             this.call_method1(intern!(py, "_fatal_error"), (exc, "Fatal read error on socket transport"))?;
             return Ok(None);
         }
