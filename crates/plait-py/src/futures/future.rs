@@ -25,7 +25,7 @@ use plait_core::future::{Future as CoreFuture, InvalidState, Resolution, State};
 use plait_core::park::Outcome;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use super::label::Pending;
 use super::pickled::{decode_pickled, Pickled};
@@ -321,11 +321,20 @@ fn call_callback(py: Python<'_>, fut: &Bound<'_, PyAny>, cb: &Bound<'_, PyAny>) 
         if !e.is_instance_of::<pyo3::exceptions::PyException>(py) {
             return Err(e);
         }
-        let logger = errors::cf_logger(py)?;
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("exc_info", e.value(py))?;
-        logger.call_method("exception", ("exception calling callback for %r", fut), Some(&kwargs))?;
+        let args = PyTuple::new(py, [PyString::new(py, "exception calling callback for %r").into_any(), fut.clone()])?;
+        log_error(py, "exception", &args, e)?;
     }
+    Ok(())
+}
+
+/// `concurrent.futures`' `LOGGER.<level>(*args, exc_info=True)`, as CPython
+/// logs a failed callback or initializer: the record's `exc_info` carries
+/// the traceback. (On Python < 3.12 a `PyErr`'s value has no
+/// `__traceback__` until `into_value` puts it there.)
+pub(crate) fn log_error(py: Python<'_>, level: &str, args: &Bound<'_, PyTuple>, e: PyErr) -> PyResult<()> {
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("exc_info", e.into_value(py))?;
+    errors::cf_logger(py)?.call_method(level, args, Some(&kwargs))?;
     Ok(())
 }
 
