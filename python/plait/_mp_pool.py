@@ -34,8 +34,6 @@ Differences from CPython (``multiprocessing.pool``):
 * ``imap``/``imap_unordered`` read an iterable that has no length in a
   helper thread per call (CPython's task-handler thread does it for every
   call); lists, tuples and ranges are chunked in the calling thread.
-* A result that cannot be pickled fails its task with the pickling error
-  itself, not ``MaybeEncodingError``.
 """
 
 from __future__ import annotations
@@ -47,7 +45,7 @@ from collections import deque
 from concurrent.futures import CancelledError
 from concurrent.futures import process as _cf_process
 from multiprocessing import TimeoutError as _MpTimeoutError
-from multiprocessing.pool import CLOSE, RUN, TERMINATE, RemoteTraceback
+from multiprocessing.pool import CLOSE, RUN, TERMINATE, MaybeEncodingError, RemoteTraceback
 
 from plait.futures import FIRST_EXCEPTION, ProcessPoolExecutor, ThreadPoolExecutor
 from plait.futures import wait as _wait
@@ -99,12 +97,30 @@ class _Chunk:
 # ---- results ------------------------------------------------------------------
 
 
+class _Unsent:
+    """What a worker could not send back, as ``MaybeEncodingError`` shows it."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text):
+        self.text = text
+
+    def __repr__(self):
+        return self.text
+
+
 def _as_pool_error(exc):
     """The exception as ``multiprocessing.pool`` reports it: a remote
-    traceback is a ``multiprocessing.pool.RemoteTraceback``."""
+    traceback is a ``multiprocessing.pool.RemoteTraceback``, and a result or
+    exception the worker could not pickle is a ``MaybeEncodingError``."""
     cause = exc.__cause__
     if type(cause) is _CfRemoteTraceback:
-        exc.__cause__ = RemoteTraceback(cause.tb)
+        cause = exc.__cause__ = RemoteTraceback(cause.tb)
+    unsent = getattr(exc, "_plait_unsent", None)
+    if unsent is not None and not isinstance(exc, MaybeEncodingError):
+        wrapped = MaybeEncodingError(exc, _Unsent(unsent))
+        wrapped.__cause__ = cause
+        return wrapped
     return exc
 
 
@@ -167,8 +183,10 @@ class ApplyResult:
         except BaseException as exc:
             if isinstance(exc, TimeoutError) and not f.done():
                 raise _MpTimeoutError from None
-            _as_pool_error(exc)
-            raise
+            err = _as_pool_error(exc)
+            if err is exc:
+                raise
+            raise err  # noqa: B904 - its __cause__ is the remote traceback
 
     __class_getitem__ = classmethod(type(list[int]))
 
