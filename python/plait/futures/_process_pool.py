@@ -209,7 +209,12 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
         if chunksize == 1:
             return _executor_map(self, fn, zip(*iterables), timeout, buffersize, weakref.ref(self))
         it = zip(*iterables)
-        chunks = iter(lambda: list(itertools.islice(it, chunksize)), [])
+        if _sys.version_info >= (3, 13):
+            # As CPython 3.13+, whose chunks are itertools.batched's (an
+            # odd chunksize raises its TypeError, not islice's ValueError).
+            chunks = map(list, itertools.batched(it, chunksize))
+        else:
+            chunks = iter(lambda: list(itertools.islice(it, chunksize)), [])
         chunk_fn = functools.partial(_process_chunk, fn)
         results = _executor_map(self, chunk_fn, zip(chunks), timeout, buffersize, weakref.ref(self),
                                 label_func=fn)
