@@ -31,6 +31,11 @@ Differences from CPython (``multiprocessing.pool``):
   result-handler thread.
 * No ``_pool`` list of ``Process`` objects, no ``_repopulate_pool``: the
   supervisor owns the workers. ``_processes`` and ``_state`` are there.
+* A result or exception a worker cannot pickle is a ``MaybeEncodingError``
+  as in CPython, whose value names the exception (CPython shows an
+  ``ExceptionWithTraceback`` object).
+* In a child forked after the pool started, the pool is the parent's: a
+  call raises ``BrokenProcessPool`` (CPython's waits for ever).
 * ``imap``/``imap_unordered`` read an iterable that has no length in a
   helper thread per call (CPython's task-handler thread does it for every
   call); lists, tuples and ranges are chunked in the calling thread.

@@ -81,7 +81,9 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
       ``with`` block on ``KeyboardInterrupt`` (or another exception that is
       not an ``Exception``) cancels what has not started and waits only for
       running tasks; a second Ctrl-C while waiting kills them.
-    * A task may run a process pool of its own.
+    * A task may run a process pool of its own. In a child forked after the
+      pool started, the pool is the parent's: ``submit`` raises
+      ``BrokenProcessPool`` (CPython's hangs); make a new pool there.
     * Lambdas and closures need ``cloudpickle`` installed."""
 
     __module__ = "plait.futures"
