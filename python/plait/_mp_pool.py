@@ -43,7 +43,9 @@ Differences from CPython (``multiprocessing.pool``):
 
 from __future__ import annotations
 
+import functools
 import itertools
+import sys
 import threading
 import warnings
 from collections import deque
@@ -112,6 +114,10 @@ class _Unsent:
 
     def __repr__(self):
         return self.text
+
+
+def _call(func, args, kwds):
+    return func(*args, **kwds)
 
 
 def _as_pool_error(exc):
@@ -491,6 +497,10 @@ class _BasePool:
         """``func(*args, **kwds)`` in the pool, as an :class:`AsyncResult`."""
         if self._state != RUN:
             raise ValueError("Pool not running")
+        if not isinstance(args, tuple) or not isinstance(kwds, dict):
+            # As CPython: the worker calls func(*args, **kwds), so what is
+            # not a sequence or a mapping fails the task, not this call.
+            func, args, kwds = functools.partial(_call, func, args, kwds), (), {}
         f = self._submit(func, args, kwds, timeout)
         if callback is None and error_callback is None:
             return ApplyResult(f)
@@ -525,7 +535,12 @@ class _BasePool:
             if extra:
                 chunksize += 1
         elif chunksize < 1:
+            # CPython runs nothing and returns [None] * n (not a result).
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        elif not isinstance(chunksize, int) or chunksize > sys.maxsize:
+            # CPython's islice refuses it in the task-handler thread (its
+            # map then waits for ever when it is not an int).
+            raise ValueError("chunksize must be an integer no larger than sys.maxsize, not %r" % (chunksize,))
         futures = []
         if n:
             if not isinstance(iterable, (list, tuple)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.pool
 import re
 import sys
 import threading
@@ -611,8 +612,75 @@ def _pickling_cases():
     return cases
 
 
+def _pool_class(m):
+    return multiprocessing.pool.Pool if m.name == "std" else plait.process.Pool
+
+
+def _pool_make(m, *args, **kwargs):
+    # Only for arguments refused before a worker starts.
+    return _pool_class(m)(*args, **kwargs)
+
+
+def _slow_abs(x):
+    time.sleep(0.2)
+    return abs(x)
+
+
+def _pool_cases():
+    """multiprocessing.Pool: arguments refused up front, and calls on the
+    shared spawn-started pool (see ``_mp_pool``)."""
+    cases = []
+    for vname, v in ODD.items():
+        if vname not in ("None", "True", "1.5", "0.01", "2**63", "2**64", "inf", "index"):
+            # Refused before any worker starts, on CPython too.
+            cases.append(Case(f"pool-processes-{vname}", lambda m, v=v: _pool_make(m, v)))
+        if vname not in ("None", "True", "2**63", "2**64", "index"):
+            cases.append(Case(f"pool-maxtasksperchild-{vname}", lambda m, v=v: _pool_make(m, 1, maxtasksperchild=v)))
+        cases.append(Case(f"pool-map-chunksize-{vname}",
+                          lambda m, v=v: _mp_pool(m).map(abs, [-1, -2, -3], chunksize=v),
+                          **_pool_chunksize_differs(vname)))
+        if vname not in LONG:
+            cases.append(Case(f"pool-get-ready-timeout-{vname}", lambda m, v=v: _pool_get(m, v, ready=True)))
+            # CPython: NaN does not wait (multiprocessing.TimeoutError).
+            cases.append(Case(f"pool-get-pending-timeout-{vname}", lambda m, v=v: _pool_get(m, v, ready=False),
+                              **_map_nan(vname)))
+    cases += [
+        Case("pool-initializer-not-callable", lambda m: _pool_make(m, 1, initializer=5)),
+        Case("pool-apply-args-not-a-tuple", lambda m: _mp_pool(m).apply(abs, 5)),
+        Case("pool-apply-kwds-not-a-dict", lambda m: _mp_pool(m).apply(abs, (1,), 5)),
+        Case("pool-apply-args-list", lambda m: _mp_pool(m).apply(abs, [-4])),
+        Case("pool-map-empty", lambda m: _mp_pool(m).map(abs, [])),
+        Case("pool-map-not-iterable", lambda m: _mp_pool(m).map(abs, 5)),
+        Case("pool-starmap-not-tuples", lambda m: _mp_pool(m).starmap(abs, [1, 2])),
+        Case("pool-imap-chunksize-0", lambda m: list(_mp_pool(m).imap(abs, [1], chunksize=0))),
+        Case("pool-imap-unordered-chunksize-0",
+             lambda m: list(_mp_pool(m).imap_unordered(abs, [1], chunksize=0))),
+        Case("pool-task-raises", lambda m: _mp_pool(m).apply(abs, ("x",))),
+    ]
+    return cases
+
+
+def _pool_chunksize_differs(vname):
+    if vname in ("-1", "0", "-2**64", "-inf"):
+        return {"differs": raises(ValueError),
+                "why": "Pool.map(chunksize < 1) raises ValueError; CPython runs nothing and "
+                       "returns [None] * len(iterable)"}
+    if vname in ("1.5", "0.01", "nan"):
+        return {"differs": raises(ValueError), "std_hangs": True,
+                "why": "Pool.map(chunksize=<a float that is not infinite>) raises ValueError; "
+                       "CPython's task handler fails on it and the map never returns"}
+    return {}
+
+
+def _pool_get(m, timeout, ready):
+    r = _mp_pool(m).apply_async(abs if ready else _slow_abs, (-1,))
+    if ready:
+        r.wait(60)
+    return r.get(timeout)
+
+
 CASES = _timeout_cases() + _wait_cases() + _future_cases() + _executor_cases()
-PICKLING = _pickling_cases()
+PICKLING = _pickling_cases() + _pool_cases()
 
 
 @params(CASES)
