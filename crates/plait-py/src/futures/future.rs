@@ -355,7 +355,8 @@ fn timeout_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<std::
         0.0
     } else {
         t.extract::<f64>().map_err(|_| {
-            PyTypeError::new_err(format!("'{}' object cannot be interpreted as a timeout", t.get_type().name().map(|n| n.to_string()).unwrap_or_default()))
+            let name = t.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            PyTypeError::new_err(format!("'{name}' object cannot be interpreted as a timeout"))
         })?
     };
     wait_deadline(t.py(), secs).map(Some)
@@ -449,7 +450,11 @@ impl FutureCore {
     #[new]
     #[classmethod]
     #[pyo3(signature = (*args, **kwargs))]
-    fn new(cls: &Bound<'_, pyo3::types::PyType>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+    fn new(
+        cls: &Bound<'_, pyo3::types::PyType>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
         // As CPython's Future (whose __init__ takes no argument): arguments
         // are refused unless a subclass's own __init__ takes them.
         if !args.is_empty() || kwargs.is_some_and(|k| !k.is_empty()) {
