@@ -541,6 +541,28 @@ def identity(x):
     return x
 
 
+class TwoArgsError(Exception):
+    """Pickles, but does not unpickle (its __init__ wants two arguments)."""
+
+    def __init__(self, a, b):
+        super().__init__(a)
+
+
+def raise_two_args():
+    raise TwoArgsError(1, 2)
+
+
+def _unpickling_fails(m):
+    """An exception that fails to unpickle in the parent, then the next call."""
+    with m.ProcessPoolExecutor(1, multiprocessing.get_context("spawn")) as ex:
+        first = type(ex.submit(raise_two_args).exception(timeout=60)).__name__
+        try:
+            after = ex.submit(abs, -1).result(timeout=60)
+        except Exception as e:  # noqa: BLE001 - the class is the outcome
+            after = type(e).__name__
+    return first, after
+
+
 def _local_function():
     def local():
         return 1
@@ -609,6 +631,9 @@ def _pickling_cases():
         cases.append(Case(f"pool-apply-{name}", pool))
         if args:
             cases.append(Case(f"pool-map-{name}", pool_map))
+    cases.append(Case("ppe-exception-does-not-unpickle", _unpickling_fails, differs=ok(("TypeError", 1)),
+                      why="an exception that cannot be unpickled in the parent fails only its task (with "
+                          "the unpickling error); CPython's pool breaks (BrokenProcessPool for every call)"))
     return cases
 
 

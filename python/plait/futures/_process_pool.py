@@ -84,6 +84,8 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
     * A task may run a process pool of its own. In a child forked after the
       pool started, the pool is the parent's: ``submit`` raises
       ``BrokenProcessPool`` (CPython's hangs); make a new pool there.
+    * An exception that cannot be unpickled here fails only its task (with
+      the unpickling error); CPython's pool breaks.
     * Lambdas and closures need ``cloudpickle`` installed."""
 
     __module__ = "plait.futures"
