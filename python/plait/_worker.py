@@ -95,16 +95,16 @@ def _error_payload(exc, fds):
     try:
         exc.__traceback__ = None
         return _encode((exc, type(exc).__qualname__, str(exc), tb), fds)
-    except BaseException as failure:  # the exception cannot be pickled
-        return _unsendable_payload(failure, "the exception %s" % _describe(exc), fds)
+    except BaseException as failure:  # noqa: BLE001 - the exception cannot be pickled
+        return _unsendable_payload(failure, f"the exception {_describe(exc)}", fds)
 
 
 def _describe(obj):
     """``repr(obj)`` for an error message, even when repr itself fails."""
     try:
         return repr(obj)
-    except Exception:
-        return "<%s object>" % type(obj).__qualname__
+    except Exception:  # noqa: BLE001 - any repr failure: name the type
+        return f"<{type(obj).__qualname__} object>"
 
 
 def _unsendable_payload(failure, what, fds):
@@ -117,11 +117,11 @@ def _unsendable_payload(failure, what, fds):
     tb = "".join(traceback.format_exception(type(failure), failure, failure.__traceback__))
     failure.__traceback__ = None
     try:
-        failure.args = ("%s (%s could not be sent back)" % (failure, what),)
+        failure.args = (f"{failure} ({what} could not be sent back)",)
         failure._plait_unsent = what
         return _encode((failure, type(failure).__qualname__, str(failure), tb), fds)
-    except Exception:  # the pickling error itself cannot be pickled
-        err = pickle.PicklingError("%s: %s" % (type(failure).__qualname__, failure))
+    except Exception:  # noqa: BLE001 - the pickling error itself cannot be pickled
+        err = pickle.PicklingError(f"{type(failure).__qualname__}: {failure}")
         err._plait_unsent = what
         return _encode((err, "PicklingError", str(err), tb), fds)
 
@@ -273,8 +273,9 @@ def _serve(sock, rfile, claims=None):
                     try:
                         body = encode_small(result) if type(result) in SCALARS else encode(result, fds=fds)
                         kind = R
-                    except BaseException as failure:  # the result cannot be pickled
-                        body = _unsendable_payload(failure, "the result %s" % _describe(result), fds)
+                    except BaseException as failure:  # noqa: BLE001 - the result cannot be pickled
+                        what = f"the result {_describe(result)}"
+                        body = _unsendable_payload(failure, what, fds)
                         kind = E
                 fn = args = kwargs = result = None
                 if claim is not None and end - stop >= size:

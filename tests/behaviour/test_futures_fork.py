@@ -6,12 +6,10 @@ ever), and a pool made in the child works."""
 import os
 import threading
 
-import pytest
-
-from _helpers import run_in_child
-
 import plait.futures as pf
 import plait.process as pp
+import pytest
+from _helpers import run_in_child
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork"),
@@ -70,7 +68,9 @@ def test_thread_pool_started_in_the_child():
     ex = pf.ThreadPoolExecutor(2)
 
     def child():
-        assert [f.result(timeout=10) for f in [ex.submit(abs, -i) for i in range(5)]] == list(range(5))
+        assert [f.result(timeout=10) for f in [ex.submit(abs, -i) for i in range(5)]] == list(
+            range(5)
+        )
         ex.shutdown()
 
     run_in_child(child)
@@ -85,12 +85,13 @@ def test_process_pool_of_the_parent_says_so(kind):
     if kind == "executor":
         pool = pf.ProcessPoolExecutor(1)
         assert pool.submit(abs, -1).result(timeout=60) == 1
-        use = lambda p: p.submit(abs, -2).result(timeout=60)  # noqa: E731
+        use = lambda p: p.submit(abs, -2).result(timeout=60)
     else:
         pool = pp.Pool(1)
         assert pool.apply(abs, (-1,)) == 1
-        use = lambda p: p.apply_async(abs, (-2,)).get(timeout=60)  # noqa: E731
+        use = lambda p: p.apply_async(abs, (-2,)).get(timeout=60)
     try:
+
         def child():
             with pytest.raises(pf.BrokenProcessPool, match="parent of this forked process"):
                 use(pool)

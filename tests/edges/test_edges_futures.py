@@ -17,11 +17,9 @@ import sys
 import threading
 import time
 
-import pytest
-
-from _table import Case, check, ok, params, raises
-
 import plait.process
+import pytest
+from _table import Case, check, ok, params, raises
 
 PY = sys.version_info[:2]
 INF = float("inf")
@@ -131,7 +129,9 @@ def _timeout_cases():
                     # as_completed spins until the future finishes (never:
                     # for ever).
                     hangs = wname == "as_completed" and sname == "never"
-                    cases.append(Case(cid, body, differs=raises(ValueError), why=NAN_WHY, std_hangs=hangs))
+                    cases.append(
+                        Case(cid, body, differs=raises(ValueError), why=NAN_WHY, std_hangs=hangs)
+                    )
                 else:
                     cases.append(Case(cid, body))
     return cases
@@ -162,11 +162,15 @@ def _wait_cases():
     }
     for wn, when in whens.items():
         for fn, make in fss.items():
-            cases.append(Case(f"wait-return_when-{wn}-{fn}",
-                              lambda m, when=when, make=make: tuple(map(len, m.wait(make(m), 0.01, when)))))
+            cases.append(
+                Case(
+                    f"wait-return_when-{wn}-{fn}",
+                    lambda m, when=when, make=make: tuple(map(len, m.wait(make(m), 0.01, when))),
+                )
+            )
     odd_fs = {
-        "duplicates": lambda m: (lambda f: [f, f, f])(done(m)),
-        "duplicates-pending": lambda m: (lambda f: [f, f])(never(m)),
+        "duplicates": lambda m: [done(m)] * 3,
+        "duplicates-pending": lambda m: [never(m)] * 2,
         "int-item": lambda m: [done(m), 1],
         "None-item": lambda m: [None],
         "str": lambda m: "ab",
@@ -177,13 +181,25 @@ def _wait_cases():
         "std-future-mixed": lambda m: [done(m), _std_done()],
     }
     for name, make in odd_fs.items():
-        cases.append(Case(f"wait-fs-{name}", lambda m, make=make: tuple(map(len, m.wait(make(m), 0.01)))))
-        cases.append(Case(f"as_completed-fs-{name}",
-                          lambda m, make=make: len(list(m.as_completed(make(m), 0.01)))))
-    cases.append(Case("as_completed-not-iterated", lambda m: type(m.as_completed(None, "x")).__name__))
+        cases.append(
+            Case(f"wait-fs-{name}", lambda m, make=make: tuple(map(len, m.wait(make(m), 0.01))))
+        )
+        cases.append(
+            Case(
+                f"as_completed-fs-{name}",
+                lambda m, make=make: len(list(m.as_completed(make(m), 0.01))),
+            )
+        )
+    cases.append(
+        Case("as_completed-not-iterated", lambda m: type(m.as_completed(None, "x")).__name__)
+    )
     cases.append(Case("wait-no-args", lambda m: m.wait()))
-    cases.append(Case("wait-return_when-keyword-bogus-done",
-                      lambda m: tuple(map(len, m.wait([done(m)], return_when="bogus")))))
+    cases.append(
+        Case(
+            "wait-return_when-keyword-bogus-done",
+            lambda m: tuple(map(len, m.wait([done(m)], return_when="bogus"))),
+        )
+    )
     return cases
 
 
@@ -234,7 +250,10 @@ def _logged(body, tb=True):
     seen = []
     for r in records:
         ei = r.exc_info
-        seen.append((r.levelname, r.msg, ei and ei[0].__name__) + ((bool(ei and ei[2] is not None),) if tb else ()))
+        seen.append(
+            (r.levelname, r.msg, ei and ei[0].__name__)
+            + ((bool(ei and ei[2] is not None),) if tb else ())
+        )
     return value, seen
 
 
@@ -260,7 +279,12 @@ def _future_cases():
 
         return body
 
-    R, E, C, RN = ("set_result", 1), ("set_exception", ValueError("x")), ("cancel",), ("set_running_or_notify_cancel",)
+    R, E, C, RN = (
+        ("set_result", 1),
+        ("set_exception", ValueError("x")),
+        ("cancel",),
+        ("set_running_or_notify_cancel",),
+    )
     table = {
         "set_result-twice": s(R, R),
         "set_exception-after-result": s(R, E),
@@ -300,7 +324,10 @@ def _future_cases():
         Case("future-args", lambda m: m.Future(1)),
         Case("future-kwargs", lambda m: m.Future(x=1)),
         Case("future-class-getitem", lambda m: type(m.Future[int]).__name__),
-        Case("future-is-cf-future", lambda m: isinstance(m.Future(), __import__("concurrent.futures").futures.Future)),
+        Case(
+            "future-is-cf-future",
+            lambda m: isinstance(m.Future(), __import__("concurrent.futures").futures.Future),
+        ),
         Case("future-set-attribute", lambda m: setattr(m.Future(), "tag", 1)),
     ]
 
@@ -328,10 +355,19 @@ def _future_cases():
         return body
 
     for when in ("before", "after"):
-        for cname, cb in (("ValueError", _raise_value_error), ("not-callable", 5), ("Stop", _raise_stop),
-                          ("ok", lambda f: None)):
+        for cname, cb in (
+            ("ValueError", _raise_value_error),
+            ("not-callable", 5),
+            ("Stop", _raise_stop),
+            ("ok", lambda f: None),
+        ):
             for finish in ("set_result", "cancel"):
-                cases.append(Case(f"future-callback-{cname}-{when}-{finish}", cb_case(when == "before", cb, finish)))
+                cases.append(
+                    Case(
+                        f"future-callback-{cname}-{when}-{finish}",
+                        cb_case(when == "before", cb, finish),
+                    )
+                )
     return cases
 
 
@@ -374,59 +410,105 @@ def _initializer_fails():
 def _executor_cases():
     cases = []
     for vname, v in ODD.items():
-        body = lambda m, v=v: _tpe_run(m, v)  # noqa: E731
+        body = lambda m, v=v: _tpe_run(m, v)
         if vname == "nan":
             # CPython accepts NaN and never starts a worker (a submitted
             # call never runs): not run on CPython.
-            cases.append(Case(f"tpe-max_workers-{vname}", body, differs=raises(ValueError),
-                              why="ThreadPoolExecutor(max_workers=nan) raises ValueError; CPython accepts it "
-                                  "and never starts a worker, so every submitted call waits for ever",
-                              std_hangs=True))
+            cases.append(
+                Case(
+                    f"tpe-max_workers-{vname}",
+                    body,
+                    differs=raises(ValueError),
+                    why="ThreadPoolExecutor(max_workers=nan) raises ValueError; CPython accepts it "
+                    "and never starts a worker, so every submitted call waits for ever",
+                    std_hangs=True,
+                )
+            )
         else:
             cases.append(Case(f"tpe-max_workers-{vname}", body))
         cases.append(Case(f"ppe-max_workers-{vname}", lambda m, v=v: _ppe_make(m, v)))
         cases.append(Case(f"tpe-thread_name_prefix-{vname}", lambda m, v=v: _thread_name(m, v)))
-        cases.append(Case(f"tpe-map-chunksize-{vname}",
-                          lambda m, v=v: list(m.ThreadPoolExecutor(1).map(abs, [-1, -2], chunksize=v))))
+        cases.append(
+            Case(
+                f"tpe-map-chunksize-{vname}",
+                lambda m, v=v: list(m.ThreadPoolExecutor(1).map(abs, [-1, -2], chunksize=v)),
+            )
+        )
         if vname not in ("None", "True", "0.01", "1.5", "index", "2**63", "2**64"):
             # Only values refused before anything is submitted.
             cases.append(Case(f"ppe-map-chunksize-{vname}", lambda m, v=v: _ppe_map(m, v)))
-        cases.append(Case(f"ppe-max_tasks_per_child-{vname}",
-                          lambda m, v=v: _ppe_make(m, 1, max_tasks_per_child=v)))
-        cases.append(Case(f"tpe-map-timeout-{vname}-slow", lambda m, v=v: _map_timeout(m, v, 0.05),
-                          **_map_nan(vname)))
-        cases.append(Case(f"tpe-map-timeout-{vname}-empty",
-                          lambda m, v=v: list(m.ThreadPoolExecutor(1).map(abs, [], timeout=v))))
+        cases.append(
+            Case(
+                f"ppe-max_tasks_per_child-{vname}",
+                lambda m, v=v: _ppe_make(m, 1, max_tasks_per_child=v),
+            )
+        )
+        cases.append(
+            Case(
+                f"tpe-map-timeout-{vname}-slow",
+                lambda m, v=v: _map_timeout(m, v, 0.05),
+                **_map_nan(vname),
+            )
+        )
+        cases.append(
+            Case(
+                f"tpe-map-timeout-{vname}-empty",
+                lambda m, v=v: list(m.ThreadPoolExecutor(1).map(abs, [], timeout=v)),
+            )
+        )
     cases += [
         Case("tpe-initializer-not-callable", lambda m: _tpe_run(m, 1, initializer=5)),
         Case("tpe-initargs-not-iterable-no-initializer", lambda m: _tpe_run(m, 1, initargs=5)),
         Case("tpe-initargs-not-iterable", lambda m: _tpe_run(m, 1, initializer=print, initargs=5)),
-        Case("tpe-initargs-wrong-arity", lambda m: _tpe_run(m, 1, initializer=_initializer_fails, initargs=(1,))),
+        Case(
+            "tpe-initargs-wrong-arity",
+            lambda m: _tpe_run(m, 1, initializer=_initializer_fails, initargs=(1,)),
+        ),
         Case("tpe-initializer-fails", lambda m: _tpe_run(m, 1, initializer=_initializer_fails)),
-        Case("tpe-initializer-fails-logged",
-             lambda m: _logged(lambda: _outcome_name(lambda: _tpe_run(m, 1, initializer=_initializer_fails)))),
+        Case(
+            "tpe-initializer-fails-logged",
+            lambda m: _logged(
+                lambda: _outcome_name(lambda: _tpe_run(m, 1, initializer=_initializer_fails))
+            ),
+        ),
         Case("tpe-initializer-fails-then-submit", _broken_then_submit),
-        Case("tpe-submit-after-shutdown", lambda m: _after_shutdown(m.ThreadPoolExecutor(1), "submit")),
+        Case(
+            "tpe-submit-after-shutdown",
+            lambda m: _after_shutdown(m.ThreadPoolExecutor(1), "submit"),
+        ),
         Case("tpe-map-after-shutdown", lambda m: _after_shutdown(m.ThreadPoolExecutor(1), "map")),
         Case("tpe-submit-after-with", lambda m: _after_with(m.ThreadPoolExecutor(1))),
         Case("tpe-shutdown-twice", lambda m: _shutdown_twice(m.ThreadPoolExecutor(1))),
         Case("tpe-submit-no-fn", lambda m: m.ThreadPoolExecutor(1).submit()),
         Case("tpe-submit-fn-keyword", lambda m: m.ThreadPoolExecutor(1).submit(fn=abs)),
         Case("tpe-submit-not-callable", lambda m: _failure_of(m.ThreadPoolExecutor(1).submit(5))),
-        Case("tpe-submit-kwargs", lambda m: m.ThreadPoolExecutor(1).submit(dict, a=1, fn=2).result(timeout=5)),
+        Case(
+            "tpe-submit-kwargs",
+            lambda m: m.ThreadPoolExecutor(1).submit(dict, a=1, fn=2).result(timeout=5),
+        ),
         Case("tpe-map-no-iterables", lambda m: list(m.ThreadPoolExecutor(1).map(abs))),
         Case("tpe-map-not-iterable", lambda m: list(m.ThreadPoolExecutor(1).map(abs, 5))),
         Case("tpe-map-fn-raises", lambda m: list(m.ThreadPoolExecutor(1).map(abs, ["x"]))),
-        Case("tpe-map-zip-shortest", lambda m: list(m.ThreadPoolExecutor(1).map(pow, [1, 2, 3], [2, 2]))),
+        Case(
+            "tpe-map-zip-shortest",
+            lambda m: list(m.ThreadPoolExecutor(1).map(pow, [1, 2, 3], [2, 2])),
+        ),
         Case("tpe-too-many-args", lambda m: m.ThreadPoolExecutor(1, "p", None, (), 5)),
         Case("tpe-unknown-keyword", lambda m: m.ThreadPoolExecutor(bogus=1)),
         Case("ppe-mp_context-str", lambda m: _ppe_make(m, 1, mp_context="x")),
-        Case("ppe-mp_context-spawn", lambda m: _ppe_make(m, 1, multiprocessing.get_context("spawn"))),
-        Case("ppe-mp_context-fork-tasks-per-child",
-             lambda m: _ppe_make(m, 1, multiprocessing.get_context("fork"), max_tasks_per_child=2)),
+        Case(
+            "ppe-mp_context-spawn", lambda m: _ppe_make(m, 1, multiprocessing.get_context("spawn"))
+        ),
+        Case(
+            "ppe-mp_context-fork-tasks-per-child",
+            lambda m: _ppe_make(m, 1, multiprocessing.get_context("fork"), max_tasks_per_child=2),
+        ),
         Case("ppe-initializer-not-callable", lambda m: _ppe_make(m, 1, initializer=5)),
         Case("ppe-initargs-not-iterable-no-initializer", lambda m: _ppe_make(m, 1, initargs=5)),
-        Case("ppe-submit-after-shutdown", lambda m: _after_shutdown(m.ProcessPoolExecutor(1), "submit")),
+        Case(
+            "ppe-submit-after-shutdown",
+            lambda m: _after_shutdown(m.ProcessPoolExecutor(1), "submit"),
+        ),
         Case("ppe-map-after-shutdown", lambda m: _after_shutdown(m.ProcessPoolExecutor(1), "map")),
         Case("ppe-shutdown-twice", lambda m: _shutdown_twice(m.ProcessPoolExecutor(1))),
         Case("ppe-submit-no-fn", lambda m: m.ProcessPoolExecutor(1).submit()),
@@ -442,13 +524,19 @@ def _executor_cases():
         "None": (None, ok([1, 2, 3])),
     }
     for bname, (b, mine) in buffersizes.items():
-        body = lambda m, b=b: _buffered_map(m, b)  # noqa: E731
+        body = lambda m, b=b: _buffered_map(m, b)
         if PY >= (3, 14) or mine.kind == "raises" and mine.value is TypeError:
             cases.append(Case(f"tpe-map-buffersize-{bname}", body))
         else:
-            cases.append(Case(f"tpe-map-buffersize-{bname}", body, differs=mine,
-                              why="map(buffersize=) is plait's addition before Python 3.14 "
-                                  "(CPython raises TypeError); it follows 3.14's checks"))
+            cases.append(
+                Case(
+                    f"tpe-map-buffersize-{bname}",
+                    body,
+                    differs=mine,
+                    why="map(buffersize=) is plait's addition before Python 3.14 "
+                    "(CPython raises TypeError); it follows 3.14's checks",
+                )
+            )
     return cases
 
 
@@ -616,6 +704,7 @@ CALLS = {
 def _pickling_cases():
     cases = []
     for name, (fn, args) in CALLS.items():
+
         def ppe(m, fn=fn, args=args):
             f = _process_pool(m).submit(fn, *args)  # never raises: the future fails
             exc = f.exception(timeout=60)
@@ -631,9 +720,15 @@ def _pickling_cases():
         cases.append(Case(f"pool-apply-{name}", pool))
         if args:
             cases.append(Case(f"pool-map-{name}", pool_map))
-    cases.append(Case("ppe-exception-does-not-unpickle", _unpickling_fails, differs=ok(("TypeError", 1)),
-                      why="an exception that cannot be unpickled in the parent fails only its task (with "
-                          "the unpickling error); CPython's pool breaks (BrokenProcessPool for every call)"))
+    cases.append(
+        Case(
+            "ppe-exception-does-not-unpickle",
+            _unpickling_fails,
+            differs=ok(("TypeError", 1)),
+            why="an exception that cannot be unpickled in the parent fails only its task (with "
+            "the unpickling error); CPython's pool breaks (BrokenProcessPool for every call)",
+        )
+    )
     return cases
 
 
@@ -660,15 +755,31 @@ def _pool_cases():
             # Refused before any worker starts, on CPython too.
             cases.append(Case(f"pool-processes-{vname}", lambda m, v=v: _pool_make(m, v)))
         if vname not in ("None", "True", "2**63", "2**64", "index"):
-            cases.append(Case(f"pool-maxtasksperchild-{vname}", lambda m, v=v: _pool_make(m, 1, maxtasksperchild=v)))
-        cases.append(Case(f"pool-map-chunksize-{vname}",
-                          lambda m, v=v: _mp_pool(m).map(abs, [-1, -2, -3], chunksize=v),
-                          **_pool_chunksize_differs(vname)))
+            cases.append(
+                Case(
+                    f"pool-maxtasksperchild-{vname}",
+                    lambda m, v=v: _pool_make(m, 1, maxtasksperchild=v),
+                )
+            )
+        cases.append(
+            Case(
+                f"pool-map-chunksize-{vname}",
+                lambda m, v=v: _mp_pool(m).map(abs, [-1, -2, -3], chunksize=v),
+                **_pool_chunksize_differs(vname),
+            )
+        )
         if vname not in LONG:
-            cases.append(Case(f"pool-get-ready-timeout-{vname}", lambda m, v=v: _pool_get(m, v, ready=True)))
+            cases.append(
+                Case(f"pool-get-ready-timeout-{vname}", lambda m, v=v: _pool_get(m, v, ready=True))
+            )
             # CPython: NaN does not wait (multiprocessing.TimeoutError).
-            cases.append(Case(f"pool-get-pending-timeout-{vname}", lambda m, v=v: _pool_get(m, v, ready=False),
-                              **_map_nan(vname)))
+            cases.append(
+                Case(
+                    f"pool-get-pending-timeout-{vname}",
+                    lambda m, v=v: _pool_get(m, v, ready=False),
+                    **_map_nan(vname),
+                )
+            )
     cases += [
         Case("pool-initializer-not-callable", lambda m: _pool_make(m, 1, initializer=5)),
         Case("pool-apply-args-not-a-tuple", lambda m: _mp_pool(m).apply(abs, 5)),
@@ -678,8 +789,10 @@ def _pool_cases():
         Case("pool-map-not-iterable", lambda m: _mp_pool(m).map(abs, 5)),
         Case("pool-starmap-not-tuples", lambda m: _mp_pool(m).starmap(abs, [1, 2])),
         Case("pool-imap-chunksize-0", lambda m: list(_mp_pool(m).imap(abs, [1], chunksize=0))),
-        Case("pool-imap-unordered-chunksize-0",
-             lambda m: list(_mp_pool(m).imap_unordered(abs, [1], chunksize=0))),
+        Case(
+            "pool-imap-unordered-chunksize-0",
+            lambda m: list(_mp_pool(m).imap_unordered(abs, [1], chunksize=0)),
+        ),
         Case("pool-task-raises", lambda m: _mp_pool(m).apply(abs, ("x",))),
     ]
     return cases
@@ -687,13 +800,18 @@ def _pool_cases():
 
 def _pool_chunksize_differs(vname):
     if vname in ("-1", "0", "-2**64", "-inf"):
-        return {"differs": raises(ValueError),
-                "why": "Pool.map(chunksize < 1) raises ValueError; CPython runs nothing and "
-                       "returns [None] * len(iterable)"}
+        return {
+            "differs": raises(ValueError),
+            "why": "Pool.map(chunksize < 1) raises ValueError; CPython runs nothing and "
+            "returns [None] * len(iterable)",
+        }
     if vname in ("1.5", "0.01", "nan"):
-        return {"differs": raises(ValueError), "std_hangs": True,
-                "why": "Pool.map(chunksize=<a float that is not infinite>) raises ValueError; "
-                       "CPython's task handler fails on it and the map never returns"}
+        return {
+            "differs": raises(ValueError),
+            "std_hangs": True,
+            "why": "Pool.map(chunksize=<a float that is not infinite>) raises ValueError; "
+            "CPython's task handler fails on it and the map never returns",
+        }
     return {}
 
 
@@ -723,7 +841,9 @@ def test_unpicklable_keeps_the_original_text():
     exception (type and message) or its result."""
     import plait.futures as pf
 
-    ex = _process_pool(type("M", (), {"name": "plait", "ProcessPoolExecutor": pf.ProcessPoolExecutor}))
+    ex = _process_pool(
+        type("M", (), {"name": "plait", "ProcessPoolExecutor": pf.ProcessPoolExecutor})
+    )
     exc = ex.submit(raise_locked).exception(timeout=60)
     assert isinstance(exc, TypeError) and "LockedError('boom')" in str(exc)
     assert "LockedError: boom" in str(exc.__cause__)  # the remote traceback has both
@@ -745,4 +865,8 @@ def test_callback_log_has_traceback():
         f.add_done_callback(_raise_value_error)
         return _logged(lambda: f.set_result(1))[1]
 
-    assert records(pf) == records(cf) == [("ERROR", "exception calling callback for %r", "ValueError", True)]
+    assert (
+        records(pf)
+        == records(cf)
+        == [("ERROR", "exception calling callback for %r", "ValueError", True)]
+    )

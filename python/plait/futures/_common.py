@@ -53,7 +53,8 @@ def process_queue_size(max_workers):
     try:
         size = size.__index__()
     except AttributeError:
-        raise TypeError("'%s' object cannot be interpreted as an integer" % type(size).__name__) from None
+        name = type(size).__name__
+        raise TypeError(f"'{name}' object cannot be interpreted as an integer") from None
     if size > 2**31 - 1:
         raise OverflowError("Python int too large to convert to C int")
 

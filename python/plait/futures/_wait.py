@@ -2,6 +2,7 @@
 alike, through the private protocol ``concurrent.futures`` futures share
 (``_condition``, ``_state``, ``_waiters``)."""
 
+import math
 import threading
 import time
 from concurrent import futures as _cf
@@ -84,7 +85,7 @@ def _wait_event(event, timeout):
     raises ValueError (plait's difference: CPython does not wait)."""
     if timeout is None or event.is_set():
         return event.wait(timeout)
-    if isinstance(timeout, float) and timeout != timeout:
+    if isinstance(timeout, float) and math.isnan(timeout):
         raise ValueError("Invalid value NaN (not a number)")
     if not timeout > 0:
         return False
@@ -117,7 +118,7 @@ def wait(fs, timeout=None, return_when=ALL_COMPLETED):
         if not not_done:
             return _base.DoneAndNotDoneFutures(done, not_done)
         if return_when not in _RETURN_WHEN:
-            raise ValueError("Invalid return condition: %r" % (return_when,))
+            raise ValueError(f"Invalid return condition: {return_when!r}")
         collector = _Collector(return_when, len(not_done))
         for f in not_done:
             f._waiters.append(collector)
