@@ -31,23 +31,28 @@ Differences from CPython (``multiprocessing.pool``):
   result-handler thread.
 * No ``_pool`` list of ``Process`` objects, no ``_repopulate_pool``: the
   supervisor owns the workers. ``_processes`` and ``_state`` are there.
+* A result or exception a worker cannot pickle is a ``MaybeEncodingError``
+  as in CPython, whose value names the exception (CPython shows an
+  ``ExceptionWithTraceback`` object).
+* In a child forked after the pool started, the pool is the parent's: a
+  call raises ``BrokenProcessPool`` (CPython's waits for ever).
 * ``imap``/``imap_unordered`` read an iterable that has no length in a
   helper thread per call (CPython's task-handler thread does it for every
   call); lists, tuples and ranges are chunked in the calling thread.
-* A result that cannot be pickled fails its task with the pickling error
-  itself, not ``MaybeEncodingError``.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import sys
 import threading
 import warnings
 from collections import deque
 from concurrent.futures import CancelledError
 from concurrent.futures import process as _cf_process
 from multiprocessing import TimeoutError as _MpTimeoutError
-from multiprocessing.pool import CLOSE, RUN, TERMINATE, RemoteTraceback
+from multiprocessing.pool import CLOSE, RUN, TERMINATE, MaybeEncodingError, RemoteTraceback
 
 from plait.futures import FIRST_EXCEPTION, ProcessPoolExecutor, ThreadPoolExecutor
 from plait.futures import wait as _wait
@@ -99,12 +104,34 @@ class _Chunk:
 # ---- results ------------------------------------------------------------------
 
 
+class _Unsent:
+    """What a worker could not send back, as ``MaybeEncodingError`` shows it."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text):
+        self.text = text
+
+    def __repr__(self):
+        return self.text
+
+
+def _call(func, args, kwds):
+    return func(*args, **kwds)
+
+
 def _as_pool_error(exc):
     """The exception as ``multiprocessing.pool`` reports it: a remote
-    traceback is a ``multiprocessing.pool.RemoteTraceback``."""
+    traceback is a ``multiprocessing.pool.RemoteTraceback``, and a result or
+    exception the worker could not pickle is a ``MaybeEncodingError``."""
     cause = exc.__cause__
     if type(cause) is _CfRemoteTraceback:
-        exc.__cause__ = RemoteTraceback(cause.tb)
+        cause = exc.__cause__ = RemoteTraceback(cause.tb)
+    unsent = getattr(exc, "_plait_unsent", None)
+    if unsent is not None and not isinstance(exc, MaybeEncodingError):
+        wrapped = MaybeEncodingError(exc, _Unsent(unsent))
+        wrapped.__cause__ = cause
+        return wrapped
     return exc
 
 
@@ -167,8 +194,10 @@ class ApplyResult:
         except BaseException as exc:
             if isinstance(exc, TimeoutError) and not f.done():
                 raise _MpTimeoutError from None
-            _as_pool_error(exc)
-            raise
+            err = _as_pool_error(exc)
+            if err is exc:
+                raise
+            raise err  # noqa: B904 - its __cause__ is the remote traceback
 
     __class_getitem__ = classmethod(type(list[int]))
 
@@ -468,6 +497,10 @@ class _BasePool:
         """``func(*args, **kwds)`` in the pool, as an :class:`AsyncResult`."""
         if self._state != RUN:
             raise ValueError("Pool not running")
+        if not isinstance(args, tuple) or not isinstance(kwds, dict):
+            # As CPython: the worker calls func(*args, **kwds), so what is
+            # not a sequence or a mapping fails the task, not this call.
+            func, args, kwds = functools.partial(_call, func, args, kwds), (), {}
         f = self._submit(func, args, kwds, timeout)
         if callback is None and error_callback is None:
             return ApplyResult(f)
@@ -502,7 +535,12 @@ class _BasePool:
             if extra:
                 chunksize += 1
         elif chunksize < 1:
+            # CPython runs nothing and returns [None] * n (not a result).
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        elif not isinstance(chunksize, int) or chunksize > sys.maxsize:
+            # CPython's islice refuses it in the task-handler thread (its
+            # map then waits for ever when it is not an int).
+            raise ValueError("chunksize must be an integer no larger than sys.maxsize, not %r" % (chunksize,))
         futures = []
         if n:
             if not isinstance(iterable, (list, tuple)):

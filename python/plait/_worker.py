@@ -94,10 +94,36 @@ def _error_payload(exc, fds):
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         exc.__traceback__ = None
-        body = _encode((exc, type(exc).__qualname__, str(exc), tb), fds)
-    except Exception:
-        body = _encode((None, type(exc).__qualname__, str(exc), tb), fds)
-    return body
+        return _encode((exc, type(exc).__qualname__, str(exc), tb), fds)
+    except BaseException as failure:  # noqa: BLE001 - the exception cannot be pickled
+        return _unsendable_payload(failure, f"the exception {_describe(exc)}", fds)
+
+
+def _describe(obj):
+    """``repr(obj)`` for an error message, even when repr itself fails."""
+    try:
+        return repr(obj)
+    except Exception:  # noqa: BLE001 - any repr failure: name the type
+        return f"<{type(obj).__qualname__} object>"
+
+
+def _unsendable_payload(failure, what, fds):
+    """The error payload when pickling ``what`` (a task's exception or
+    result) failed with ``failure``: the pickling error itself, as CPython's
+    process pool reports it (its class is the contract), with ``what`` in
+    its message, the traceback of both as the remote traceback, and
+    ``_plait_unsent`` (what could not be sent) for
+    ``multiprocessing.pool``'s ``MaybeEncodingError``."""
+    tb = "".join(traceback.format_exception(type(failure), failure, failure.__traceback__))
+    failure.__traceback__ = None
+    try:
+        failure.args = (f"{failure} ({what} could not be sent back)",)
+        failure._plait_unsent = what
+        return _encode((failure, type(failure).__qualname__, str(failure), tb), fds)
+    except Exception:  # noqa: BLE001 - the pickling error itself cannot be pickled
+        err = pickle.PicklingError(f"{type(failure).__qualname__}: {failure}")
+        err._plait_unsent = what
+        return _encode((err, "PicklingError", str(err), tb), fds)
 
 
 def _setup(setup):
@@ -240,11 +266,17 @@ def _serve(sock, rfile, claims=None):
                 try:
                     fn, args, kwargs = decode(view[pos + size : stop])
                     result = fn(*args, **kwargs)
-                    body = encode_small(result) if type(result) in SCALARS else encode(result, fds=fds)
-                    kind = R
                 except BaseException as exc:  # the task's failure, reported
                     body = _error_payload(exc, fds)
                     kind = E
+                else:
+                    try:
+                        body = encode_small(result) if type(result) in SCALARS else encode(result, fds=fds)
+                        kind = R
+                    except BaseException as failure:  # noqa: BLE001 - the result cannot be pickled
+                        what = f"the result {_describe(result)}"
+                        body = _unsendable_payload(failure, what, fds)
+                        kind = E
                 fn = args = kwargs = result = None
                 if claim is not None and end - stop >= size:
                     # Claim the next task before sending this result.

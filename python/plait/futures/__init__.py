@@ -19,6 +19,17 @@ Differences from CPython:
   Python 3.14 on every version, for both executors.
 * ``ProcessPoolExecutor``: see its docstring (how workers start, worker
   death, time limits, ``kill_workers``).
+* A NaN timeout (``result``, ``exception``, ``wait``, ``as_completed``,
+  ``map``) raises ValueError once a wait is needed; CPython does not wait
+  (and ``as_completed`` spins). ``ThreadPoolExecutor(max_workers=nan)``
+  raises ValueError (CPython's never starts a worker).
+* After ``os.fork()`` a ``ThreadPoolExecutor`` starts fresh workers in the
+  child (calls the parent had queued stay the parent's); a process pool the
+  parent started raises ``BrokenProcessPool`` in the child (CPython's hangs):
+  make a new one there.
+* A process-pool task whose exception or result cannot be pickled fails
+  with the pickling error (CPython's class), its message naming what could
+  not be sent.
 * Both executors have ``schedule(fn, args=(), kwargs=None, *, delay=None,
   timeout=None)``: the call is submitted after ``delay`` seconds by plait's
   shared timer thread (no thread per delayed call) and ``cancel()`` works

@@ -30,12 +30,24 @@ def _dumps_call(fn, args, kwargs):
         try:
             import cloudpickle
         except ImportError:
-            raise _pickle.PicklingError(
-                f"cannot send {fn!r} and its arguments to a worker process ({exc}); "
-                "define the function at module level, or install cloudpickle "
-                "(pip install cloudpickle), which plait uses for lambdas and closures"
-            ) from exc
+            raise _with_hint(exc, fn) from None
         return _wire.encode(_wire.mark_call(fn, args, kwargs), dumps=cloudpickle.dumps)
+
+
+def _with_hint(exc, fn):
+    """The pickling error ``exc`` (its class, as CPython's pool reports it)
+    with what to do about it in the message."""
+    try:
+        hinted = type(exc)(
+            f"{exc} (cannot send {fn!r} and its arguments to a worker process; define "
+            "the function at module level, or install cloudpickle (pip install "
+            "cloudpickle), which plait uses for lambdas and closures)"
+        )
+    except Exception:  # an exception class that takes other arguments
+        return exc
+    hinted.__cause__ = exc.__cause__
+    hinted.__context__ = exc.__context__
+    return hinted
 
 
 # Pickled by reference, as before the package split.

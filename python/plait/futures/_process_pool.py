@@ -19,7 +19,7 @@ from plait import _wire
 from plait._plait import _ClaimPage, _executor_map, _ProcessPoolCore
 
 from . import _delayed
-from ._common import check_buffersize, cpu_count
+from ._common import check_buffersize, cpu_count, initializer_call, map_timeout, process_queue_size
 from ._process_call import _process_chunk
 from ._process_start import _fork_zygote, _main_path, _single_threaded, _start_method
 
@@ -81,7 +81,11 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
       ``with`` block on ``KeyboardInterrupt`` (or another exception that is
       not an ``Exception``) cancels what has not started and waits only for
       running tasks; a second Ctrl-C while waiting kills them.
-    * A task may run a process pool of its own.
+    * A task may run a process pool of its own. In a child forked after the
+      pool started, the pool is the parent's: ``submit`` raises
+      ``BrokenProcessPool`` (CPython's hangs); make a new pool there.
+    * An exception that cannot be unpickled here fails only its task (with
+      the unpickling error); CPython's pool breaks.
     * Lambdas and closures need ``cloudpickle`` installed."""
 
     __module__ = "plait.futures"
@@ -94,6 +98,8 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
             max_workers = cpu_count()
         elif max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
+        else:
+            process_queue_size(max_workers)
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         self._plait_method = _start_method(mp_context)
@@ -109,8 +115,7 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
                                  "multiprocessing start method; supply a different mp_context.")
         self._max_workers = max_workers
         self._mp_context = mp_context
-        self._initializer = initializer
-        self._initargs = tuple(initargs)
+        self._initializer, self._initargs = initializer_call(initializer, initargs)
         self._max_tasks_per_child = max_tasks_per_child
         self._task_timeout = task_timeout
         # What plait.debug calls the pool (plait.process.Pool renames its own).
@@ -204,10 +209,16 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         check_buffersize(buffersize)
+        timeout = map_timeout(timeout)
         if chunksize == 1:
             return _executor_map(self, fn, zip(*iterables), timeout, buffersize, weakref.ref(self))
         it = zip(*iterables)
-        chunks = iter(lambda: list(itertools.islice(it, chunksize)), [])
+        if _sys.version_info >= (3, 13):
+            # As CPython 3.13+, whose chunks are itertools.batched's (an
+            # odd chunksize raises its TypeError, not islice's ValueError).
+            chunks = map(list, itertools.batched(it, chunksize))
+        else:
+            chunks = iter(lambda: list(itertools.islice(it, chunksize)), [])
         chunk_fn = functools.partial(_process_chunk, fn)
         results = _executor_map(self, chunk_fn, zip(chunks), timeout, buffersize, weakref.ref(self),
                                 label_func=fn)

@@ -10,7 +10,7 @@ from concurrent.futures import thread as _cf_thread
 from plait._plait import _interpreter_exiting, _ThreadPoolCore
 
 from . import _delayed
-from ._common import check_buffersize, cpu_count
+from ._common import check_buffersize, cpu_count, initializer_call, map_timeout, worker_limit
 from ._future import Future
 
 _live_pools = weakref.WeakSet()
@@ -32,6 +32,7 @@ class ThreadPoolExecutor(_ThreadPoolCore, _cf_thread.ThreadPoolExecutor):
             max_workers = min(32, cpu_count() + 4)
         if max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
+        limit = worker_limit(max_workers)
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         self._max_workers = max_workers
@@ -39,7 +40,7 @@ class ThreadPoolExecutor(_ThreadPoolCore, _cf_thread.ThreadPoolExecutor):
         self._initializer = initializer
         self._initargs = initargs
         self._threads = set()
-        self._plait_setup(max_workers, Future, initializer, tuple(initargs))
+        self._plait_setup(limit, Future, *initializer_call(initializer, initargs))
         with _live_pools_lock:
             _live_pools.add(self)
 
@@ -58,7 +59,7 @@ class ThreadPoolExecutor(_ThreadPoolCore, _cf_thread.ThreadPoolExecutor):
         large input is read lazily; None submits everything at once.
         ``chunksize`` is accepted and ignored, as for CPython's threads."""
         check_buffersize(buffersize)
-        return self._plait_map(fn, zip(*iterables), timeout, buffersize, weakref.ref(self))
+        return self._plait_map(fn, zip(*iterables), map_timeout(timeout), buffersize, weakref.ref(self))
 
     def schedule(self, fn, args=(), kwargs=None, *, delay=None, timeout=None):
         """``submit(fn, *args, **kwargs)`` after ``delay`` seconds (None or

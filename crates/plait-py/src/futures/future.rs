@@ -23,15 +23,15 @@ use parking_lot::Mutex;
 use plait_core::fork::{register_arc, Registration};
 use plait_core::future::{Future as CoreFuture, InvalidState, Resolution, State};
 use plait_core::park::Outcome;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use super::label::Pending;
 use super::pickled::{decode_pickled, Pickled};
 use super::Obj;
 use crate::errors;
-use crate::wait::{deadline_in, detached, interrupted_error, seconds};
+use crate::wait::{deadline_in, detached, interrupted_error};
 
 fn invalid_state(py: Python<'_>, state: State, fut: &Bound<'_, PyAny>) -> PyErr {
     let repr = fut.repr().map(|r| r.to_string()).unwrap_or_default();
@@ -321,19 +321,61 @@ fn call_callback(py: Python<'_>, fut: &Bound<'_, PyAny>, cb: &Bound<'_, PyAny>) 
         if !e.is_instance_of::<pyo3::exceptions::PyException>(py) {
             return Err(e);
         }
-        let logger = errors::cf_logger(py)?;
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("exc_info", e.value(py))?;
-        logger.call_method("exception", ("exception calling callback for %r", fut), Some(&kwargs))?;
+        let args = PyTuple::new(py, [PyString::new(py, "exception calling callback for %r").into_any(), fut.clone()])?;
+        log_error(py, "exception", &args, e)?;
     }
     Ok(())
 }
 
+/// `concurrent.futures`' `LOGGER.<level>(*args, exc_info=True)`, as CPython
+/// logs a failed callback or initializer: the record's `exc_info` carries
+/// the traceback. (On Python < 3.12 a `PyErr`'s value has no
+/// `__traceback__` until `into_value` puts it there.)
+pub(crate) fn log_error(py: Python<'_>, level: &str, args: &Bound<'_, PyTuple>, e: PyErr) -> PyResult<()> {
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("exc_info", e.into_value(py))?;
+    errors::cf_logger(py)?.call_method(level, args, Some(&kwargs))?;
+    Ok(())
+}
+
+/// The deadline of a wait on a future that is not done, reading `timeout`
+/// as CPython's `Condition.wait` does (a done future never looks at it):
+/// None waits for ever; a value that is not `> 0` does not wait (TypeError
+/// if it does not compare); a positive one must fit a lock's timeout
+/// (`threading.TIMEOUT_MAX`, else OverflowError). NaN raises ValueError
+/// (plait's difference: CPython does not wait).
 fn timeout_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<std::time::Instant>> {
-    match timeout {
-        Some(t) if !t.is_none() => Ok(Some(deadline_in(seconds(t)?))),
-        _ => Ok(None),
+    let t = match timeout {
+        Some(t) if !t.is_none() => t,
+        _ => return Ok(None),
+    };
+    let secs = if let Ok(f) = t.cast::<pyo3::types::PyFloat>() {
+        f.value()
+    } else if !t.gt(0)? {
+        0.0
+    } else {
+        t.extract::<f64>().map_err(|_| {
+            let name = t.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            PyTypeError::new_err(format!("'{name}' object cannot be interpreted as a timeout"))
+        })?
+    };
+    wait_deadline(t.py(), secs).map(Some)
+}
+
+/// The deadline `secs` from now for a wait that must wait (see
+/// [`timeout_deadline`]); `Executor.map` reads its remaining time here.
+pub(crate) fn wait_deadline(py: Python<'_>, secs: f64) -> PyResult<std::time::Instant> {
+    if secs.is_nan() {
+        return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
     }
+    // Beyond a billion seconds, compare with the lock's own limit.
+    if secs > 1e9 {
+        let max: f64 = py.import("_thread")?.getattr("TIMEOUT_MAX")?.extract()?;
+        if secs > max {
+            return Err(PyOverflowError::new_err("timeout value is too large"));
+        }
+    }
+    Ok(deadline_in(secs))
 }
 
 impl FutureCore {
@@ -341,6 +383,11 @@ impl FutureCore {
     pub(crate) fn result_until(&self, py: Python<'_>, deadline: Option<Option<std::time::Instant>>) -> PyResult<Obj> {
         match self.finished_outcome(py, deadline.flatten())? {
             Ok(v) => Ok(v),
+            // CPython raises `self._exception` only if it is true: after
+            // set_exception(None) (or another false value) result() is None.
+            Err(e) if !e.bind(py).is_instance_of::<pyo3::exceptions::PyBaseException>() && !e.bind(py).is_truthy()? => {
+                Ok(py.None())
+            }
             Err(e) => Err(PyErr::from_value(e.into_bound(py))),
         }
     }
@@ -401,9 +448,23 @@ impl FutureCore {
 #[pymethods]
 impl FutureCore {
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
-    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
-        FutureCore::create()
+    #[classmethod]
+    #[pyo3(signature = (*args, **kwargs))]
+    fn new(
+        cls: &Bound<'_, pyo3::types::PyType>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        // As CPython's Future (whose __init__ takes no argument): arguments
+        // are refused unless a subclass's own __init__ takes them.
+        if !args.is_empty() || kwargs.is_some_and(|k| !k.is_empty()) {
+            let py = cls.py();
+            let object_init = py.get_type::<pyo3::types::PyAny>().getattr("__init__")?;
+            if cls.getattr("__init__")?.is(&object_init) {
+                return Err(PyTypeError::new_err(format!("{}() takes no arguments", cls.name()?)));
+            }
+        }
+        Ok(FutureCore::create())
     }
 
     /// Cancel the future if it has not started running; returns whether it
@@ -431,14 +492,16 @@ impl FutureCore {
     /// The call's result, waiting up to `timeout` seconds.
     #[pyo3(signature = (timeout = None))]
     fn result(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Obj> {
-        self.result_until(py, Some(timeout_deadline(timeout)?))
+        let deadline = if self.core.state().is_done() { None } else { timeout_deadline(timeout)? };
+        self.result_until(py, Some(deadline))
     }
 
     /// The exception the call raised (None if it returned), waiting up to
     /// `timeout` seconds.
     #[pyo3(signature = (timeout = None))]
     fn exception(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Obj> {
-        match self.finished_outcome(py, timeout_deadline(timeout)?)? {
+        let deadline = if self.core.state().is_done() { None } else { timeout_deadline(timeout)? };
+        match self.finished_outcome(py, deadline)? {
             Err(e) => Ok(e),
             Ok(_) => Ok(py.None()),
         }

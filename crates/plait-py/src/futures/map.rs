@@ -22,11 +22,10 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyIterator, PyTuple};
 
-use super::future::FutureCore;
+use super::future::{wait_deadline, FutureCore};
 use super::label::{self, Label};
 use super::thread_pool::ThreadPoolCore;
 use super::Obj;
-use crate::wait::deadline_in;
 
 /// How `map` submits one call.
 #[derive(Clone, Copy)]
@@ -76,7 +75,9 @@ struct MapState {
     args: Option<Obj>,
     executor_ref: Obj,
     pending: VecDeque<Obj>,
-    end: Option<Instant>,
+    /// When the map started and its timeout (CPython's `end_time`, kept as
+    /// seconds: it may be infinite).
+    end: Option<(Instant, f64)>,
     /// Like a generator's `finally`, cancelling on drop happens only once
     /// iteration has begun (an unstarted map still runs every call).
     started: bool,
@@ -100,16 +101,24 @@ fn cancel(f: &Bound<'_, PyAny>) -> PyResult<()> {
     }
 }
 
-/// `future.result(until end)`, then cancel it (CPython's `_result_or_cancel`).
+/// `future.result(until end)`, then cancel it (CPython's `_result_or_cancel`):
+/// the remaining time is read as `result(timeout)` reads it (a done future
+/// never looks at it; infinity raises OverflowError once it must wait).
 #[inline]
-fn result_or_cancel(py: Python<'_>, f: &Bound<'_, PyAny>, end: Option<Instant>) -> PyResult<Obj> {
+fn result_or_cancel(py: Python<'_>, f: &Bound<'_, PyAny>, end: Option<(Instant, f64)>) -> PyResult<Obj> {
+    let remaining = end.map(|(start, secs)| secs - start.elapsed().as_secs_f64());
     if let Ok(fc) = f.cast::<FutureCore>() {
-        let r = fc.get().result_until(py, end.map(Some));
+        let r = match remaining {
+            Some(left) if !fc.get().core.state().is_done() => match wait_deadline(py, left) {
+                Ok(deadline) => fc.get().result_until(py, Some(Some(deadline))),
+                Err(e) => Err(e),
+            },
+            _ => fc.get().result_until(py, Some(None)),
+        };
         FutureCore::cancel(fc)?;
         return r;
     }
-    let timeout = end.map(|e| e.saturating_duration_since(Instant::now()).as_secs_f64());
-    let r = f.call_method1("result", (timeout,)).map(Bound::unbind);
+    let r = f.call_method1("result", (remaining,)).map(Bound::unbind);
     f.call_method0("cancel")?;
     r
 }
@@ -133,7 +142,7 @@ impl MapIterator {
         let py = executor.py();
         let label =
             plait_core::debug::tracking().then(|| Arc::new(Label::of_call(label_func.unwrap_or(func.bind(py)))));
-        let end = timeout.map(deadline_in);
+        let end = timeout.map(|t| (Instant::now(), t));
         let mut pending = VecDeque::new();
         let it = args_iter.try_iter()?;
         let limit = buffersize.unwrap_or(usize::MAX);

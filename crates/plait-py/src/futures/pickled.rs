@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
@@ -51,15 +50,16 @@ pub(crate) fn decode_pickled(py: Python<'_>, p: &Pickled) -> Result<Obj, Obj> {
 }
 
 /// The worker sends `(exception or None, type name, message, traceback
-/// text)`; None when the exception itself could not be pickled.
+/// text)`. When the task's exception (or result) cannot be pickled, the
+/// exception is the pickling error, as CPython's process pool reports it.
 fn remote_exception(py: Python<'_>, bytes: &[u8], shm: Option<&ShmGuard>) -> PyResult<Obj> {
     let tup = loads(py, bytes, shm)?;
     let (exc, name, message, tb): (Bound<'_, PyAny>, String, String, String) = tup.extract()?;
     let exc = if exc.is_none() {
-        PyRuntimeError::new_err(format!("{name}: {message} (the exception could not be pickled)"))
-            .into_value(py)
-            .into_any()
-            .into_bound(py)
+        // The worker sends the pickling error instead (see
+        // `plait._worker._unsendable_payload`); this is the last resort.
+        let msg = format!("{name}: {message} (the exception could not be pickled)");
+        py.import("pickle")?.getattr("PicklingError")?.call1((msg,))?
     } else {
         exc
     };

@@ -10,9 +10,10 @@
 //!
 //! Idle workers are reused before a new thread starts (CPython's policy).
 //! A failing initializer breaks the pool: queued items fail with
-//! `BrokenThreadPool`. In a forked child the queue is repaired and the
-//! worker counts reset (the threads do not exist there); the next submit
-//! starts new ones.
+//! `BrokenThreadPool`. In a forked child the queue is repaired, the items
+//! the parent had queued are dropped (the parent runs them; running them in
+//! the child too would run them twice) and the worker counts reset (the
+//! threads do not exist there): the next submit starts fresh workers.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -25,7 +26,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
-use super::future::FutureCore;
+use super::future::{log_error, FutureCore};
 use super::label::{Label, Pending};
 use super::map::{MapIterator, Submit};
 use super::Obj;
@@ -111,7 +112,9 @@ impl ThreadPoolCore {
             future_type: OnceLock::new(),
             initializer: OnceLock::new(),
         });
-        let reg = register_arc(&ThreadPoolForkHook::new(&shared));
+        // The registry holds a weak reference: registering the shared state
+        // itself keeps the hook alive exactly as long as the pool's state.
+        let reg = register_arc(&shared);
         ThreadPoolCore { shared, _fork: reg }
     }
 
@@ -245,30 +248,23 @@ impl ThreadPoolCore {
     }
 }
 
-/// Repairs a pool's queue in a forked child (the workers do not exist
-/// there; new ones start on the next submit).
-struct ThreadPoolForkHook {
-    shared: std::sync::Weak<PoolShared>,
-}
-
-impl ThreadPoolForkHook {
-    fn new(shared: &Arc<PoolShared>) -> Arc<ThreadPoolForkHook> {
-        Arc::new(ThreadPoolForkHook { shared: Arc::downgrade(shared) })
-    }
-}
-
-impl plait_core::fork::AfterFork for ThreadPoolForkHook {
+/// In a forked child the workers do not exist: repair the queue, forget the
+/// parent's queued items and count no worker, so the next submit starts one.
+impl plait_core::fork::AfterFork for PoolShared {
     /// # Safety
     /// As the trait: only from the atfork child handler, while the child
     /// has a single thread.
     unsafe fn after_fork_child(&self, _survivor: u64) {
-        if let Some(s) = self.shared.upgrade() {
-            // SAFETY: we are in the atfork child handler (this function's
-            // contract), which is what `Queue::after_fork` requires.
-            unsafe { s.jobs.after_fork() };
-            s.threads.store(0, Ordering::Relaxed);
-            s.idle.store(0, Ordering::Relaxed);
+        // SAFETY: we are in the atfork child handler (this function's
+        // contract), which is what `Queue::after_fork` requires.
+        unsafe { self.jobs.after_fork() };
+        // The parent runs these; their futures stay pending in the child.
+        // Leaked, not dropped: no decref may run in the atfork handler.
+        while let Ok(item) = self.jobs.try_get_now(&mut no_compare) {
+            std::mem::forget(item);
         }
+        self.threads.store(0, Ordering::Relaxed);
+        self.idle.store(0, Ordering::Relaxed);
     }
 }
 
@@ -285,10 +281,7 @@ impl Worker {
         if let Some((init, initargs)) = shared.initializer.get() {
             if !init.is_none(py) {
                 if let Err(e) = init.bind(py).call1(initargs.bind(py)) {
-                    let logger = errors::cf_logger(py)?;
-                    let kwargs = PyDict::new(py);
-                    kwargs.set_item("exc_info", e.value(py))?;
-                    logger.call_method("critical", ("Exception in initializer:",), Some(&kwargs))?;
+                    log_error(py, "critical", &PyTuple::new(py, ["Exception in initializer:"])?, e)?;
                     let msg = "A thread initializer failed, the thread pool is not usable anymore";
                     *shared.broken.lock() = Some(msg.to_string());
                     shared.fail_queued(py, msg)?;
@@ -332,10 +325,7 @@ fn run_item(py: Python<'_>, item: WorkItem) -> PyResult<()> {
     // The future may be finished already if user code set it; CPython
     // would raise InvalidStateError inside the worker and log it.
     if let Err(e) = FutureCore::finish(fut, res) {
-        let logger = errors::cf_logger(py)?;
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("exc_info", e.value(py))?;
-        logger.call_method("critical", ("Exception in worker",), Some(&kwargs))?;
+        log_error(py, "critical", &PyTuple::new(py, ["Exception in worker"])?, e)?;
     }
     Ok(())
 }
