@@ -150,7 +150,11 @@ def timer_ops():
         async def now():
             return "done"
 
-        return await settle(asyncio.wait_for(now(), v))
+        coro = now()
+        try:
+            return await settle(asyncio.wait_for(coro, v))
+        finally:
+            coro.close()  # wait_for may refuse v before awaiting it
 
     async def wait(loop, v):
         async def sizes():

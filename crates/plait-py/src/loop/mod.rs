@@ -61,40 +61,6 @@ type Obj = Py<PyAny>;
 /// `plait.loop`'s private helpers (repr, error reports, debug checks).
 static HELPERS: PyOnceLock<Obj> = PyOnceLock::new();
 
-/// An I/O error as the exception Python raises for it: for an OS error,
-/// `OSError(errno, strerror)`, whose constructor picks the subclass by
-/// errno (`ConnectionResetError`, `BrokenPipeError`, ...) as CPython's
-/// `PyErr_SetFromErrno` does, so `e.errno` and `e.strerror` are set as
-/// asyncio's own socket calls set them. PyO3's `From<io::Error>` gives the
-/// subclass but only a message (`errno` None). Every native path of the
-/// loop raises its I/O errors through this.
-pub(crate) fn os_error(py: Python<'_>, e: std::io::Error) -> PyErr {
-    let Some(errno) = e.raw_os_error() else {
-        if e.kind() == std::io::ErrorKind::OutOfMemory {
-            return pyo3::exceptions::PyMemoryError::new_err(());
-        }
-        return PyErr::from(e);
-    };
-    let made = py.get_type::<pyo3::exceptions::PyOSError>().call1((errno, strerror(errno)));
-    match made {
-        Ok(exc) => PyErr::from_value(exc),
-        Err(err) => err,
-    }
-}
-
-/// The C library's text for `errno` (what `os.strerror` returns).
-fn strerror(errno: i32) -> String {
-    let mut buf = [0 as libc::c_char; 256];
-    // SAFETY: `buf` is writable for its length; the XSI strerror_r (what
-    // the libc crate binds) writes a NUL-terminated string into it.
-    let r = unsafe { libc::strerror_r(errno, buf.as_mut_ptr(), buf.len()) };
-    if r != 0 {
-        return format!("Unknown error {errno}");
-    }
-    // SAFETY: strerror_r succeeded, so `buf` holds a NUL-terminated string.
-    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
-}
-
 fn helper<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
     let m = HELPERS.get_or_try_init(py, || py.import("plait._loop_helpers").map(|m| m.into_any().unbind()))?;
     m.bind(py).getattr(name)

@@ -19,7 +19,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyInt;
 
 use super::mapping::SelectorMapping;
-use super::os_error;
+use crate::errors::os_error;
 use super::Obj;
 
 pub(super) struct Registration {
@@ -151,7 +151,7 @@ impl Selector {
         let Some(poller) = st.poller.as_mut() else {
             return Err(PyRuntimeError::new_err("the selector is closed"));
         };
-        poller.register(fd, mask).map_err(|e| os_error(py, e))?;
+        poller.register(fd, mask).map_err(os_error)?;
         st.keys.insert(fd, Registration { key: key.clone_ref(py), data });
         self.count.store(st.keys.len(), Ordering::Relaxed);
         Ok(key)
@@ -178,7 +178,7 @@ impl Selector {
         let changed = st.poller.as_ref().and_then(|p| p.interest(fd)) != Some(mask);
         if changed {
             if let Some(p) = st.poller.as_mut() {
-                p.modify(fd, mask).map_err(|e| os_error(py, e))?;
+                p.modify(fd, mask).map_err(os_error)?;
             }
         }
         let old = st.keys.insert(fd, Registration { key: key.clone_ref(py), data });
@@ -206,8 +206,8 @@ impl Selector {
 #[pymethods]
 impl Selector {
     #[new]
-    fn new(py: Python<'_>) -> PyResult<Self> {
-        let poller = Poller::new().map_err(|e| os_error(py, e))?;
+    fn new() -> PyResult<Self> {
+        let poller = Poller::new().map_err(os_error)?;
         let epfd = poller.fd();
         Ok(Selector { st: Mutex::new(SelState { poller: Some(poller), keys: HashMap::new() }), epfd, count: AtomicUsize::new(0) })
     }
@@ -344,7 +344,7 @@ impl Selector {
                 if e.raw_os_error() == Some(libc::EINTR) {
                     return Ok(());
                 }
-                return Err(os_error(py, e));
+                return Err(os_error(e));
             }
             let st = self.st.lock();
             let Some(p) = st.poller.as_ref() else { return Ok(()) };

@@ -44,7 +44,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyType};
 use pyo3::Borrowed;
 
-use super::os_error;
+use crate::errors::os_error;
 use crate::capi::{fastcall_args, forward, install_method, PyMethod_Function, PyMethod_Type};
 
 static SLOW_WRITE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -486,7 +486,7 @@ unsafe extern "C" fn write(slf: *mut ffi::PyObject, args: *const *mut ffi::PyObj
             Ok(Sent::All) => return py.None().into_ptr(),
             Ok(Sent::Failed(e)) => {
                 // What asyncio's write does when its `send` fails.
-                let exc = os_error(py, e).into_value(py);
+                let exc = os_error(e).into_value(py);
                 let r = this.call_method1(intern!(py, "_fatal_error"), (exc, "Fatal write error on socket transport"));
                 return into_ptr(py, r.map(|_| None));
             }
@@ -552,7 +552,7 @@ fn read_ready_impl(py: Python<'_>, this: &Bound<'_, PyAny>) -> PyResult<Option<P
         Ok(r) => r,
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => return Ok(None),
         Err(e) => {
-            let exc = os_error(py, e).into_value(py);
+            let exc = os_error(e).into_value(py);
             this.call_method1(intern!(py, "_fatal_error"), (exc, "Fatal read error on socket transport"))?;
             return Ok(None);
         }

@@ -15,7 +15,8 @@ use pyo3::exceptions::{PyEOFError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::{os_err, take_fd, wait_ready};
+use super::{take_fd, wait_ready};
+use crate::errors::os_error;
 use crate::wait::deadline_in;
 
 /// Bytes read from the socket ahead of the message being returned, so a
@@ -62,7 +63,7 @@ impl _Channel {
                     wait_ready(py, fd, libc::POLLOUT, None)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(os_err(e)),
+                Err(e) => return Err(os_error(e)),
             }
         }
         Ok(())
@@ -91,7 +92,7 @@ impl _Channel {
                     wait_ready(py, fd, libc::POLLIN, None)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(os_err(e)),
+                Err(e) => return Err(os_error(e)),
             }
         }
     }
@@ -107,7 +108,7 @@ impl _Channel {
                     wait_ready(py, fd, libc::POLLIN, None)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(os_err(e)),
+                Err(e) => return Err(os_error(e)),
             }
         }
         Ok(())
@@ -119,7 +120,7 @@ impl _Channel {
     /// A new connected pair of channels (a `SOCK_STREAM` socket pair).
     #[staticmethod]
     fn pair() -> PyResult<(_Channel, _Channel)> {
-        let (a, b) = ipc::socketpair(libc::SOCK_STREAM).map_err(os_err)?;
+        let (a, b) = ipc::socketpair(libc::SOCK_STREAM).map_err(os_error)?;
         Ok((_Channel::from_owned(a), _Channel::from_owned(b)))
     }
 

@@ -19,7 +19,6 @@
 //! * `debug.rs`: every pool's live workers and the task each runs, for
 //!   `plait.debug` (`workers_view`).
 
-use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
@@ -37,9 +36,7 @@ pub(crate) mod queue;
 pub(crate) mod shm;
 pub(crate) mod spawn;
 
-fn os_err(e: io::Error) -> PyErr {
-    PyErr::from(e)
-}
+use crate::errors::os_error;
 
 /// Wait detached for `events` on `fd`; `Ok(false)` on timeout.
 fn wait_ready(py: Python<'_>, fd: RawFd, events: i16, deadline: Option<Instant>) -> PyResult<bool> {
@@ -55,7 +52,7 @@ fn take_fd(fd: RawFd) -> PyResult<OwnedFd> {
     if fd < 0 {
         return Err(PyValueError::new_err("invalid file descriptor"));
     }
-    ipc::set_nonblocking(fd).map_err(os_err)?;
+    ipc::set_nonblocking(fd).map_err(os_error)?;
     // SAFETY: the caller hands over ownership of `fd` (a detached DupFd).
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -13,7 +13,8 @@ use plait_core::park::Outcome;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::{os_err, take_fd, wait_ready};
+use super::{take_fd, wait_ready};
+use crate::errors::os_error;
 use crate::errors;
 use crate::wait::{deadline_in, detached};
 
@@ -42,14 +43,14 @@ impl _ProcessQueueCore {
         let maxsize = if maxsize <= 0 { 0 } else { maxsize.min(i32::MAX as isize) as u32 };
         let (tx, rx, count, ring) = match fds {
             None => {
-                let (tx, rx) = ipc::socketpair(libc::SOCK_SEQPACKET).map_err(os_err)?;
-                (tx, rx, SharedCounter::new().map_err(os_err)?, Ring::new().map_err(os_err)?)
+                let (tx, rx) = ipc::socketpair(libc::SOCK_SEQPACKET).map_err(os_error)?;
+                (tx, rx, SharedCounter::new().map_err(os_error)?, Ring::new().map_err(os_error)?)
             }
             Some((t, r, c, g)) => {
                 let (t, r) = (take_fd(t)?, take_fd(r)?);
                 // SAFETY: ownership of `c` and `g` is handed over like `t`, `r`.
                 let (c, g) = unsafe { (OwnedFd::from_raw_fd(c), OwnedFd::from_raw_fd(g)) };
-                (t, r, SharedCounter::from_fd(c).map_err(os_err)?, Ring::from_fd(g).map_err(os_err)?)
+                (t, r, SharedCounter::from_fd(c).map_err(os_error)?, Ring::from_fd(g).map_err(os_error)?)
             }
         };
         let tx = Arc::new(tx);
@@ -103,7 +104,7 @@ impl _ProcessQueueCore {
         let sent = self.feeder.send_payload(data);
         sent.map_err(|e| {
             self.count.decr(self.maxsize > 0);
-            os_err(e)
+            os_error(e)
         })
     }
 
@@ -196,7 +197,7 @@ impl _ProcessQueueCore {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
                     wait_ready(py, fd, libc::POLLIN, None)?;
                 }
-                Err(e) => return Err(os_err(e)),
+                Err(e) => return Err(os_error(e)),
             }
         }
     }
