@@ -22,7 +22,7 @@ use crate::debug::site::{label, name_arg};
 use crate::errors;
 use crate::wait::{detached, truthy, Gil};
 
-use super::timeout::{MaxSize, QueueTimeout};
+use super::timeout::{Given, MaxSize, QueueTimeout};
 use super::{blocking_get, interrupted, less, no_compare, Item};
 
 static STD_QUEUE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -241,13 +241,14 @@ impl Queue {
     }
 
     /// Put `item`, waiting for room if the queue is bounded and full.
-    #[pyo3(signature = (item, block = None, timeout = None))]
+    #[pyo3(signature = (item, block = Given(None), timeout = None))]
     fn put(
         slf: &Bound<'_, Self>,
         item: Bound<'_, PyAny>,
-        block: Option<&Bound<'_, PyAny>>,
+        block: Given<'_>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let block = block.get();
         let this = slf.get();
         let py = slf.py();
         if this.hooks {
@@ -270,12 +271,9 @@ impl Queue {
     }
 
     /// Remove and return an item, waiting for one if needed.
-    #[pyo3(signature = (block = None, timeout = None))]
-    fn get(
-        slf: &Bound<'_, Self>,
-        block: Option<&Bound<'_, PyAny>>,
-        timeout: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Item> {
+    #[pyo3(signature = (block = Given(None), timeout = None))]
+    fn get(slf: &Bound<'_, Self>, block: Given<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Item> {
+        let block = block.get();
         let this = slf.get();
         let py = slf.py();
         if this.hooks {

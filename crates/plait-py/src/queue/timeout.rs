@@ -151,8 +151,9 @@ pub(crate) fn c_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<
 /// What `q.maxsize = value` means for the bound, as CPython's
 /// `maxsize > 0` and `qsize() >= maxsize` read `value`.
 pub(crate) enum MaxSize {
-    /// At most this many items; 0 is unbounded (`maxsize > 0` is false,
-    /// or no finite size reaches it: `inf`, NaN, or beyond `usize`).
+    /// At most this many items; 0 is unbounded (`maxsize > 0` is false:
+    /// NaN, negatives). `usize::MAX` is bounded but never reached (`inf`,
+    /// `2**64`): `block` and `timeout` are still read, as in CPython.
     Bound(usize),
     /// `maxsize > 0` raises (None, a str...): in CPython every `put` and
     /// `full()` raises that exception, which plait re-raises the same way.
@@ -177,11 +178,12 @@ impl MaxSize {
         match value.gt(0) {
             Err(_) => Ok(MaxSize::Invalid),
             Ok(false) => Ok(MaxSize::Bound(0)),
-            // `qsize() >= maxsize` first holds at ceil(maxsize).
+            // `qsize() >= maxsize` first holds at ceil(maxsize); one that
+            // has no ceiling (Decimal('Infinity')) is never reached.
             Ok(true) => {
-                let ceil = value.py().import("math")?.getattr("ceil")?.call1((value,))?;
-                match ceil.extract::<i64>() {
-                    Ok(n) => Ok(MaxSize::Bound(usize::try_from(n).unwrap_or(0))),
+                let ceil = value.py().import("math")?.getattr("ceil")?.call1((value,));
+                match ceil.and_then(|c| c.extract::<i64>()) {
+                    Ok(n) => Ok(MaxSize::Bound(usize::try_from(n).unwrap_or(usize::MAX).max(1))),
                     Err(_) => Ok(MaxSize::Bound(usize::MAX)),
                 }
             }
@@ -197,9 +199,10 @@ impl MaxSize {
     }
 }
 
-/// The bound of a float maxsize: the first size with `size >= maxsize`.
+/// The bound of a float maxsize: the first size with `size >= maxsize`
+/// (`inf` bounds, as `inf > 0`, but is never reached; NaN does not bound).
 fn float_bound(v: f64) -> usize {
-    if v > 0.0 && v.is_finite() {
+    if v > 0.0 {
         let c = v.ceil();
         if c >= usize::MAX as f64 {
             usize::MAX
@@ -208,5 +211,24 @@ fn float_bound(v: f64) -> usize {
         }
     } else {
         0
+    }
+}
+
+/// An optional argument whose `None` is a value: CPython's `get(block=None)`
+/// does not block (`not None`), but PyO3 reads an explicit None given for
+/// an `Option` parameter as "not given". `Given(None)` is the default.
+pub(crate) struct Given<'py>(pub Option<Bound<'py, PyAny>>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Given<'py> {
+    type Error = PyErr;
+
+    fn extract(obj: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(Given(Some(obj.to_owned())))
+    }
+}
+
+impl<'py> Given<'py> {
+    pub(crate) fn get(&self) -> Option<&Bound<'py, PyAny>> {
+        self.0.as_ref()
     }
 }
