@@ -116,7 +116,8 @@ impl Queue {
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(bool, QueueTimeout)> {
         if self.invalid_maxsize.load(Ordering::Relaxed) {
-            return Err(self.shutdown_first(py, false, MaxSize::raise_invalid(self.maxsize.lock().bind(py))));
+            let err = MaxSize::raise_invalid(self.maxsize_ref(py).bind(py));
+            return Err(self.shutdown_first(py, false, err));
         }
         if self.core.maxsize(&Gil(py)) == 0 {
             return Ok((true, QueueTimeout::Forever));
@@ -176,6 +177,12 @@ impl Queue {
             QueueTimeout::Forever
         };
         blocking_get(py, &self.core, block, || timeout.deadline(), || self.try_get(py))
+    }
+
+    /// The assigned `maxsize`, taken out of its mutex before any Python
+    /// code (a comparison) runs on it.
+    fn maxsize_ref(&self, py: Python<'_>) -> Py<PyAny> {
+        self.maxsize.lock().clone_ref(py)
     }
 
     fn set_maxsize_obj(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -312,7 +319,7 @@ impl Queue {
             return std_call(slf.as_any(), "full", ())?.extract();
         }
         if this.invalid_maxsize.load(Ordering::Relaxed) {
-            return Err(MaxSize::raise_invalid(this.maxsize.lock().bind(slf.py())));
+            return Err(MaxSize::raise_invalid(this.maxsize_ref(slf.py()).bind(slf.py())));
         }
         Ok(this.core.is_full(&Gil(slf.py())))
     }
@@ -372,7 +379,7 @@ impl Queue {
     /// `qsize() >= maxsize`.
     #[getter]
     fn maxsize(&self, py: Python<'_>) -> Py<PyAny> {
-        self.maxsize.lock().clone_ref(py)
+        self.maxsize_ref(py)
     }
 
     #[setter]
