@@ -156,3 +156,76 @@ def _catch(fn):
         return fn()
     except BaseException as e:  # noqa: BLE001
         return e
+
+
+def test_subclass_reaching_into_internals_runs_stdlib_algorithm():
+    # A subclass that uses self.queue / self.mutex / the conditions gets the
+    # real ones (the standard library's algorithm); one that only names the
+    # *module* queue stays on the Rust path.
+    class Peek(pq.Queue):
+        def peek(self):
+            with self.mutex:
+                return self.queue[0]
+
+    class UsesModule(pq.Queue):
+        def get_or_none(self):
+            try:
+                return self.get_nowait()
+            except std.Empty:
+                return None
+
+    class UsesModuleByName(pq.Queue):
+        def get_or_none(self):
+            import queue
+
+            try:
+                return self.get_nowait()
+            except queue.Empty:
+                return None
+
+    assert Peek._plait_hooks
+    assert not UsesModule._plait_hooks and not UsesModuleByName._plait_hooks
+    q = Peek()
+    q.put(1)
+    assert isinstance(q.queue, type(std.Queue().queue)) and q.peek() == 1
+
+
+def test_unfinished_tasks_reset_releases_join_waiting_in_rust():
+    q = pq.Queue()
+    q.put(1)
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (q.join(), done.set()))
+    t.start()
+    assert not done.wait(0.05)
+    q.unfinished_tasks = 0
+    assert done.wait(10)
+    t.join(10)
+
+
+def test_maxsize_is_the_object_given_and_float_bounds_at_its_ceiling():
+    q = pq.Queue(1.5)
+    assert q.maxsize == 1.5
+    q.put(1)
+    assert not q.full()
+    q.put(2)
+    assert q.full()
+    with pytest.raises(std.Full):
+        q.put(3, block=False)
+    q.maxsize = None
+    with pytest.raises(TypeError):
+        q.put(3)  # CPython: '>' not supported between 'NoneType' and 'int'
+    with pytest.raises(TypeError):
+        q.full()
+    assert q.get() == 1
+
+
+def test_infinite_timeout_overflows_only_when_waiting():
+    q = pq.Queue()
+    q.put(1)
+    assert q.get(timeout=float("inf")) == 1
+    with pytest.raises(OverflowError):
+        q.get(timeout=float("inf"))
+    with pytest.raises(OverflowError):
+        pq.SimpleQueue().get(timeout=float("inf"))
+    with pytest.raises(ValueError):
+        q.get(timeout=float("nan"))  # CPython spins here; see docs/differences.md

@@ -59,7 +59,9 @@ pub struct TooManyTaskDone;
 struct Inner<T> {
     items: VecDeque<T>,
     maxsize: usize,
-    unfinished: usize,
+    /// Signed as in CPython, where code may assign `unfinished_tasks`
+    /// any int (`task_done` refuses to go below zero, `join` waits for 0).
+    unfinished: i64,
     shutdown: bool,
     getters: VecDeque<Arc<Node>>,
     putters: VecDeque<Arc<Node>>,
@@ -160,7 +162,7 @@ impl<T: Send + 'static> Queue<T> {
                 Err(e) => return Err(PutError::Compare(item, e)),
             },
         }
-        g.unfinished += 1;
+        g.unfinished = g.unfinished.saturating_add(1);
         let wake = g.getters.pop_front();
         drop(g);
         if let Some(n) = wake {
@@ -260,7 +262,7 @@ impl<T: Send + 'static> Queue<T> {
     /// Mark one task done; wakes `join` when none remain.
     pub fn task_done<D: Detach>(&self, d: &D) -> Result<(), TooManyTaskDone> {
         let mut g = self.lock(d);
-        if g.unfinished == 0 {
+        if g.unfinished <= 0 {
             return Err(TooManyTaskDone);
         }
         g.unfinished -= 1;
@@ -291,10 +293,25 @@ impl<T: Send + 'static> Queue<T> {
         let mut drained = Vec::new();
         if immediate {
             drained.extend(g.items.drain(..));
-            g.unfinished = g.unfinished.saturating_sub(drained.len());
+            // CPython takes one task per drained item while any remain.
+            if g.unfinished > 0 {
+                let n = i64::try_from(drained.len()).unwrap_or(i64::MAX);
+                g.unfinished = g.unfinished.saturating_sub(n).max(0);
+            }
             notify_locked(&mut g.joiners, usize::MAX);
         }
         notify_locked(&mut g.getters, usize::MAX);
+        notify_locked(&mut g.putters, usize::MAX);
+        drained
+    }
+
+    /// Remove every item (CPython code clears `q.queue`); they are returned
+    /// so the caller drops them outside the mutex. The counters are kept,
+    /// as clearing CPython's deque keeps them. Putters are woken: they may
+    /// fit now (CPython's would find the room at their next wakeup).
+    pub fn clear<D: Detach>(&self, d: &D) -> Vec<T> {
+        let mut g = self.lock(d);
+        let drained: Vec<T> = g.items.drain(..).collect();
         notify_locked(&mut g.putters, usize::MAX);
         drained
     }
@@ -323,8 +340,19 @@ impl<T: Send + 'static> Queue<T> {
         notify_locked(&mut g.putters, usize::MAX);
     }
 
-    pub fn unfinished<D: Detach>(&self, d: &D) -> usize {
+    pub fn unfinished<D: Detach>(&self, d: &D) -> i64 {
         self.lock(d).unfinished
+    }
+
+    /// Assign the count of unfinished tasks (CPython code resets
+    /// `q.unfinished_tasks`). Reaching 0 releases `join` callers, as the
+    /// idiom's `all_tasks_done.notify_all()` does in CPython.
+    pub fn set_unfinished<D: Detach>(&self, d: &D, n: i64) {
+        let mut g = self.lock(d);
+        g.unfinished = n;
+        if n == 0 {
+            notify_locked(&mut g.joiners, usize::MAX);
+        }
     }
 
     /// `(getters, putters, joiners)` parked now, for debugging.
@@ -478,6 +506,26 @@ mod tests {
         all.sort();
         let out: Vec<i64> = (0..500).map(|_| q.try_get(&Inline, &mut lt).unwrap()).collect();
         assert_eq!(out, all);
+    }
+
+    #[test]
+    fn assigned_unfinished_count_is_cpythons() {
+        let q: Queue<i64> = Queue::new(Order::Fifo, 0);
+        q.try_put(&Inline, 1, &mut lt).unwrap();
+        q.set_unfinished(&Inline, 0);
+        assert!(q.all_done(&Inline));
+        assert_eq!(q.task_done(&Inline), Err(TooManyTaskDone));
+        // A negative count: join waits (it is not 0), task_done refuses, a
+        // put brings it back towards 0.
+        q.set_unfinished(&Inline, -1);
+        assert!(!q.all_done(&Inline));
+        assert_eq!(q.task_done(&Inline), Err(TooManyTaskDone));
+        q.try_put(&Inline, 2, &mut lt).unwrap();
+        assert!(q.all_done(&Inline));
+        // An immediate shutdown takes one task per drained item, never below 0.
+        q.set_unfinished(&Inline, 1);
+        q.shutdown(&Inline, true);
+        assert_eq!(q.unfinished(&Inline), 0);
     }
 
     #[test]

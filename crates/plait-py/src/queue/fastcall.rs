@@ -10,7 +10,9 @@
 //!
 //! * positional arguments only, in the default form (`put(item)`, `get()`);
 //! * the queue's mutex is free (`try_put_now` / `try_get_now`: no waiting);
-//! * the operation succeeds at once (room to put, an item to get).
+//! * the operation succeeds at once (room to put, an item to get);
+//! * for `put`: the queue's `maxsize` is a number (one CPython's
+//!   `maxsize > 0` would not raise for).
 //!
 //! Anything else — keywords, `block`/`timeout` arguments, a full or empty
 //! queue, contention, shutdown, a subclass overriding the storage hooks — is
@@ -84,7 +86,7 @@ unsafe extern "C" fn queue_put(
         // SAFETY: as above; `slf` is a Queue (or subclass) instance.
         let this = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<Queue>() };
         let this = this.get();
-        if !this.hooks {
+        if !this.hooks && !this.invalid_maxsize.load(std::sync::atomic::Ordering::Relaxed) {
             // SAFETY: args[0] is valid (nargs == 1).
             let item = unsafe { Borrowed::from_ptr(py, *args) }.to_owned().unbind();
             let r = if this.core.order() == Order::Priority {

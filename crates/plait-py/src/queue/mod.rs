@@ -17,21 +17,22 @@
 //!   `shutdown`, hooks mode);
 //! * `simple.rs`: `SimpleQueue`;
 //! * `fastcall.rs`: the hand-written fast entries for `put(item)`/`get()`;
+//! * `timeout.rs`: `timeout` and `maxsize` read as CPython's queues read them;
 //! * here: what both classes share (the comparisons, the blocking `get`).
 
 use std::time::Instant;
 
 use plait_core::park::Outcome;
 use plait_core::queue::Queue as CoreQueue;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::errors;
-use crate::wait::{deadline_in, detached, seconds};
+use crate::wait::detached;
 
 mod fastcall;
 mod queue_core;
 mod simple;
+mod timeout;
 
 pub use queue_core::Queue;
 pub use simple::SimpleQueue;
@@ -50,27 +51,15 @@ pub(crate) fn interrupted(py: Python<'_>, err: Option<PyErr>) -> PyErr {
     crate::wait::interrupted_error(py, err)
 }
 
-/// `timeout` for a blocking call, with CPython's message for negatives.
-pub(crate) fn blocking_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Instant>> {
-    match timeout {
-        Some(t) if !t.is_none() => {
-            let secs = seconds(t)?;
-            if secs < 0.0 {
-                return Err(PyValueError::new_err("'timeout' must be a non-negative number"));
-            }
-            Ok(Some(deadline_in(secs)))
-        }
-        _ => Ok(None),
-    }
-}
-
 /// `get` for both queue classes: try, then (if `block`) wait for an item
-/// until `deadline`, retrying after each wakeup; `queue.Empty` at the end.
+/// until the deadline `start` gives when the first wait begins (its
+/// exception, if it has one, is raised then), retrying after each wakeup;
+/// `queue.Empty` at the end.
 pub(crate) fn blocking_get(
     py: Python<'_>,
     core: &CoreQueue<Item>,
     block: bool,
-    deadline: Option<Instant>,
+    start: impl FnOnce() -> PyResult<Option<Instant>>,
     mut try_get: impl FnMut() -> PyResult<Option<Item>>,
 ) -> PyResult<Item> {
     if let Some(item) = try_get()? {
@@ -79,6 +68,7 @@ pub(crate) fn blocking_get(
     if !block {
         return Err(errors::empty(py));
     }
+    let deadline = start()?;
     loop {
         let (out, err) = detached(py, deadline, |ctx| core.wait_not_empty(ctx));
         if out == Outcome::Interrupted {

@@ -4,13 +4,15 @@
 //! storage hooks runs the standard library's algorithm instead ("hooks
 //! mode", see the module doc of `queue/`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use plait_core::fork::{register_arc, Registration};
 use plait_core::park::Outcome;
 use plait_core::queue::{GetError, Order, PutError, Queue as CoreQueue};
-use pyo3::exceptions::{PyOverflowError, PyValueError};
+use parking_lot::Mutex;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::BoundObject;
 use pyo3::sync::PyOnceLock;
@@ -20,7 +22,8 @@ use crate::debug::site::{label, name_arg};
 use crate::errors;
 use crate::wait::{detached, truthy, Gil};
 
-use super::{blocking_deadline, blocking_get, interrupted, less, no_compare, Item};
+use super::timeout::{Given, MaxSize, QueueTimeout};
+use super::{blocking_get, interrupted, less, no_compare, Item};
 
 static STD_QUEUE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
@@ -47,16 +50,18 @@ fn none_arg<'py>(py: Python<'py>, t: Option<&Bound<'py, PyAny>>) -> Bound<'py, P
     t.cloned().unwrap_or_else(|| py.None().into_bound(py))
 }
 
-fn maxsize_arg(maxsize: &Bound<'_, PyAny>) -> PyResult<usize> {
-    let m: i64 = maxsize.extract()?;
-    Ok(if m <= 0 { 0 } else { usize::try_from(m).map_err(|_| PyOverflowError::new_err("maxsize too large"))? })
-}
-
 /// The core of `plait.queue.Queue`, `LifoQueue` and `PriorityQueue`.
 #[pyclass(module = "plait.queue", name = "_QueueCore", frozen, subclass)]
 pub struct Queue {
     pub(crate) core: Arc<CoreQueue<Item>>,
     pub(crate) hooks: bool,
+    /// `maxsize` as assigned (CPython returns the very object: `1.5`,
+    /// `True`, `-1`); the core holds the bound it means. The mutex is only
+    /// held to clone or swap the reference (no Python code runs under it).
+    maxsize: Mutex<Py<PyAny>>,
+    /// The assigned `maxsize` makes `maxsize > 0` raise (None, a str): every
+    /// `put` and `full()` raises that, as in CPython. Read by the fast path.
+    pub(crate) invalid_maxsize: AtomicBool,
     _fork: Registration,
 }
 
@@ -101,14 +106,42 @@ impl Queue {
         }
     }
 
-    #[inline]
-    fn put_impl(
+    /// `queue.Queue.put`'s checks in its order: shut down first, then
+    /// `maxsize > 0`; `block` and `timeout` only matter when bounded, and
+    /// the timeout is read (and refused) before looking for room.
+    fn put_args(
         &self,
         py: Python<'_>,
-        item: Item,
-        block: bool,
+        block: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
+    ) -> PyResult<(bool, QueueTimeout)> {
+        if self.invalid_maxsize.load(Ordering::Relaxed) {
+            let err = MaxSize::raise_invalid(self.maxsize_ref(py).bind(py));
+            return Err(self.shutdown_first(py, false, err));
+        }
+        if self.core.maxsize(&Gil(py)) == 0 {
+            return Ok((true, QueueTimeout::Forever));
+        }
+        let block = truthy(block)?;
+        if !block {
+            return Ok((false, QueueTimeout::Forever));
+        }
+        let timeout = QueueTimeout::parse(timeout).map_err(|e| self.shutdown_first(py, false, e))?;
+        Ok((true, timeout))
+    }
+
+    /// CPython checks for shutdown before anything else: `err` becomes
+    /// ShutDown when the queue is shut down (for a get: and empty).
+    fn shutdown_first(&self, py: Python<'_>, get: bool, err: PyErr) -> PyErr {
+        let g = Gil(py);
+        if self.core.is_shutdown(&g) && (!get || self.core.len(&g) == 0) {
+            return errors::shutdown(py);
+        }
+        err
+    }
+
+    #[inline]
+    fn put_impl(&self, py: Python<'_>, item: Item, block: bool, timeout: QueueTimeout) -> PyResult<()> {
         let mut item = match self.try_put(py, item)? {
             None => return Ok(()),
             Some(item) => item,
@@ -116,7 +149,7 @@ impl Queue {
         if !block {
             return Err(errors::full(py));
         }
-        let deadline = blocking_deadline(timeout)?;
+        let deadline = timeout.deadline()?;
         loop {
             let core = &self.core;
             let (out, err) = detached(py, deadline, |ctx| core.wait_not_full(ctx));
@@ -133,10 +166,40 @@ impl Queue {
         }
     }
 
+    /// `queue.Queue.get`: a blocking call reads its timeout (and may
+    /// refuse it) before looking for an item, but only starts the clock (or
+    /// fails for `inf`, NaN) when it must wait.
     #[inline]
     fn get_impl(&self, py: Python<'_>, block: bool, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Item> {
-        let deadline = if block { blocking_deadline(timeout)? } else { None };
-        blocking_get(py, &self.core, block, deadline, || self.try_get(py))
+        let timeout = if block {
+            QueueTimeout::parse(timeout).map_err(|e| self.shutdown_first(py, true, e))?
+        } else {
+            QueueTimeout::Forever
+        };
+        blocking_get(py, &self.core, block, || timeout.deadline(), || self.try_get(py))
+    }
+
+    /// The assigned `maxsize`, taken out of its mutex before any Python
+    /// code (a comparison) runs on it.
+    fn maxsize_ref(&self, py: Python<'_>) -> Py<PyAny> {
+        self.maxsize.lock().clone_ref(py)
+    }
+
+    fn set_maxsize_obj(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bound = MaxSize::of(value)?;
+        let old = std::mem::replace(&mut *self.maxsize.lock(), value.clone().unbind());
+        drop(old); // outside the mutex: it may run __del__
+        match bound {
+            MaxSize::Bound(n) => {
+                self.invalid_maxsize.store(false, Ordering::Relaxed);
+                self.core.set_maxsize(&Gil(py), n);
+            }
+            MaxSize::Invalid => {
+                self.invalid_maxsize.store(true, Ordering::Relaxed);
+                self.core.set_maxsize(&Gil(py), 0);
+            }
+        }
+        Ok(())
     }
 
     fn dict_get<'py>(slf: &Bound<'py, Self>, name: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -160,35 +223,46 @@ impl Queue {
             _ => Order::Fifo,
         };
         let hooks = cls.getattr("_plait_hooks").and_then(|h| h.is_truthy()).unwrap_or(false);
-        let maxsize = match (args.get_item(0).ok(), kwargs.and_then(|k| k.get_item("maxsize").ok().flatten())) {
-            (Some(m), _) | (None, Some(m)) => maxsize_arg(&m).unwrap_or(0),
-            _ => 0,
-        };
+        let py = cls.py();
+        // `copy.copy(q)`: a second object over the same queue, as copying
+        // a CPython Queue shares its deque, mutex and conditions.
+        if let Some(other) = kwargs.and_then(|k| k.get_item("_plait_share").ok().flatten()) {
+            let other = other.cast::<Queue>()?.get();
+            let core = Arc::clone(&other.core);
+            let reg = register_arc(&core);
+            return Ok(Queue {
+                core,
+                hooks,
+                maxsize: Mutex::new(other.maxsize.lock().clone_ref(py)),
+                invalid_maxsize: AtomicBool::new(other.invalid_maxsize.load(Ordering::Relaxed)),
+                _fork: reg,
+            });
+        }
+        let _ = args; // maxsize is assigned by __init__, as in CPython
         let name = name_arg(kwargs.and_then(|k| k.get_item("name").ok().flatten()).as_ref())?;
-        let core = Arc::new(CoreQueue::new(order, maxsize));
-        label(cls.py(), &core.probe, name);
+        let core = Arc::new(CoreQueue::new(order, 0));
+        label(py, &core.probe, name);
         let reg = register_arc(&core);
-        Ok(Queue { core, hooks, _fork: reg })
+        let zero = 0i64.into_pyobject(py)?.into_any().unbind();
+        Ok(Queue { core, hooks, maxsize: Mutex::new(zero), invalid_maxsize: AtomicBool::new(false), _fork: reg })
     }
 
     /// Put `item`, waiting for room if the queue is bounded and full.
-    #[pyo3(signature = (item, block = None, timeout = None))]
+    #[pyo3(signature = (item, block = Given(None), timeout = None))]
     fn put(
         slf: &Bound<'_, Self>,
         item: Bound<'_, PyAny>,
-        block: Option<&Bound<'_, PyAny>>,
+        block: Given<'_>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let block = block.get();
         let this = slf.get();
         let py = slf.py();
         if this.hooks {
             std_call(slf.as_any(), "put", (item, bool_arg(py, block), none_arg(py, timeout)))?;
             return Ok(());
         }
-        let block = truthy(block)?;
-        if block && timeout.is_some_and(|t| !t.is_none()) && this.core.maxsize(&Gil(py)) > 0 {
-            blocking_deadline(timeout)?; // CPython rejects a negative timeout up front.
-        }
+        let (block, timeout) = this.put_args(py, block, timeout)?;
         this.put_impl(py, item.unbind(), block, timeout)
     }
 
@@ -198,16 +272,15 @@ impl Queue {
             std_call(slf.as_any(), "put_nowait", (item,))?;
             return Ok(());
         }
-        this.put_impl(slf.py(), item.unbind(), false, None)
+        let py = slf.py();
+        let (block, timeout) = this.put_args(py, Some(pyo3::types::PyBool::new(py, false).as_any()), None)?;
+        this.put_impl(py, item.unbind(), block, timeout)
     }
 
     /// Remove and return an item, waiting for one if needed.
-    #[pyo3(signature = (block = None, timeout = None))]
-    fn get(
-        slf: &Bound<'_, Self>,
-        block: Option<&Bound<'_, PyAny>>,
-        timeout: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Item> {
+    #[pyo3(signature = (block = Given(None), timeout = None))]
+    fn get(slf: &Bound<'_, Self>, block: Given<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Item> {
+        let block = block.get();
         let this = slf.get();
         let py = slf.py();
         if this.hooks {
@@ -245,6 +318,9 @@ impl Queue {
         if this.hooks {
             return std_call(slf.as_any(), "full", ())?.extract();
         }
+        if this.invalid_maxsize.load(Ordering::Relaxed) {
+            return Err(MaxSize::raise_invalid(this.maxsize_ref(slf.py()).bind(slf.py())));
+        }
         Ok(this.core.is_full(&Gil(slf.py())))
     }
 
@@ -279,27 +355,36 @@ impl Queue {
     }
 
     /// Python 3.13's `Queue.shutdown` (exposed as `shutdown` on 3.13+).
-    #[pyo3(signature = (immediate = false))]
-    fn _shutdown(slf: &Bound<'_, Self>, immediate: bool) -> PyResult<()> {
+    #[pyo3(signature = (immediate = None))]
+    fn _shutdown(slf: &Bound<'_, Self>, immediate: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let this = slf.get();
+        let py = slf.py();
         if this.hooks {
+            let immediate = immediate.cloned().unwrap_or_else(|| pyo3::types::PyBool::new(py, false).to_owned().into_any());
             std_call(slf.as_any(), "shutdown", (immediate,))?;
             return Ok(());
         }
-        let drained = this.core.shutdown(&Gil(slf.py()), immediate);
+        // CPython's `if immediate:` takes any object's truth.
+        let immediate = match immediate {
+            None => false,
+            Some(i) => i.is_truthy()?,
+        };
+        let drained = this.core.shutdown(&Gil(py), immediate);
         drop(drained); // outside the queue's mutex: __del__ may run
         Ok(())
     }
 
+    /// The bound, as assigned: `<= 0` (or `inf`, NaN) is unbounded; a
+    /// float bounds at the first size that reaches it, as CPython's
+    /// `qsize() >= maxsize`.
     #[getter]
-    fn maxsize(&self, py: Python<'_>) -> usize {
-        self.core.maxsize(&Gil(py))
+    fn maxsize(&self, py: Python<'_>) -> Py<PyAny> {
+        self.maxsize_ref(py)
     }
 
     #[setter]
     fn set_maxsize(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.core.set_maxsize(&Gil(py), maxsize_arg(value)?);
-        Ok(())
+        self.set_maxsize_obj(py, value)
     }
 
     #[getter]
@@ -311,12 +396,16 @@ impl Queue {
         Ok(this.core.unfinished(&Gil(slf.py())).into_pyobject(slf.py())?.into_any().unbind())
     }
 
+    /// Assignable, as in CPython, where code resets it (`q.unfinished_tasks
+    /// = 0` releases `join`). plait keeps it an int.
     #[setter]
     fn set_unfinished_tasks(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         if slf.get().hooks {
             return slf.getattr("__dict__")?.set_item("unfinished_tasks", value);
         }
-        Err(pyo3::exceptions::PyAttributeError::new_err("unfinished_tasks is maintained by the queue"))
+        let n: i64 = value.extract()?;
+        slf.get().core.set_unfinished(&Gil(slf.py()), n);
+        Ok(())
     }
 
     #[getter]
@@ -342,7 +431,14 @@ impl Queue {
         self.core.waiting(&Gil(py))
     }
 
-    /// A snapshot of the items in storage order (for plait.debug).
+    /// Remove every item (`q.queue.clear()`); counters are kept, as in CPython.
+    fn _clear(&self, py: Python<'_>) {
+        let drained = self.core.clear(&Gil(py));
+        drop(drained); // outside the queue's mutex: __del__ may run
+    }
+
+    /// A snapshot of the items in storage order (for plait.debug, and the
+    /// `queue` attribute's view).
     fn _snapshot(&self, py: Python<'_>) -> Vec<Item> {
         self.core.map_items(&Gil(py), |items| items.iter().map(|i| i.clone_ref(py)).collect())
     }

@@ -12,7 +12,8 @@ use crate::debug::site::label_arg;
 use crate::errors;
 use crate::wait::Gil;
 
-use super::{blocking_deadline, blocking_get, no_compare, Item};
+use super::timeout::{c_deadline, Given};
+use super::{blocking_get, no_compare, Item};
 
 /// A simple unbounded FIFO queue, like CPython's C `queue.SimpleQueue`:
 /// `put` never blocks, and it may be called reentrantly (from `__del__`
@@ -59,14 +60,16 @@ impl SimpleQueue {
         }
     }
 
-    #[pyo3(signature = (block = None, timeout = None))]
-    fn get(&self, py: Python<'_>, block: Option<&Bound<'_, PyAny>>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Item> {
-        let block = match block {
+    #[pyo3(signature = (block = Given(None), timeout = None))]
+    fn get(&self, py: Python<'_>, block: Given<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Item> {
+        let block = match block.get() {
             None => true,
             Some(b) => b.is_truthy()?,
         };
-        let deadline = if block { blocking_deadline(timeout)? } else { None };
-        blocking_get(py, &self.core, block, deadline, || {
+        // C's order: the timeout is converted (and refused) before the
+        // queue is looked at; a non-blocking get ignores it.
+        let deadline = if block { c_deadline(timeout)? } else { None };
+        blocking_get(py, &self.core, block, || Ok(deadline), || {
             Ok(self.core.try_get(&Gil(py), &mut no_compare).ok())
         })
     }
