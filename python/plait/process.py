@@ -52,8 +52,11 @@ Differences from CPython, documented where they apply:
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import pickle
+import time
 import queue as _queue
 from multiprocessing import reduction as _reduction
 from multiprocessing import util as _util
@@ -240,6 +243,19 @@ def Pipe(duplex=True):
     return Connection(a, writable=False), Connection(b, readable=False)
 
 
+def _poll_timeout(timeout):
+    """``multiprocessing.Queue.get``'s reading of a timeout, with its errors:
+    ``time.monotonic() + timeout`` (TypeError, OverflowError), then
+    ``Connection.poll``'s milliseconds, which it checks even when an item is
+    there (``math.ceil``: OverflowError for inf, ValueError for NaN; more
+    than a C int of milliseconds: OverflowError)."""
+    now = time.monotonic()
+    t = now + timeout - now
+    if not t <= 0 and math.ceil(t * 1e3) > 2**31 - 1:
+        raise OverflowError("timeout is too large")
+    return t
+
+
 class Queue:
     """``multiprocessing.Queue`` over a Rust transport.
 
@@ -273,12 +289,28 @@ class Queue:
             data = _pdumps(obj, _HIGHEST)
         except (TypeError, pickle.PicklingError, AttributeError):
             data = _dumps(obj)
+        if block and timeout is not None:
+            if isinstance(timeout, (str, bytes, bytearray)):  # SemLock: PyFloat_AsDouble
+                raise TypeError(f"must be real number, not {type(timeout).__name__}")
+            timeout = float(timeout)
+            if not timeout < 2.0**63:
+                # NaN, inf or beyond a C long: multiprocessing's SemLock makes
+                # a deadline sem_timedwait refuses, once it must wait.
+                try:
+                    started = self._core.put(data, False, None)
+                except _queue.Full:
+                    raise OSError(errno.EINVAL, os.strerror(errno.EINVAL)) from None
+                if started:
+                    self._feeder_started()
+                return
         if self._core.put(data, block, timeout):
             self._feeder_started()
 
     def get(self, block=True, timeout=None):
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
+        if block and timeout is not None:
+            timeout = _poll_timeout(timeout)
         return _loads(self._core.get(block, timeout))
 
     def put_nowait(self, obj):

@@ -138,18 +138,6 @@ pub fn deadline_in(secs: f64) -> Instant {
     }
 }
 
-/// `timeout=None` or seconds: `None` waits forever. (The sync primitives
-/// now read timeouts with [`cond_timeout`] / [`lock_timeout_ns`]; kept for
-/// callers in other areas' branches: remove at merge if none is left.)
-#[allow(dead_code)]
-pub fn optional_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Instant>> {
-    match timeout {
-        None => Ok(None),
-        Some(t) if t.is_none() => Ok(None),
-        Some(t) => Ok(Some(deadline_in(seconds(t)?))),
-    }
-}
-
 /// Truthiness of an optional `blocking` argument (default true), accepting
 /// any object as CPython's `p` format does.
 #[inline]
@@ -191,12 +179,27 @@ pub fn version(py: Python<'_>) -> (u8, u8) {
     (v.major, v.minor)
 }
 
+/// How `_PyTime_FromSecondsObject` rounds a float to nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Round {
+    /// Away from zero (`_PyTime_ROUND_TIMEOUT`): `lock.acquire`.
+    Timeout,
+    /// Up (`_PyTime_ROUND_CEILING`): `SimpleQueue.get`, so `-1e-10` is 0.
+    Ceiling,
+}
+
 /// A timeout in nanoseconds, converted exactly as `_thread.lock.acquire`
 /// converts it (`_PyTime_FromSecondsObject`, rounding away from zero): a
 /// float (NaN: ValueError), or an integer by `__index__`; anything else is a
 /// TypeError, and a value that does not fit in 64-bit nanoseconds (±inf
 /// included) an OverflowError.
 pub fn lock_timeout_ns(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+    timeout_ns(obj, Round::Timeout)
+}
+
+/// [`lock_timeout_ns`] with the given rounding of floats (C code other
+/// than the lock, such as `SimpleQueue.get`, rounds up).
+pub fn timeout_ns(obj: &Bound<'_, PyAny>, round: Round) -> PyResult<i64> {
     const NS: f64 = 1e9;
     if let Ok(f) = obj.cast::<PyFloat>() {
         let t = f.value();
@@ -204,7 +207,7 @@ pub fn lock_timeout_ns(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
             return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
         }
         let ns = t * NS;
-        let ns = if ns >= 0.0 { ns.ceil() } else { ns.floor() };
+        let ns = if ns >= 0.0 || round == Round::Ceiling { ns.ceil() } else { ns.floor() };
         // i64::MAX as f64 rounds up to 2**63, itself out of range.
         if !(ns >= i64::MIN as f64 && ns < i64::MAX as f64) {
             return Err(PyOverflowError::new_err("timestamp out of range for platform time_t"));
@@ -261,13 +264,10 @@ impl CondTimeout {
 /// (CPython takes it for 0 in this step and may then spin forever).
 pub fn cond_timeout(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<CondTimeout> {
     let Some(t) = timeout.filter(|t| !t.is_none()) else { return Ok(CondTimeout::Forever) };
-    let positive = if let Ok(f) = t.cast_exact::<PyFloat>() {
-        let v = f.value();
-        if v.is_nan() {
-            return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
-        }
-        v > 0.0
-    } else if let Ok(f) = t.cast::<PyFloat>() {
+    if let Ok(f) = t.cast_exact::<PyFloat>() {
+        return cond_seconds(f.value());
+    }
+    let positive = if let Ok(f) = t.cast::<PyFloat>() {
         if f.value().is_nan() {
             return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
         }
@@ -280,6 +280,22 @@ pub fn cond_timeout(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<CondTimeout>
     }
     let ns = lock_timeout_ns(t)?;
     let secs = ns as f64 / 1e9;
+    if secs > *TIMEOUT_MAX.lock() {
+        return Err(PyOverflowError::new_err("timeout value is too large"));
+    }
+    Ok(CondTimeout::For(secs))
+}
+
+/// `Condition.wait(secs)` for a float already read (the queues' and
+/// `Executor.map`'s remaining time): NaN is a ValueError, not positive is
+/// one look, beyond `threading.TIMEOUT_MAX` (inf included) OverflowError.
+pub fn cond_seconds(secs: f64) -> PyResult<CondTimeout> {
+    if secs.is_nan() {
+        return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
+    }
+    if secs <= 0.0 {
+        return Ok(CondTimeout::Now);
+    }
     if secs > *TIMEOUT_MAX.lock() {
         return Err(PyOverflowError::new_err("timeout value is too large"));
     }

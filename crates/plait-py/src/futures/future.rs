@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use plait_core::fork::{register_arc, Registration};
 use plait_core::future::{Future as CoreFuture, InvalidState, Resolution, State};
 use plait_core::park::Outcome;
-use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
@@ -31,7 +31,7 @@ use super::label::Pending;
 use super::pickled::{decode_pickled, Pickled};
 use super::Obj;
 use crate::errors;
-use crate::wait::{deadline_in, detached, interrupted_error};
+use crate::wait::{cond_timeout, detached, interrupted_error};
 
 fn invalid_state(py: Python<'_>, state: State, fut: &Bound<'_, PyAny>) -> PyErr {
     let repr = fut.repr().map(|r| r.to_string()).unwrap_or_default();
@@ -339,43 +339,10 @@ pub(crate) fn log_error(py: Python<'_>, level: &str, args: &Bound<'_, PyTuple>, 
 }
 
 /// The deadline of a wait on a future that is not done, reading `timeout`
-/// as CPython's `Condition.wait` does (a done future never looks at it):
-/// None waits for ever; a value that is not `> 0` does not wait (TypeError
-/// if it does not compare); a positive one must fit a lock's timeout
-/// (`threading.TIMEOUT_MAX`, else OverflowError). NaN raises ValueError
-/// (plait's difference: CPython does not wait).
+/// as CPython's `Condition.wait` does (a done future never looks at it;
+/// see [`cond_timeout`]; NaN raises ValueError, plait's difference).
 fn timeout_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<std::time::Instant>> {
-    let t = match timeout {
-        Some(t) if !t.is_none() => t,
-        _ => return Ok(None),
-    };
-    let secs = if let Ok(f) = t.cast::<pyo3::types::PyFloat>() {
-        f.value()
-    } else if !t.gt(0)? {
-        0.0
-    } else {
-        t.extract::<f64>().map_err(|_| {
-            let name = t.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-            PyTypeError::new_err(format!("'{name}' object cannot be interpreted as a timeout"))
-        })?
-    };
-    wait_deadline(t.py(), secs).map(Some)
-}
-
-/// The deadline `secs` from now for a wait that must wait (see
-/// [`timeout_deadline`]); `Executor.map` reads its remaining time here.
-pub(crate) fn wait_deadline(py: Python<'_>, secs: f64) -> PyResult<std::time::Instant> {
-    if secs.is_nan() {
-        return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
-    }
-    // Beyond a billion seconds, compare with the lock's own limit.
-    if secs > 1e9 {
-        let max: f64 = py.import("_thread")?.getattr("TIMEOUT_MAX")?.extract()?;
-        if secs > max {
-            return Err(PyOverflowError::new_err("timeout value is too large"));
-        }
-    }
-    Ok(deadline_in(secs))
+    Ok(cond_timeout(timeout)?.deadline())
 }
 
 impl FutureCore {

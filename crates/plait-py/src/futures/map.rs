@@ -22,7 +22,8 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyIterator, PyTuple};
 
-use super::future::{wait_deadline, FutureCore};
+use super::future::FutureCore;
+use crate::wait::cond_seconds;
 use super::label::{self, Label};
 use super::thread_pool::ThreadPoolCore;
 use super::Obj;
@@ -109,8 +110,8 @@ fn result_or_cancel(py: Python<'_>, f: &Bound<'_, PyAny>, end: Option<(Instant, 
     let remaining = end.map(|(start, secs)| secs - start.elapsed().as_secs_f64());
     if let Ok(fc) = f.cast::<FutureCore>() {
         let r = match remaining {
-            Some(left) if !fc.get().core.state().is_done() => match wait_deadline(py, left) {
-                Ok(deadline) => fc.get().result_until(py, Some(Some(deadline))),
+            Some(left) if !fc.get().core.state().is_done() => match cond_seconds(left) {
+                Ok(t) => fc.get().result_until(py, Some(t.deadline())),
                 Err(e) => Err(e),
             },
             _ => fc.get().result_until(py, Some(None)),

@@ -22,7 +22,8 @@ use crate::debug::site::{label, name_arg};
 use crate::errors;
 use crate::wait::{detached, truthy, Gil};
 
-use super::timeout::{Given, MaxSize, QueueTimeout};
+use super::timeout::{MaxSize, QueueTimeout};
+use crate::wait::Arg;
 use super::{blocking_get, interrupted, less, no_compare, Item};
 
 static STD_QUEUE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -248,11 +249,11 @@ impl Queue {
     }
 
     /// Put `item`, waiting for room if the queue is bounded and full.
-    #[pyo3(signature = (item, block = Given(None), timeout = None))]
+    #[pyo3(signature = (item, block = Arg(None), timeout = None))]
     fn put(
         slf: &Bound<'_, Self>,
         item: Bound<'_, PyAny>,
-        block: Given<'_>,
+        block: Arg<'_>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let block = block.get();
@@ -278,8 +279,8 @@ impl Queue {
     }
 
     /// Remove and return an item, waiting for one if needed.
-    #[pyo3(signature = (block = Given(None), timeout = None))]
-    fn get(slf: &Bound<'_, Self>, block: Given<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Item> {
+    #[pyo3(signature = (block = Arg(None), timeout = None))]
+    fn get(slf: &Bound<'_, Self>, block: Arg<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Item> {
         let block = block.get();
         let this = slf.get();
         let py = slf.py();

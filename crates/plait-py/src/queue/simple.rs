@@ -12,7 +12,8 @@ use crate::debug::site::label_arg;
 use crate::errors;
 use crate::wait::Gil;
 
-use super::timeout::{c_deadline, Given};
+use super::timeout::c_deadline;
+use crate::wait::Arg;
 use super::{blocking_get, no_compare, Item};
 
 /// A simple unbounded FIFO queue, like CPython's C `queue.SimpleQueue`:
@@ -60,8 +61,8 @@ impl SimpleQueue {
         }
     }
 
-    #[pyo3(signature = (block = Given(None), timeout = None))]
-    fn get(&self, py: Python<'_>, block: Given<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Item> {
+    #[pyo3(signature = (block = Arg(None), timeout = None))]
+    fn get(&self, py: Python<'_>, block: Arg<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Item> {
         let block = match block.get() {
             None => true,
             Some(b) => b.is_truthy()?,

@@ -30,7 +30,7 @@ use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyInt};
 
-use crate::wait::{deadline_in, TIMEOUT_MAX};
+use crate::wait::{cond_seconds, deadline_in, timeout_ns, Round, TIMEOUT_MAX};
 
 fn negative() -> PyErr {
     PyValueError::new_err("'timeout' must be a non-negative number")
@@ -38,10 +38,6 @@ fn negative() -> PyErr {
 
 fn too_large() -> PyErr {
     PyOverflowError::new_err("timeout value is too large")
-}
-
-fn nan() -> PyErr {
-    PyValueError::new_err("Invalid value NaN (not a number)")
 }
 
 /// A `Queue.get/put` timeout after CPython's up-front checks.
@@ -94,9 +90,7 @@ impl QueueTimeout {
     pub(crate) fn deadline(self) -> PyResult<Option<Instant>> {
         match self {
             QueueTimeout::Forever => Ok(None),
-            QueueTimeout::Seconds(s) if s.is_nan() => Err(nan()),
-            QueueTimeout::Seconds(s) if s > *TIMEOUT_MAX.lock() => Err(too_large()),
-            QueueTimeout::Seconds(s) => Ok(Some(deadline_in(s))),
+            QueueTimeout::Seconds(s) => Ok(cond_seconds(s)?.deadline()),
         }
     }
 }
@@ -130,22 +124,15 @@ pub(crate) fn c_deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<
         Some(t) if !t.is_none() => t,
         _ => return Ok(None),
     };
-    let secs = seconds_of(t)?;
-    if secs.is_nan() {
-        return Err(nan());
-    }
-    // _PyTime_t counts nanoseconds in an i64, rounded up.
-    let ns = (secs * 1e9).ceil();
-    if !(ns >= i64::MIN as f64 && ns < i64::MAX as f64) {
-        return Err(PyOverflowError::new_err("timestamp too large to convert to C _PyTime_t"));
-    }
-    if ns < 0.0 {
+    let ns = timeout_ns(t, Round::Ceiling)?;
+    if ns < 0 {
         return Err(negative());
     }
+    let secs = ns as f64 / 1e9;
     if secs > *TIMEOUT_MAX.lock() {
         return Err(too_large());
     }
-    Ok(Some(deadline_in(secs.max(0.0))))
+    Ok(Some(deadline_in(secs)))
 }
 
 /// What `q.maxsize = value` means for the bound, as CPython's
@@ -211,24 +198,5 @@ fn float_bound(v: f64) -> usize {
         }
     } else {
         0
-    }
-}
-
-/// An optional argument whose `None` is a value: CPython's `get(block=None)`
-/// does not block (`not None`), but PyO3 reads an explicit None given for
-/// an `Option` parameter as "not given". `Given(None)` is the default.
-pub(crate) struct Given<'py>(pub Option<Bound<'py, PyAny>>);
-
-impl<'a, 'py> FromPyObject<'a, 'py> for Given<'py> {
-    type Error = PyErr;
-
-    fn extract(obj: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        Ok(Given(Some(obj.to_owned())))
-    }
-}
-
-impl<'py> Given<'py> {
-    pub(crate) fn get(&self) -> Option<&Bound<'py, PyAny>> {
-        self.0.as_ref()
     }
 }

@@ -1,0 +1,107 @@
+"""plait.process.Queue against multiprocessing.Queue: odd timeouts of a
+blocking get/put in each state (an item there or not, room or not), the
+outcome CPython gives (its get reads the timeout as Connection.poll does,
+even when an item is there; its put as its semaphore does, only when it
+must wait)."""
+
+import fractions
+import multiprocessing
+import time
+
+import plait.process
+from _table import Case, check, params
+
+
+def _queue(m, maxsize=0):
+    cls = multiprocessing.Queue if m.name == "std" else plait.process.Queue
+    return cls(maxsize)
+
+
+def _ready(q):
+    # The standard Queue's feeder thread sends the item a little later.
+    deadline = time.monotonic() + 30
+    while q.empty():
+        assert time.monotonic() < deadline, "the item never arrived"
+        time.sleep(0.001)
+    return q
+
+
+VALUES = {
+    "inf": float("inf"),
+    "-inf": float("-inf"),
+    "nan": float("nan"),
+    "2**64": 2**64,
+    "-2**64": -(2**64),
+    "1e300": 1e300,
+    "3e6": 3e6,  # beyond poll()'s C int of milliseconds
+    "-1": -1,
+    "-0.5": -0.5,
+    "0": 0,
+    "0.0": 0.0,
+    "str": "x",
+    "bytes": b"1",
+    "fraction": fractions.Fraction(1, 100),
+    "True": True,
+}
+
+
+def _get_empty(v):
+    def body(m):
+        q = _queue(m)
+        try:
+            return q.get(True, v)
+        finally:
+            q.close()
+
+    return body
+
+
+def _get_ready(v):
+    def body(m):
+        q = _queue(m)
+        q.put(5)
+        try:
+            return _ready(q).get(True, v)
+        finally:
+            q.close()
+
+    return body
+
+
+def _put_full(v):
+    def body(m):
+        q = _queue(m, 1)
+        q.put(1)
+        try:
+            return q.put(2, True, v)
+        finally:
+            q.close()
+
+    return body
+
+
+def _put_room(v):
+    def body(m):
+        q = _queue(m, 2)
+        try:
+            return q.put(2, True, v)
+        finally:
+            q.close()
+
+    return body
+
+
+CASES = [
+    Case(f"{op}-{name}", make(v))
+    for name, v in VALUES.items()
+    for op, make in (("get-empty", _get_empty), ("get-ready", _get_ready), ("put-full", _put_full), ("put-room", _put_room))
+    # A valid positive timeout on an empty/full queue is a real wait: only
+    # the ones that must fail or return at once.
+    if not (op == "get-empty" and name in ("True", "fraction"))
+    and not (op == "put-full" and name in ("True", "fraction", "3e6"))
+]
+
+
+@params(CASES)
+def test_edge(case):
+    check(case)
