@@ -294,28 +294,13 @@ def reset_while_reading_stream(m):
     return on_loop(m, main)
 
 
-def reset_while_reading_protocol(m):
-    async def main(loop):
-        ls = listener()
-        lost = loop.create_future()
+def reset_connection(loop, pause=False):
+    """Connect a protocol to a fresh listener and reset the connection from
+    the peer's side; returns (listener, transport, future of the exception
+    connection_lost gets). With ``pause``, reading is paused first so that a
+    write, not a read, meets the reset."""
 
-        class P(asyncio.Protocol):
-            def connection_lost(self, exc):
-                lost.set_result(exc)
-
-        try:
-            await loop.create_connection(P, *ls.getsockname())
-            peer, _ = ls.accept()
-            reset(peer)
-            return os_error(await asyncio.wait_for(lost, 5))
-        finally:
-            ls.close()
-
-    return on_loop(m, main)
-
-
-def write_after_reset_protocol(m):
-    async def main(loop):
+    async def connect():
         ls = listener()
         lost = loop.create_future()
 
@@ -325,10 +310,35 @@ def write_after_reset_protocol(m):
 
         try:
             tr, _ = await loop.create_connection(P, *ls.getsockname())
-            tr.pause_reading()  # the write, not a read, meets the reset
+            if pause:
+                tr.pause_reading()
             peer, _ = ls.accept()
             reset(peer)
-            await asyncio.sleep(0.02)
+            if pause:
+                await asyncio.sleep(0.02)  # let the RST arrive before the write
+        except BaseException:
+            ls.close()
+            raise
+        return ls, tr, lost
+
+    return connect()
+
+
+def reset_while_reading_protocol(m):
+    async def main(loop):
+        ls, _, lost = await reset_connection(loop)
+        try:
+            return os_error(await asyncio.wait_for(lost, 5))
+        finally:
+            ls.close()
+
+    return on_loop(m, main)
+
+
+def write_after_reset_protocol(m):
+    async def main(loop):
+        ls, tr, lost = await reset_connection(loop, pause=True)
+        try:
             tr.write(b"x" * 10)
             return os_error(await asyncio.wait_for(lost, 5))
         finally:
@@ -363,19 +373,8 @@ def write_after_reset_stream(m):
 def write_after_reset_twice(m):
     # The second write after the reset is a no-op (the connection is lost).
     async def main(loop):
-        ls = listener()
-        lost = loop.create_future()
-
-        class P(asyncio.Protocol):
-            def connection_lost(self, exc):
-                lost.set_result(exc)
-
+        ls, tr, lost = await reset_connection(loop, pause=True)
         try:
-            tr, _ = await loop.create_connection(P, *ls.getsockname())
-            tr.pause_reading()
-            peer, _ = ls.accept()
-            reset(peer)
-            await asyncio.sleep(0.02)
             tr.write(b"x")
             tr.write(bytearray(b"y"))
             exc = await asyncio.wait_for(lost, 5)

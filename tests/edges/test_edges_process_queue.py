@@ -45,46 +45,24 @@ VALUES = {
 }
 
 
-def _get_empty(v):
+#: op -> (maxsize, items put first, the call under test)
+OPS = {
+    "get-empty": (0, (), lambda q, v: q.get(True, v)),
+    "get-ready": (0, (5,), lambda q, v: _ready(q).get(True, v)),
+    "put-full": (1, (1,), lambda q, v: q.put(2, True, v)),
+    "put-room": (2, (), lambda q, v: q.put(2, True, v)),
+}
+
+
+def _body(op, v):
+    maxsize, items, call = OPS[op]
+
     def body(m):
-        q = _queue(m)
+        q = _queue(m, maxsize)
+        for x in items:
+            q.put(x)
         try:
-            return q.get(True, v)
-        finally:
-            q.close()
-
-    return body
-
-
-def _get_ready(v):
-    def body(m):
-        q = _queue(m)
-        q.put(5)
-        try:
-            return _ready(q).get(True, v)
-        finally:
-            q.close()
-
-    return body
-
-
-def _put_full(v):
-    def body(m):
-        q = _queue(m, 1)
-        q.put(1)
-        try:
-            return q.put(2, True, v)
-        finally:
-            q.close()
-
-    return body
-
-
-def _put_room(v):
-    def body(m):
-        q = _queue(m, 2)
-        try:
-            return q.put(2, True, v)
+            return call(q, v)
         finally:
             q.close()
 
@@ -92,9 +70,9 @@ def _put_room(v):
 
 
 CASES = [
-    Case(f"{op}-{name}", make(v))
+    Case(f"{op}-{name}", _body(op, v))
     for name, v in VALUES.items()
-    for op, make in (("get-empty", _get_empty), ("get-ready", _get_ready), ("put-full", _put_full), ("put-room", _put_room))
+    for op in OPS
     # A valid positive timeout on an empty/full queue is a real wait: only
     # the ones that must fail or return at once.
     if not (op == "get-empty" and name in ("True", "fraction"))

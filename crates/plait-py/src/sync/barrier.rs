@@ -87,7 +87,7 @@ impl Barrier {
 #[pymethods]
 impl Barrier {
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(parties, action=None, timeout=None, *, name=None)")]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
         Barrier { init: OnceLock::new() }
     }

@@ -214,7 +214,7 @@ impl Condition {
 #[pymethods]
 impl Condition {
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(lock=None, *, name=None)")]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
         Condition { init: OnceLock::new() }
     }
@@ -336,7 +336,7 @@ impl Condition {
     /// Wake up to `n` waiting threads: none when `n` is not positive (as
     /// CPython's loop `while waiters and n > 0`, which looks at `n` only
     /// when a thread waits).
-    #[pyo3(signature = (n = Arg::ABSENT))]
+    #[pyo3(signature = (n = Arg::ABSENT), text_signature = "($self, n=1)")]
     fn notify(&self, py: Python<'_>, n: Arg<'_>) -> PyResult<()> {
         let st = self.st()?;
         st.check_owned(py, "notify")?;

@@ -49,7 +49,7 @@ impl Event {
     /// `object.__new__` leaves them to `__init__`, so a subclass's own
     /// `__init__` may take others).
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(*, name=None)")]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
         Event::create()
     }

@@ -350,7 +350,7 @@ impl Semaphore {
     /// `object.__new__` leaves the arguments to `__init__`, so a subclass's
     /// own `__init__` may take others).
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(value=1, *, name=None)")]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
         Semaphore::with_core(CoreSemaphore::new(1))
     }
@@ -384,7 +384,7 @@ impl Semaphore {
     }
 
     /// Return `n` permits, waking up to `n` waiters.
-    #[pyo3(signature = (n = Arg::ABSENT))]
+    #[pyo3(signature = (n = Arg::ABSENT), text_signature = "($self, n=1)")]
     fn release(&self, py: Python<'_>, n: Arg<'_>) -> PyResult<()> {
         self.release_impl(py, &n)
     }
@@ -471,7 +471,7 @@ pub struct BoundedSemaphore;
 #[pymethods]
 impl BoundedSemaphore {
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(value=1, *, name=None)")]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyClassInitializer<Self> {
         let base = Semaphore::with_core(CoreSemaphore::bounded(1));
         PyClassInitializer::from(base).add_subclass(BoundedSemaphore)

@@ -247,7 +247,7 @@ fn overrides_run(slf: &Bound<'_, Timer>) -> PyResult<bool> {
 #[pymethods]
 impl Timer {
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(interval, function, args=None, kwargs=None)")]
     fn new(py: Python<'_>, _args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let cell = Arc::new(TimerCell::new());
         let reg = register_arc(&cell);
