@@ -84,6 +84,19 @@ def with_block(make) -> Runner:
     return run
 
 
+def with_attribute(make):
+    """``make`` whose objects carry an instance attribute (``ev.result = x``,
+    which the edges issue made possible): on 3.12+ CPython's method-call
+    specialisation handles instances with a ``__dict__`` differently."""
+
+    def made():
+        obj = make()
+        obj.result = None
+        return obj
+
+    return made
+
+
 def set_clear(make_event) -> Runner:
     """n x ``set(); clear()`` on an Event nobody waits on."""
 
@@ -269,6 +282,14 @@ def workloads(ctx: BenchContext) -> list[Workload]:
         trio(set_clear, "Event", c_lock, "_thread.allocate_lock() acquire+release (C)",
              ref_pattern=acquire_release),
         target=1.0))
+
+    # Information only: the cost of an instance attribute on plait's Event.
+    out.append(Workload(
+        GROUP, "Event set+clear, with an attribute", "pairs", "C Lock",
+        [Variant(STDLIB, "threading.Event (.result set)", set_clear(with_attribute(std.Event))),
+         Variant(REF, "_thread.allocate_lock() acquire+release (C)", acquire_release(c_lock))]
+        + ([Variant(PLAIT, f"{plabel}: sync.Event (.result set)", set_clear(with_attribute(pl.Event)))]
+           if pl is not None else [])))
 
     for cls_name, ref_make, ref_name, ref_what in (
         ("Lock", c_lock, "C Lock", "_thread.allocate_lock() (C) = threading.Lock"),
