@@ -18,8 +18,8 @@ Differences from CPython (``multiprocessing.pool``):
   waits forever for that task's result.
 * ``timeout=`` (keyword-only) on ``apply``/``apply_async``/``map``/...
   and ``task_timeout=`` on ``Pool()``: a per-task time limit in seconds, as
-  on the executor. A task past it fails with ``TimeoutError`` (the builtin)
-  and its worker is killed and replaced. ``AsyncResult.get(timeout)`` still
+  on the executor. A task past it fails with ``concurrent.futures.TimeoutError``
+  (the builtin ``TimeoutError`` from 3.11) and its worker is killed and replaced. ``AsyncResult.get(timeout)`` still
   raises ``multiprocessing.TimeoutError`` when *waiting* times out. Not on
   ``ThreadPool`` (a thread cannot be killed): ``ValueError`` there.
 * ``terminate()`` ends every outstanding result: tasks that had not started
@@ -50,6 +50,7 @@ import threading
 import warnings
 from collections import deque
 from concurrent.futures import CancelledError
+from concurrent.futures import TimeoutError as _FutureTimeoutError
 from concurrent.futures import process as _cf_process
 from multiprocessing import TimeoutError as _MpTimeoutError
 from multiprocessing.pool import CLOSE, RUN, TERMINATE, MaybeEncodingError, RemoteTraceback
@@ -182,7 +183,7 @@ class ApplyResult:
             return
         try:
             _wait_future(self._future, timeout)
-        except TimeoutError:
+        except _FutureTimeoutError:
             pass
 
     def get(self, timeout=None):
@@ -192,7 +193,8 @@ class ApplyResult:
         try:
             return f.result(timeout)
         except BaseException as exc:
-            if isinstance(exc, TimeoutError) and not f.done():
+            # (not the builtin before 3.11)
+            if isinstance(exc, _FutureTimeoutError) and not f.done():
                 raise _MpTimeoutError from None
             err = _as_pool_error(exc)
             if err is exc:
@@ -406,7 +408,7 @@ class IMapIterator:
                 return False, head
         try:
             _wait_future(head, timeout)
-        except TimeoutError:
+        except _FutureTimeoutError:
             raise _MpTimeoutError from None
         with self._cond:
             self._slots.popleft()

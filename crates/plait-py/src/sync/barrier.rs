@@ -12,7 +12,7 @@ use pyo3::types::{PyDict, PyInt, PyTuple};
 use pyo3::prelude::*;
 
 use crate::errors::broken_barrier;
-use crate::sync::lock::{class_path, new_like};
+use crate::sync::lock::{new_like, state_repr};
 use crate::debug::site::{label, name_arg};
 use crate::wait::{
     check_addable, cond_timeout, interrupted_error, is_main_thread, version, CondTimeout, Gil, Interrupt, SLICE,
@@ -210,10 +210,11 @@ impl Barrier {
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let py = slf.py();
         let st = slf.get().st()?;
-        let head = format!("<{} at {:#x}", class_path(slf.as_any())?, slf.as_ptr() as usize);
-        if st.core.phase() == Phase::Broken {
-            return Ok(format!("{head}: broken>"));
-        }
-        Ok(format!("{head}: waiters={}/{}>", st.core.n_waiting(), st.parties.bind(py).str()?))
+        state_repr(slf.as_any(), || {
+            if st.core.phase() == Phase::Broken {
+                return Ok("broken".to_string());
+            }
+            Ok(format!("waiters={}/{}", st.core.n_waiting(), st.parties.bind(py).str()?))
+        })
     }
 }

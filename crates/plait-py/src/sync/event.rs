@@ -8,7 +8,7 @@ use plait_core::sync::Event as CoreEvent;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::sync::lock::{class_path, new_like};
+use crate::sync::lock::{new_like, state_repr};
 use crate::debug::site::label_arg;
 use crate::wait::{cond_timeout, detached, interrupted_error};
 
@@ -140,7 +140,6 @@ impl Event {
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        let state = if slf.get().core.is_set() { "set" } else { "unset" };
-        Ok(format!("<{} at {:#x}: {}>", class_path(slf.as_any())?, slf.as_ptr() as usize, state))
+        state_repr(slf.as_any(), || Ok((if slf.get().core.is_set() { "set" } else { "unset" }).to_string()))
     }
 }

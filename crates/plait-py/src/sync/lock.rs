@@ -21,6 +21,17 @@ pub fn class_path(obj: &Bound<'_, PyAny>) -> PyResult<String> {
     Ok(format!("{}.{}", t.module()?, t.qualname()?))
 }
 
+/// The repr of an Event, Semaphore or Barrier as the running `threading`
+/// writes it: `<threading.Event at 0x..: unset>` from 3.11, the plain
+/// `<threading.Event object at 0x..>` before.
+pub fn state_repr(obj: &Bound<'_, PyAny>, state: impl FnOnce() -> PyResult<String>) -> PyResult<String> {
+    let (path, addr) = (class_path(obj)?, obj.as_ptr() as usize);
+    if crate::wait::version(obj.py()) < (3, 11) {
+        return Ok(format!("<{path} object at {addr:#x}>"));
+    }
+    Ok(format!("<{path} at {addr:#x}: {}>", state()?))
+}
+
 /// A new object of `obj`'s class made by its `__new__` alone (no
 /// `__init__`, as `copy.copy` makes one), with a shallow copy of `obj`'s
 /// instance attributes: the start of the primitives' `__copy__`.

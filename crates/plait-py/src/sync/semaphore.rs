@@ -29,7 +29,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyInt, PyTuple};
 
 use crate::debug::site::{label, name_arg};
-use crate::sync::lock::{class_path, new_like};
+use crate::sync::lock::{new_like, state_repr};
 use crate::wait::{check_addable, cond_timeout, detached, interrupted_error, version, Arg, CondTimeout};
 
 /// The permits an exotic semaphore's core holds: enough never to run out
@@ -452,11 +452,13 @@ impl Semaphore {
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let py = slf.py();
         let this = slf.get();
-        let mut value = this.value_obj(py)?.str()?.to_string();
-        if slf.is_instance_of::<BoundedSemaphore>() {
-            value = format!("{}/{}", value, this._initial_value(py)?.bind(py).str()?);
-        }
-        Ok(format!("<{} at {:#x}: value={}>", class_path(slf.as_any())?, slf.as_ptr() as usize, value))
+        state_repr(slf.as_any(), || {
+            let mut value = this.value_obj(py)?.str()?.to_string();
+            if slf.is_instance_of::<BoundedSemaphore>() {
+                value = format!("{}/{}", value, this._initial_value(py)?.bind(py).str()?);
+            }
+            Ok(format!("value={value}"))
+        })
     }
 }
 
