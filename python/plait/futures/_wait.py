@@ -2,8 +2,6 @@
 alike, through the private protocol ``concurrent.futures`` futures share
 (``_condition``, ``_state``, ``_waiters``)."""
 
-import math
-import threading
 import time
 from concurrent import futures as _cf
 from concurrent.futures import _base
@@ -18,7 +16,6 @@ TimeoutError = _cf.TimeoutError
 
 _DONE = ("CANCELLED_AND_NOTIFIED", "FINISHED")
 _AS_COMPLETED = "_AS_COMPLETED"
-_TIMEOUT_MAX = threading.TIMEOUT_MAX
 
 
 class _Collector:
@@ -77,23 +74,6 @@ class _Holding:
 _RETURN_WHEN = (FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED, _AS_COMPLETED)
 
 
-def _wait_event(event, timeout):
-    """``event.wait(timeout)`` reading ``timeout`` as CPython's
-    ``Event.wait`` does: a set event returns at once; None waits for ever; a
-    value that is not ``> 0`` does not wait; a positive one must fit a
-    lock's timeout (``threading.TIMEOUT_MAX``, else OverflowError). NaN
-    raises ValueError (plait's difference: CPython does not wait)."""
-    if timeout is None or event.is_set():
-        return event.wait(timeout)
-    if isinstance(timeout, float) and math.isnan(timeout):
-        raise ValueError("Invalid value NaN (not a number)")
-    if not timeout > 0:
-        return False
-    if timeout > _TIMEOUT_MAX:
-        raise OverflowError("timeout value is too large")
-    return event.wait(timeout)
-
-
 def _unregister(fs, collector):
     for f in fs:
         with f._condition:
@@ -123,7 +103,7 @@ def wait(fs, timeout=None, return_when=ALL_COMPLETED):
         for f in not_done:
             f._waiters.append(collector)
     try:
-        _wait_event(collector.event, timeout)
+        collector.event.wait(timeout)  # plait's Event reads timeout as CPython's
     finally:
         _unregister(not_done, collector)
     with collector.lock:
@@ -167,7 +147,7 @@ def as_completed(fs, timeout=None):
         yield from _hand_out(ready, pending, collector)
         while pending:
             left = None if end is None else end - time.monotonic()
-            if (left is not None and left < 0) or not _wait_event(collector.event, left):
+            if (left is not None and left < 0) or not collector.event.wait(left):
                 raise TimeoutError("%d (of %d) futures unfinished" % (len(pending), total))
             with collector.lock:
                 ready = collector.finished
