@@ -10,16 +10,7 @@ import sys
 import time
 
 import pytest
-
-
-def wait_until(cond, what="condition not reached within the bound", bound=30.0):
-    """Poll ``cond`` until it holds; fail with ``what`` after ``bound``
-    seconds. A hang bound, not a timing assertion: how long it took is
-    never checked."""
-    deadline = time.monotonic() + bound
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.005)
+from _bounds import wait_until  # noqa: F401 - re-exported for the behaviour tests
 
 
 def run_in_child(fn, bound=20.0):

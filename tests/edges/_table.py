@@ -67,6 +67,36 @@ STD = _namespace("std", threading, queue, concurrent.futures, asyncio.new_event_
 PLAIT = _namespace("plait", plait.sync, plait.queue, plait.futures, _plait_loop)
 
 
+class Str(str):
+    """A str subclass (odd values for the cases)."""
+
+
+class Index:
+    """An integer by ``__index__`` only (CPython's lock timeouts take it)."""
+
+    def __init__(self, v=1):
+        self.v = v
+
+    def __index__(self):
+        return self.v
+
+    def __repr__(self):
+        return f"Index({self.v!r})"
+
+
+class Floaty:
+    """A number by ``__float__`` only."""
+
+    def __init__(self, v=0.01):
+        self.v = v
+
+    def __float__(self):
+        return self.v
+
+    def __repr__(self):
+        return f"Floaty({self.v!r})"
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a case did: ``("ok", value)`` or ``("raises", exception class)``."""

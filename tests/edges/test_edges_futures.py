@@ -19,35 +19,11 @@ import time
 
 import plait.process
 import pytest
-from _table import Case, check, ok, params, raises
+from _table import Case, Floaty, Index, Str, check, ok, params, raises
 
 PY = sys.version_info[:2]
 INF = float("inf")
 NAN = float("nan")
-
-
-class StrSub(str):
-    pass
-
-
-class Index:
-    """An int by ``__index__`` only."""
-
-    def __index__(self):
-        return 1
-
-    def __repr__(self):
-        return "Index()"
-
-
-class Floaty:
-    """A float by ``__float__`` only."""
-
-    def __float__(self):
-        return 0.01
-
-    def __repr__(self):
-        return "Floaty()"
 
 
 #: Odd values, by case-id name.
@@ -55,7 +31,7 @@ ODD = {
     "None": None,
     "True": True,
     "str": "x",
-    "strsub": StrSub("x"),
+    "strsub": Str("x"),
     "1.5": 1.5,
     "-1": -1,
     "0": 0,
@@ -147,7 +123,7 @@ def _wait_cases():
         "None": None,
         "0": 0,
         "1.5": 1.5,
-        "strsub-first": StrSub("FIRST_COMPLETED"),
+        "strsub-first": Str("FIRST_COMPLETED"),
         "FIRST_COMPLETED": "FIRST_COMPLETED",
         "FIRST_EXCEPTION": "FIRST_EXCEPTION",
         "ALL_COMPLETED": "ALL_COMPLETED",

@@ -19,7 +19,7 @@ import tempfile
 
 import pytest
 
-from _table import PLAIT, STD, Case, check, ok, params, raises
+from _table import PLAIT, STD, Case, Floaty, Index, Str, check, ok, params, raises
 
 PY313 = sys.version_info >= (3, 13)
 
@@ -78,20 +78,6 @@ def refused_port():
     return port
 
 
-class Index:
-    def __index__(self):
-        return 1
-
-
-class Float:
-    def __float__(self):
-        return 0.01
-
-
-class Str(str):
-    pass
-
-
 # ---- timers crossed with odd values -----------------------------------------
 
 VALUES = {
@@ -113,7 +99,7 @@ VALUES = {
     "str": "x",
     "str-subclass": Str("1"),
     "index": Index(),
-    "float-like": Float(),
+    "float-like": Floaty(),
     "complex": 1j,
     "fraction": fractions.Fraction(1, 1000),
     "decimal": decimal.Decimal("0.001"),

@@ -6,9 +6,9 @@ must wait)."""
 
 import fractions
 import multiprocessing
-import time
 
 import plait.process
+from _bounds import wait_until
 from _table import Case, check, params
 
 
@@ -19,10 +19,7 @@ def _queue(m, maxsize=0):
 
 def _ready(q):
     # The standard Queue's feeder thread sends the item a little later.
-    deadline = time.monotonic() + 30
-    while q.empty():
-        assert time.monotonic() < deadline, "the item never arrived"
-        time.sleep(0.001)
+    wait_until(lambda: not q.empty(), "the item never arrived")
     return q
 
 

@@ -23,39 +23,9 @@ from fractions import Fraction
 
 import pytest
 
-from tests.edges._table import Case, check, ok, params, raises
+from _table import Case, Floaty, Index, Str, check, ok, params, raises
 
 # ---- odd values ----------------------------------------------------------------
-
-
-class Idx:
-    """An int-like object (``__index__`` only)."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def __index__(self):
-        return self.n
-
-    def __repr__(self):
-        return f"Idx({self.n})"
-
-
-class Flt:
-    """A float-like object (``__float__`` only)."""
-
-    def __init__(self, x):
-        self.x = x
-
-    def __float__(self):
-        return self.x
-
-    def __repr__(self):
-        return f"Flt({self.x})"
-
-
-class Str(str):
-    pass
 
 
 class Int(int):
@@ -94,9 +64,9 @@ TIMEOUTS = [
     ("2**1100", 2**1100, "fails"),
     ("'x'", "x", "fails"),
     ("Str", Str("1"), "fails"),
-    ("Idx0", Idx(0), "fails"),
-    ("Idx5", Idx(5), "long"),  # SimpleQueue waits 5 s on it; Queue refuses it
-    ("Flt", Flt(0.01), "fails"),
+    ("Idx0", Index(0), "fails"),
+    ("Idx5", Index(5), "long"),  # SimpleQueue waits 5 s on it; Queue refuses it
+    ("Flt", Floaty(0.01), "fails"),
     ("Fraction", Fraction(1, 100), "short"),
     ("Decimal", Decimal("0.01"), "fails"),
     ("Int", Int(0), "short"),
@@ -234,8 +204,8 @@ MAXSIZES = [
     ("None", None),
     ("'x'", "x"),
     ("Str", Str("2")),
-    ("Idx", Idx(2)),
-    ("Flt", Flt(1.5)),
+    ("Idx", Index(2)),
+    ("Flt", Floaty(1.5)),
     ("Int", Int(2)),
     ("Float", Float(1.5)),
     ("Fraction", Fraction(3, 2)),

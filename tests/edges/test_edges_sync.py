@@ -18,42 +18,15 @@ import fractions
 import pickle
 import sys
 import threading
-import time
 import weakref
 
 import pytest
 
-from _table import PLAIT, STD, Case, check, ok, params, raises
+from _bounds import wait_until
+from _table import PLAIT, STD, Case, Floaty, Index, Str, check, ok, params, raises
 
 INF = float("inf")
 NAN = float("nan")
-
-
-class Str(str):
-    pass
-
-
-class Index:
-    """An integer by ``__index__`` only (CPython's lock timeouts take it)."""
-
-    def __init__(self, v=0):
-        self.v = v
-
-    def __index__(self):
-        return self.v
-
-    def __repr__(self):
-        return f"Index({self.v})"
-
-
-class Floaty:
-    """A number by ``__float__`` only (nothing in threading takes it)."""
-
-    def __float__(self):
-        return 0.01
-
-    def __repr__(self):
-        return "Floaty()"
 
 
 #: Values that cannot make a wait long: errors, non-positive, or tiny.
@@ -380,13 +353,12 @@ def _notify_waiting(m, n):
     threads = [threading.Thread(target=waiter) for _ in range(3)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 10
-    while True:
+
+    def all_waiting():
         with c:
-            if _waiting(m, c) == 3:
-                break
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
+            return _waiting(m, c) == 3
+
+    wait_until(all_waiting, "the three waiters never waited")
     try:
         with c:
             c.notify(n)
@@ -751,10 +723,7 @@ def test_semaphore_exotic_count_wakes_waiters():
     threads = [threading.Thread(target=lambda: got.append(s.acquire(timeout=10))) for _ in range(2)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 10
-    while len(s._waiters) < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
+    wait_until(lambda: len(s._waiters) == 2, "the two acquirers never waited")
     s.release(1.5)
     for t in threads:
         t.join(10)
@@ -773,10 +742,7 @@ def test_private_assignment_wakes_waiters(what):
     got = []
     t = threading.Thread(target=lambda: got.append(wait(timeout=10)))
     t.start()
-    deadline = time.monotonic() + 10
-    while not obj._waiters:
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
+    wait_until(lambda: obj._waiters, "the waiter never waited")
     setattr(obj, what, 1 if what == "_value" else True)
     t.join(10)
     assert got == [True]
