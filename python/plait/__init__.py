@@ -11,6 +11,10 @@ Same APIs as the standard library, implemented in a Rust core:
   ``plait.run(main())``, ``plait.new_event_loop()``, ``plait.EventLoop``
 * ``plait.debug`` — who holds what and who waits for it: ``snapshot()``,
   ``dump()``, deadlock and lock-order detection, ``python -m plait inspect``
+* ``plait.patch()`` / ``plait.unpatch()`` — switch the standard library's
+  ``threading``, ``queue``, ``concurrent.futures``, asyncio loops and
+  ``multiprocessing`` pools to plait for a whole program (what
+  ``python -m plait run`` does before the program starts)
 
 Switch by changing an import::
 
@@ -42,6 +46,7 @@ from plait._plait import (
 # __getattr__, below. Spelled without `import typing`, which plait does not need.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from plait._switch import patch, patched, unpatch
     from plait.loop import EventLoop, install, new_event_loop, run
 del TYPE_CHECKING
 
@@ -53,6 +58,10 @@ def __getattr__(name):
         from plait import loop
 
         return getattr(loop, name)
+    if name in ("patch", "unpatch", "patched"):
+        from plait import _switch
+
+        return getattr(_switch, name)
     if name == "debug":
         import importlib
 
@@ -66,6 +75,9 @@ __all__ = [
     "install",
     "new_event_loop",
     "run",
+    "patch",
+    "patched",
+    "unpatch",
     "Barrier",
     "BoundedSemaphore",
     "Condition",

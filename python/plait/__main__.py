@@ -5,6 +5,9 @@
 * ``python -m plait bench`` - the comparison table: the standard library,
   CPython's C types and plait in one run (the harness in the repository's
   ``benches/`` directory).
+* ``python -m plait run [options] script.py|-m module|-c cmd [args]`` - run
+  a program with the standard library switched to plait (``plait/_run.py``);
+  handled before anything else here is imported, so the switch comes first.
 * ``python -m plait inspect [PID]`` - the report (who holds what, who waits
   on what, deadlocks) of another running plait process of this user, or the
   list of them (``plait/debug/_inspect.py``).
@@ -17,9 +20,16 @@ package's files stay in ``<repo>/python/plait``, which puts the harness at
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__" and sys.argv[1:2] == ["run"]:
+    from plait._run import main as _run_main
+
+    _run_main(sys.argv[2:])
+    sys.exit()
+
 import argparse
 import importlib
-import sys
 from pathlib import Path
 from types import ModuleType
 

@@ -127,6 +127,11 @@ def _unsendable_payload(failure, what, fds):
 
 
 def _setup(setup):
+    switch = setup.get("switch")
+    if switch:  # the parent ran under plait.patch(): before anything of its
+        from plait import _switch  # own is loaded here
+
+        _switch._apply_in_child(switch)
     authkey = setup.get("authkey")
     if authkey is not None:
         # Manager proxies and other authenticated connections to the parent.

@@ -143,6 +143,10 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
             "authkey": bytes(_mp.current_process().authkey),
             "init": init,
         }
+        switch = _sys.modules.get("plait._switch")
+        if switch is not None and switch.patched():
+            # A switched program's workers are switched (plait.patch()).
+            setup["switch"] = switch.patched()
         fds = list(popen.fds)
         if claims is not None:
             setup["claims_fd"] = claims.fd

@@ -1,0 +1,122 @@
+"""The ``threading`` part of the switch.
+
+The classes put into ``threading`` are thin subclasses of plait's, named and
+placed as the standard library's (``threading.Event``, ``_thread.lock``...),
+so reprs, ``__module__``, ``threading.__all__`` checks and pickling errors
+read as they do without the switch, and they take exactly the standard
+library's arguments: plait's keyword-only ``name=`` stays on the
+``plait.sync`` classes.
+
+* ``Lock``: before 3.13 ``threading.Lock`` is a factory function (CPython's
+  ``_thread.allocate_lock``) whose objects' type cannot be instantiated; from
+  3.13 it is the type ``_thread.lock`` itself. Both are kept.
+* ``RLock``: ``threading.RLock`` stays the standard library's function; what
+  it makes is switched through ``threading._CRLock``, so its argument
+  handling and warnings are the running version's own.
+"""
+
+import sys
+import threading as _std
+
+from plait import _plait
+
+_lock_new = _plait.Lock.__new__
+_rlock_new = _plait.RLock.__new__
+
+
+def _place(cls, name, module):
+    cls.__name__ = cls.__qualname__ = name
+    cls.__module__ = module
+    return cls
+
+
+if sys.version_info >= (3, 13):
+
+    class lock(_plait.Lock):
+        __slots__ = ()
+
+        def __new__(cls):
+            return _lock_new(cls)
+
+    _place(lock, "lock", "_thread")
+    Lock = lock
+else:
+
+    class lock(_plait.Lock):
+        __slots__ = ()
+
+        def __new__(cls, *args, **kwargs):
+            raise TypeError(f"cannot create '{cls.__module__}.{cls.__qualname__}' instances")
+
+    _place(lock, "lock", "_thread")
+
+    def allocate_lock():
+        return _lock_new(lock)
+
+    allocate_lock.__doc__ = _std.Lock.__doc__
+    _place(allocate_lock, "allocate_lock", "_thread")
+    Lock = allocate_lock
+
+
+class RLock(_plait.RLock):
+    __slots__ = ()
+
+    def __new__(cls, *args, **kwargs):
+        # _thread.RLock takes (and ignores) any arguments; threading.RLock
+        # warns about them where the running version does.
+        return _rlock_new(cls)
+
+
+_place(RLock, "RLock", "_thread")
+
+
+class Condition(_plait.Condition):
+    __slots__ = ()
+
+    def __init__(self, lock=None):
+        super().__init__(lock)
+
+
+class Semaphore(_plait.Semaphore):
+    __slots__ = ()
+
+    def __init__(self, value=1):
+        super().__init__(value)
+
+
+class BoundedSemaphore(_plait.BoundedSemaphore, Semaphore):
+    __slots__ = ()
+
+    def __init__(self, value=1):
+        _plait.BoundedSemaphore.__init__(self, value)
+
+
+class Event(_plait.Event):
+    __slots__ = ()
+
+    def __init__(self):
+        super().__init__()
+
+
+class Barrier(_plait.Barrier):
+    __slots__ = ()
+
+    def __init__(self, parties, action=None, timeout=None):
+        super().__init__(parties, action, timeout)
+
+
+class Timer(_plait.Timer):
+    __slots__ = ()
+
+
+for _cls in (Condition, Semaphore, BoundedSemaphore, Event, Barrier, Timer):
+    _cls.__doc__ = getattr(_std, _cls.__name__).__doc__
+    _place(_cls, _cls.__name__, "threading")
+del _cls
+
+
+def apply(set_attr):
+    set_attr(_std, "Lock", Lock)
+    set_attr(_std, "_CRLock", RLock)
+    for cls in (Condition, Semaphore, BoundedSemaphore, Event, Barrier, Timer):
+        set_attr(_std, cls.__name__, cls)

@@ -1,0 +1,34 @@
+"""Running a program under ``python -m plait run`` (and, to compare, plain
+``python``) from the switch's tests: one helper, one hang bound."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+#: Generous: these are whole programs, and a hang must fail, not stall CI.
+TIMEOUT = 300
+
+
+def env(**extra):
+    """The environment for a child: this one, with PYTHONPATH cleared of
+    nothing and PLAIT_DEBUG unset unless given."""
+    e = dict(os.environ)
+    e.pop("PLAIT_DEBUG", None)
+    e.update({k: v for k, v in extra.items() if v is not None})
+    return e
+
+
+def plait_run(*args, options=(), timeout=TIMEOUT, **kwargs):
+    """``python -m plait run [options] args...``; a CompletedProcess (text)."""
+    kwargs.setdefault("env", env())
+    return subprocess.run([sys.executable, "-m", "plait", "run", *options, *args],
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def python(*args, timeout=TIMEOUT, **kwargs):
+    """``python args...`` (no switch); a CompletedProcess (text)."""
+    kwargs.setdefault("env", env())
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
