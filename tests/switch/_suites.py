@@ -56,15 +56,17 @@ def load(name, version=sys.version_info[:2]):
     path = EXCLUSIONS / f"{name}.txt"
     if not path.exists():
         return []
-    out, reason = [], []
+    out, reason, after_pattern = [], [], False
     for n, raw in enumerate(path.read_text().splitlines(), 1):
         line = raw.strip()
         if not line:
-            reason = [] if not line and not out else reason
             continue
         if line.startswith("#"):
+            if after_pattern:  # a new reason, for the patterns that follow it
+                reason, after_pattern = [], False
             reason.append(line.lstrip("# "))
             continue
+        after_pattern = True
         if not reason:
             raise ValueError(f"{path}:{n}: exclusion {line!r} has no '# reason' line before it")
         hangs, keep = False, True
