@@ -18,10 +18,12 @@ CARGO_ENV := $(if $(filter python3,$(PY)),,PYO3_PYTHON=$(shell command -v $(PY))
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" "mypy>=1.18"
+	# Real programs the switch's tests run unchanged under `python -m plait run`.
+	$(VPY) -m pip install --quiet "aiohttp>=3.9" "uvicorn>=0.30"
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create .venv and install the build and test tools
