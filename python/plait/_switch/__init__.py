@@ -36,6 +36,7 @@ and forked children (which inherit the switched modules).
 
 from __future__ import annotations
 
+import sys
 import threading as _threading
 
 __all__ = ["PARTS", "patch", "unpatch", "patched"]
@@ -44,13 +45,25 @@ __all__ = ["PARTS", "patch", "unpatch", "patched"]
 #: they are applied (unpatch undoes them in reverse).
 PARTS = ("threading", "queue", "futures", "asyncio", "multiprocessing")
 
+#: Parts applied when their module is first imported (at once if it already
+#: is): a switched program that never imports asyncio does not pay for
+#: importing it. threading and queue are applied at once.
+_TRIGGERS = {"futures": "concurrent.futures", "asyncio": "asyncio",
+             "multiprocessing": "multiprocessing.pool"}
+#: The module whose import installs the hook that switches multiprocessing's
+#: spawn and forkserver children.
+_CHILD_TRIGGER = "multiprocessing.spawn"
+
 # Taken before anything is switched, so always the standard library's lock;
-# never held across code that could wait on another thread.
+# held only while attributes are set, never across an import.
 _lock = _threading.RLock()
 # part -> [(obj, name, had, old), ...] in the order they were set.
 _applied: dict[str, list] = {}
-# The hook on multiprocessing's children: (obj, name, had, old) or None.
+# Parts waiting for their module's first import.
+_pending: set = set()
+# The hook on multiprocessing's children, as a record like a part's.
 _child_hook: list = []
+_child_hook_pending = False
 
 
 def _setter(record):
@@ -83,35 +96,66 @@ def patch(*, threading=True, queue=True, futures=True, asyncio=True, multiproces
     ``concurrent.futures`` —, ``asyncio`` and ``multiprocessing``); False
     leaves that part alone. Calls add up: a part switched by an earlier call
     stays switched. ``unpatch()`` undoes every part.
+
+    ``concurrent.futures``, ``asyncio`` and ``multiprocessing.pool`` are
+    switched when they are first imported, if they are not yet.
     """
+    global _child_hook_pending
     wanted = {"threading": threading, "queue": queue, "futures": futures,
               "asyncio": asyncio, "multiprocessing": multiprocessing}
     for part, value in wanted.items():
         if not isinstance(value, bool):
             raise TypeError(f"patch() argument {part!r} must be True or False, "
                             f"not {type(value).__name__}")
+    for part in PARTS:
+        if not wanted[part]:
+            continue
+        trigger = _TRIGGERS.get(part)
+        if trigger is None or trigger in sys.modules:
+            _apply(part)
+        else:
+            with _lock:
+                if part not in _applied:
+                    _pending.add(part)
+                    _watch()
+    with _lock:
+        if not (_applied or _pending) or _child_hook or _child_hook_pending:
+            return
+        if _CHILD_TRIGGER not in sys.modules:
+            _child_hook_pending = True
+            _watch()
+            return
+    _install_child_hook()
+
+
+def _apply(part):
+    """Switch one part now. Its module is imported outside ``_lock`` (an
+    import may wait for another thread's import of the same module)."""
     import importlib
 
+    module = importlib.import_module(f"plait._switch._{part}")
     with _lock:
-        for part in PARTS:
-            if wanted[part] and part not in _applied:
-                module = importlib.import_module(f"plait._switch._{part}")
-                record: list = []
-                try:
-                    module.apply(_setter(record))
-                except BaseException:
-                    _restore(record)
-                    raise
-                _applied[part] = record
-        if _applied and not _child_hook:
-            _install_child_hook()
+        _pending.discard(part)
+        if part in _applied:
+            return
+        record: list = []
+        try:
+            module.apply(_setter(record))
+        except BaseException:
+            _restore(record)
+            raise
+        _applied[part] = record
 
 
 def unpatch():
     """Undo ``patch()``: every attribute it replaced is the standard
     library's again (objects made meanwhile stay plait's). Does nothing
     when nothing is switched."""
+    global _child_hook_pending
     with _lock:
+        _pending.clear()
+        _child_hook_pending = False
+        _unwatch()
         for part in reversed(PARTS):
             record = _applied.pop(part, None)
             if record is not None:
@@ -121,8 +165,105 @@ def unpatch():
 
 
 def patched():
-    """The parts switched now, in ``PARTS`` order (a tuple; empty if none)."""
-    return tuple(part for part in PARTS if part in _applied)
+    """The parts switched now, in ``PARTS`` order (a tuple; empty if none).
+    A part waiting for its module's first import counts as switched."""
+    return tuple(part for part in PARTS if part in _applied or part in _pending)
+
+
+# --- switching a part when its module is first imported -------------------------------
+
+
+class _Loader:
+    """Wraps the real loader of a watched module: runs the module, then
+    switches what waited for it. The module keeps its real loader."""
+
+    def __init__(self, loader, name):
+        self._loader = loader
+        self._name = name
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__loader__ = self._loader
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and spec.loader is self:
+            spec.loader = self._loader
+        self._loader.exec_module(module)
+        _imported(self._name)
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+class _Finder:
+    """On ``sys.meta_path`` while a part waits for its module: finds that
+    module with the finders after it and wraps its loader."""
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        with _lock:
+            watched = name in _TRIGGERS.values() and any(
+                _TRIGGERS[p] == name for p in _pending)
+            watched = watched or (name == _CHILD_TRIGGER and _child_hook_pending)
+        if not watched:
+            return None
+        for finder in list(sys.meta_path):
+            if finder is cls:
+                continue
+            find = getattr(finder, "find_spec", None)
+            if find is None:
+                continue
+            spec = find(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _Loader(spec.loader, name)
+        return spec
+
+    @classmethod
+    def invalidate_caches(cls):
+        pass
+
+
+def _watch():
+    if _Finder not in sys.meta_path:
+        sys.meta_path.insert(0, _Finder)
+
+
+def _unwatch():
+    try:
+        sys.meta_path.remove(_Finder)
+    except ValueError:
+        pass
+
+
+def _imported(name):
+    """A watched module has just been run: switch what waited for it. A
+    failure is a warning, not a failed import of the program's module."""
+    global _child_hook_pending
+    with _lock:
+        parts = [p for p in PARTS if p in _pending and _TRIGGERS[p] == name]
+        child = name == _CHILD_TRIGGER and _child_hook_pending
+        if child:
+            _child_hook_pending = False
+    try:
+        for part in parts:
+            _apply(part)
+        if child:
+            _install_child_hook()
+    except Exception as exc:  # pragma: no cover - a plait bug; keep the program going
+        import warnings
+
+        with _lock:
+            _pending.difference_update(parts)
+        warnings.warn(f"plait.patch(): could not switch {name}: {type(exc).__name__}: {exc}",
+                      RuntimeWarning, stacklevel=2)
+    with _lock:
+        if not (_pending or _child_hook_pending):
+            _unwatch()
 
 
 # --- worker processes -------------------------------------------------------------
@@ -155,6 +296,13 @@ class _SwitchInChild:
 def _install_child_hook():
     from multiprocessing import spawn
 
+    with _lock:
+        if _child_hook or not (_applied or _pending):
+            return
+        _install_child_hook_locked(spawn)
+
+
+def _install_child_hook_locked(spawn):
     original = spawn.get_preparation_data
 
     def get_preparation_data(name):
