@@ -17,8 +17,8 @@ exclusion is still needed and that the switch really was on in the suite's
 process; ``[hangs]`` lines are not run.
 
 The suite does not run as a bare ``-m test``: ``run_suite``/``run_only``
-give ``python -m plait run`` a ``-c`` command that first checks, in the
-suite's own process, that the switch is on (``threading.Lock()`` is plait's,
+run ``python -m plait run -m tests.switch._suites``, which first checks, in
+the suite's own process, that the switch is on (``threading.Lock()`` is plait's,
 ``queue.Queue`` is plait's, for the parts switched), writes
 ``plait switch on: <parts>`` to stderr, then runs the ``test`` package as
 ``-m test`` does (``runpy._run_module_as_main``, the same call, the same
@@ -101,31 +101,37 @@ def _patterns_file(exclusions):
     return name
 
 
-#: The ``-c`` program: check the switch in this very process, say so, then be
-#: ``python -m test`` (what ``-m`` runs: runpy._run_module_as_main).
-_REGRTEST = """\
-def _plait_switch_check():
-    import sys
+ROOT = HERE.parents[1]
+
+
+def _regrtest_main():
+    """``python -m tests.switch._suites ARGS`` (run by ``python -m plait
+    run``): check the switch in this very process, say so on stderr, then be
+    ``python -m test ARGS`` (``runpy._run_module_as_main``, what ``-m`` runs)."""
     import plait._switch
+
     parts = plait._switch.patched()
     if "threading" in parts:
         import threading
+
         from plait import _plait
+
         lock = threading.Lock()
         if not isinstance(lock, _plait.Lock):
             sys.exit(f"switch not on: threading.Lock() is {type(lock)!r}")
     if "queue" in parts:
         import queue
+
         import plait.queue
+
         if not issubclass(queue.Queue, plait.queue.Queue):
             sys.exit(f"switch not on: queue.Queue is {queue.Queue!r}")
-    sys.stderr.write("plait switch on: " + ",".join(parts) + "\\n")
+    sys.stderr.write("plait switch on: " + ",".join(parts) + "\n")
     sys.stderr.flush()
-_plait_switch_check()
-del _plait_switch_check
-import runpy
-runpy._run_module_as_main("test")
-"""
+    import runpy
+
+    runpy._run_module_as_main("test")
+
 
 _SWITCH_LINE = re.compile(r"^plait switch on: (.*)$", re.M)
 
@@ -133,7 +139,8 @@ _SWITCH_LINE = re.compile(r"^plait switch on: (.*)$", re.M)
 def regrtest(*args, timeout=900, options=()):
     """``python -m plait run [options]`` running ``python -m test ARGS`` (after
     checking the switch in that process, see the module doc)."""
-    return plait_run("-c", _REGRTEST, *args, options=options, timeout=timeout)
+    return plait_run("-m", "tests.switch._suites", *args, options=options,
+                     timeout=timeout, cwd=ROOT)
 
 
 def switched_parts(proc):
@@ -216,3 +223,7 @@ def report(proc):
     """The tail of a run's output, for an assertion message."""
     text = (proc.stdout or "") + (proc.stderr or "")
     return text[-12000:]
+
+
+if __name__ == "__main__":
+    _regrtest_main()

@@ -22,6 +22,7 @@ from plait import _plait
 
 _lock_new = _plait.Lock.__new__
 _rlock_new = _plait.RLock.__new__
+_condition_init = _plait.Condition.__init__
 
 
 def _place(cls, name, module):
@@ -74,7 +75,9 @@ class Condition(_plait.Condition):
     __slots__ = ()
 
     def __init__(self, lock=None):
-        super().__init__(lock)
+        # The default lock is the switched RLock, as the standard library's
+        # is threading.RLock(): its repr reads "_thread.RLock".
+        _condition_init(self, _rlock_new(RLock) if lock is None else lock)
 
 
 class Semaphore(_plait.Semaphore):
