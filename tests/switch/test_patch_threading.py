@@ -369,3 +369,13 @@ def test_ctrl_c_interrupts_a_blocked_wait_in_the_main_thread(what):
             child.wait(30)
     assert out == "interrupted\n", out + err
     assert child.returncode == 0, err
+
+
+def test_lock_type_refuses_subclasses_as_the_standard_library():
+    def subclass():
+        type("MyLock", (type(threading.Lock()),), {})
+
+    std = _outcome(subclass)
+    with switched():
+        ours = _outcome(subclass)
+    assert ours == std == ("TypeError", [])
