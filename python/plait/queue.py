@@ -46,6 +46,9 @@ from plait._plait import SimpleQueue, _QueueCore
 
 Empty = _std.Empty
 Full = _std.Full
+# Taken now: under plait.patch() the name queue.Queue is a subclass of ours,
+# and a hooks-mode __init__ reaching it would call itself.
+_std_queue_init = _std.Queue.__init__
 
 if _sys.version_info >= (3, 13):
     ShutDown = _std.ShutDown
@@ -206,7 +209,7 @@ class Queue(_QueueCore, _std.Queue):
     def __init__(self, maxsize=0, *, name=None):
         # ``name`` (for plait.debug) is taken by _QueueCore.__new__.
         if self._plait_hooks:
-            _std.Queue.__init__(self, maxsize)
+            _std_queue_init(self, maxsize)
         else:
             self.maxsize = maxsize
 

@@ -9,26 +9,29 @@ import queue as _std
 
 from plait import queue as _plait_queue
 
+_std_queue_init = _plait_queue._std_queue_init
+
 
 class Queue(_plait_queue.Queue):
     __slots__ = ()
 
     def __init__(self, maxsize=0):
-        super().__init__(maxsize)
+        # plait.queue.Queue.__init__ without its name= (which __new__ takes),
+        # inlined: one Python call per construction, not two.
+        if self._plait_hooks:
+            _std_queue_init(self, maxsize)
+        else:
+            self.maxsize = maxsize
 
 
 class LifoQueue(_plait_queue.LifoQueue, Queue):
     __slots__ = ()
-
-    def __init__(self, maxsize=0):
-        _plait_queue.LifoQueue.__init__(self, maxsize)
+    __init__ = Queue.__init__
 
 
 class PriorityQueue(_plait_queue.PriorityQueue, Queue):
     __slots__ = ()
-
-    def __init__(self, maxsize=0):
-        _plait_queue.PriorityQueue.__init__(self, maxsize)
+    __init__ = Queue.__init__
 
 
 class SimpleQueue(_plait_queue.SimpleQueue):

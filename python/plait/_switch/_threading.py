@@ -22,12 +22,25 @@ from plait import _plait
 
 _lock_new = _plait.Lock.__new__
 _rlock_new = _plait.RLock.__new__
+# The bases' __init__, called directly: a super() call costs more than the
+# rest of a construction (see "Cost" below).
+_condition_init = _plait.Condition.__init__
+_semaphore_init = _plait.Semaphore.__init__
+_bounded_init = _plait.BoundedSemaphore.__init__
+_event_init = _plait.Event.__init__
+_barrier_init = _plait.Barrier.__init__
 
 
 def _place(cls, name, module):
     cls.__name__ = cls.__qualname__ = name
     cls.__module__ = module
     return cls
+
+
+def _no_subclass(cls, **kwargs):
+    # CPython's _thread.lock is not an acceptable base type (test_threading's
+    # test_lock_no_subclass); the class statement fails with a TypeError.
+    raise TypeError("type '_thread.lock' is not an acceptable base type")
 
 
 if sys.version_info >= (3, 13):
@@ -38,6 +51,8 @@ if sys.version_info >= (3, 13):
         def __new__(cls):
             return _lock_new(cls)
 
+        __init_subclass__ = classmethod(_no_subclass)
+
     _place(lock, "lock", "_thread")
     Lock = lock
 else:
@@ -47,6 +62,8 @@ else:
 
         def __new__(cls, *args, **kwargs):
             raise TypeError(f"cannot create '{cls.__module__}.{cls.__qualname__}' instances")
+
+        __init_subclass__ = classmethod(_no_subclass)
 
     _place(lock, "lock", "_thread")
 
@@ -74,35 +91,37 @@ class Condition(_plait.Condition):
     __slots__ = ()
 
     def __init__(self, lock=None):
-        super().__init__(lock)
+        # The default lock is the switched RLock, as the standard library's
+        # is threading.RLock(): its repr reads "_thread.RLock".
+        _condition_init(self, _rlock_new(RLock) if lock is None else lock)
 
 
 class Semaphore(_plait.Semaphore):
     __slots__ = ()
 
     def __init__(self, value=1):
-        super().__init__(value)
+        _semaphore_init(self, value)
 
 
 class BoundedSemaphore(_plait.BoundedSemaphore, Semaphore):
     __slots__ = ()
 
     def __init__(self, value=1):
-        _plait.BoundedSemaphore.__init__(self, value)
+        _bounded_init(self, value)
 
 
 class Event(_plait.Event):
     __slots__ = ()
 
     def __init__(self):
-        super().__init__()
+        _event_init(self)
 
 
 class Barrier(_plait.Barrier):
     __slots__ = ()
 
     def __init__(self, parties, action=None, timeout=None):
-        super().__init__(parties, action, timeout)
+        _barrier_init(self, parties, action, timeout)
 
 
 class Timer(_plait.Timer):
