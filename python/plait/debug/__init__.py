@@ -277,9 +277,13 @@ def _on_deadlock(cycle: Sequence[Tuple[int, int]], certain: bool) -> str:
     Returns the text; the binding logs it or raises DeadlockError with it."""
     snap = Snapshot._from_state(_plait._debug_state(True))
     ids = _cycle_ids(snap, cycle)
-    me = threading.current_thread()
-    head = (f"plait.debug: deadlock in process {snap.pid}, found when thread {me.name!r} "
-            f"(ident {me.ident}) was about to wait")
+    ident = threading.get_ident()
+    # Not current_thread(): in a thread threading did not start, that makes
+    # (and registers) a _DummyThread.
+    me = threading._active.get(ident)
+    name = me.name if me is not None else f"<thread {ident}>"
+    head = (f"plait.debug: deadlock in process {snap.pid}, found when thread {name!r} "
+            f"(ident {ident}) was about to wait")
     return head + "\n" + _format.cycle_block(snap, ids, certain=bool(certain), stacks=True) + "\n"
 
 

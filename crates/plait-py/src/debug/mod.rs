@@ -147,8 +147,13 @@ impl Watch {
             let gap = waits::stall().map_or(gap, |s| gap.min(s));
             *next = Some((now + gap, gap));
         }
-        if waits::mode() != Mode::Off {
-            if let Some(cycle) = waits::current_cycle() {
+        // Without a setting only a certain cycle is reported: a probable one
+        // (a Semaphore used as a counter, a Lock used as a signal) is what
+        // correct programs do every day, and a report nobody asked for must
+        // not be a false alarm. `deadlock="report"` reports those too.
+        let mode = waits::mode();
+        if mode != Mode::Off {
+            if let Some(cycle) = waits::current_cycle().filter(|c| c.certain || mode != Mode::Patient) {
                 if waits::first_report(&cycle) {
                     Python::attach(|py| report_cycle(py, &cycle));
                 }
