@@ -125,7 +125,20 @@ class Barrier(_plait.Barrier):
 
 
 class Timer(_plait.Timer):
+    """``threading.Timer``'s docstring is put here below."""
+
     __slots__ = ()
+
+    # CPython's Timer.run. A plait Timer that overrides run() runs on a
+    # thread of its own, as CPython's: under the switch, timers of libraries
+    # that do not know plait must not share plait.sync.Timer's one timer
+    # thread (a slow function there would delay every other library's
+    # timers, and current_thread() would not be the Timer).
+    def run(self):
+        self.finished.wait(self.interval)
+        if not self.finished.is_set():
+            self.function(*self.args, **self.kwargs)
+        self.finished.set()
 
 
 for _cls in (Condition, Semaphore, BoundedSemaphore, Event, Barrier, Timer):
