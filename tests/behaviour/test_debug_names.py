@@ -193,6 +193,25 @@ def test_site_skips_plait_and_stdlib_frames(where):
 
 
 @needs_state
+@pytest.mark.parametrize("where", ["threading", "plait"])
+def test_a_skipped_files_module_body_is_a_site(where):
+    """What a skipped file (plait's, threading's, asyncio's) makes in its
+    module body, at import, is known by that line: not by importlib's frames
+    nor by whichever module imported it."""
+    import os
+
+    import plait
+
+    filename = {"threading": threading.__file__,
+                "plait": os.path.join(os.path.dirname(plait.__file__), "_made_up.py")}[where]
+    ns = {"ps": ps}
+    exec(compile(f"\n\nlock = ps.Lock(name='module body {where}')\n", filename, "exec"), ns)
+    named = [e for e in _entries() if e["name"] == f"module body {where}"]
+    assert named and named[0]["site"] == f"{filename}:3"
+    del ns
+
+
+@needs_state
 def test_hooked_queue_site_is_the_callers_line():
     q = Hooked(name="hooked site")
     site = _here(1)

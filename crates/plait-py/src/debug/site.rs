@@ -5,7 +5,8 @@
 //! Python frame that is not plait's own code, the standard library's
 //! `threading.py` / `queue.py`, nor asyncio (so a Condition or Queue whose
 //! inner locks plait makes, a patched `threading` module, or a future made
-//! by `loop.run_in_executor`, report the user's line).
+//! by `loop.run_in_executor`, report the user's line) — unless that frame is
+//! a module body: what a module makes at import is known by its own line.
 //!
 //! Cost: this runs on every construction, so it reads the frame stack
 //! through the C API (`PyEval_GetFrame`, `PyFrame_GetCode`, `co_filename`,
@@ -105,8 +106,14 @@ fn slot_of(code: *mut ffi::PyObject, lasti: c_int) -> usize {
 fn frame_site(py: Python<'_>, skip: &Skip, frame: *mut ffi::PyFrameObject, code: &Bound<'_, PyAny>) -> Option<Arc<str>> {
     let file = code.getattr(intern!(py, "co_filename")).ok()?;
     let file = file.cast::<PyString>().ok()?.to_str().ok()?;
+    // A skipped file's module body is a site all the same: a lock made at
+    // import time (plait's, asyncio's, threading's own) is known by its own
+    // line, not by importlib's frames or whichever module imported it.
     if skip.skips(file) {
-        return None;
+        let name = code.getattr(intern!(py, "co_name")).ok()?;
+        if name.cast::<PyString>().ok()?.to_str().ok()? != "<module>" {
+            return None;
+        }
     }
     // SAFETY: `frame` is a live frame.
     let line = unsafe { ffi::PyFrame_GetLineNumber(frame) };
