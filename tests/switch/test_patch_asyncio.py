@@ -4,6 +4,10 @@ after ``plait.patch()`` and ``plait.unpatch()``, with a policy of the
 program's own (kept), and that the switch itself never warns
 (``-W error::DeprecationWarning``, also with 3.14's deprecated policy names).
 
+``asyncio.SelectorEventLoop()`` without a selector is a door too (uvicorn
+names it as its loop factory); with a ``selectors`` selector it stays
+asyncio's loop, and a program's subclass of it stays the program's.
+
 The program is ``apps_async/loops.py``: one ``door: module.Class`` line per
 door."""
 
@@ -26,7 +30,11 @@ WERROR = ("-W", "error::DeprecationWarning")
 PLAIT = "plait.loop.EventLoop"
 ASYNCIO = "asyncio.unix_events._UnixSelectorEventLoop"
 DOORS = ["get_event_loop", "run", "Runner", "new_event_loop", "IsolatedAsyncioTestCase",
-         "EventLoop", "SelectorEventLoop"]
+         "EventLoop", "SelectorEventLoop", "SelectorEventLoop(selector)", "subclass"]
+#: What the doors that are not the switch's give, switched or not: asyncio's
+#: loop for an explicit ``selectors`` selector, and a program's own subclass
+#: of ``asyncio.SelectorEventLoop`` (still an instance of it).
+FIXED = {"SelectorEventLoop(selector)": ASYNCIO, "subclass": "__main__.MyLoop, an instance: True"}
 
 
 def doors(proc):
@@ -40,10 +48,10 @@ def doors(proc):
     return out
 
 
-def expect(loop, *, selector=ASYNCIO):
-    """Every door gives ``loop``, except the explicit SelectorEventLoop."""
+def expect(loop):
+    """Every door gives ``loop``, except the FIXED ones."""
     def want(door):
-        return selector if door == "SelectorEventLoop" else loop
+        return FIXED.get(door, loop)
     return want
 
 
@@ -55,7 +63,7 @@ def test_plain_python_gives_asyncios_loops():
     check(doors(python(*WERROR, LOOPS)), expect(ASYNCIO))
 
 
-def test_plait_run_gives_plaits_loops_and_keeps_selector_event_loop():
+def test_plait_run_gives_plaits_loops():
     check(doors(python(*WERROR, "-m", "plait", "run", LOOPS)), expect(PLAIT))
 
 
@@ -66,13 +74,15 @@ def test_no_asyncio_leaves_the_loop_alone():
 
 def test_a_programs_own_policy_is_kept():
     out = doors(python(*WERROR, "-m", "plait", "run", LOOPS, "policy"))
+    assert out.pop("SelectorEventLoop") == PLAIT  # asked for by name, not through the policy
     check(out, expect("__main__.MyLoop"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed")
 def test_uvloops_policy_is_kept():
     out = doors(python(*WERROR, "-m", "plait", "run", LOOPS, "uvloop"))
-    out.pop("get_event_loop")  # uvloop's policy makes none there
+    assert out.pop("get_event_loop") == "none"  # uvloop's policy makes none there
+    assert out.pop("SelectorEventLoop") == PLAIT
     check(out, expect("uvloop.Loop"))
 
 
@@ -104,11 +114,11 @@ def test_patch_then_unpatch():
     assert first.startswith("patched\n")
     names = (["get_event_loop", "run"] + (["Runner"] if sys.version_info >= (3, 11) else [])
              + ["new_event_loop", "IsolatedAsyncioTestCase"]
-             + (["EventLoop"] if sys.version_info >= (3, 13) else []))
+             + (["EventLoop"] if sys.version_info >= (3, 13) else []) + ["SelectorEventLoop"])
     for text, loop in ((first, PLAIT), (second, ASYNCIO)):
         out = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
         assert {k: out.get(k) for k in names} == dict.fromkeys(names, loop), text
-        assert out["SelectorEventLoop"] == ASYNCIO
+        assert {k: out.get(k) for k in FIXED} == FIXED, text
 
 
 # 3.14 deprecates the policy system's public names (a module __getattr__

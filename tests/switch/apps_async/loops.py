@@ -6,6 +6,7 @@ of asyncio gives this program: run unchanged under ``python`` and under
 before anything else; ``uvloop`` installs uvloop's."""
 
 import asyncio
+import selectors
 import sys
 import unittest
 import warnings
@@ -78,3 +79,7 @@ print(f"IsolatedAsyncioTestCase: {seen[0]}")
 if hasattr(asyncio, "EventLoop"):
     show("EventLoop", asyncio.EventLoop())
 show("SelectorEventLoop", asyncio.SelectorEventLoop())
+show("SelectorEventLoop(selector)", asyncio.SelectorEventLoop(selectors.DefaultSelector()))
+loop = MyLoop()
+print(f"subclass: {name(loop)}, an instance: {isinstance(loop, asyncio.SelectorEventLoop)}")
+loop.close()
