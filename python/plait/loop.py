@@ -219,9 +219,15 @@ def _cancel_all_tasks(loop):
             })
 
 
-if hasattr(asyncio, "DefaultEventLoopPolicy"):
+# asyncio's default policy class, by the private name it has on every
+# version: 3.14 deprecates the public ``asyncio.DefaultEventLoopPolicy`` (a
+# DeprecationWarning on access, an error under ``-W error``, and this module
+# is imported by the switch before a program's first line); 3.16 removes it.
+_DefaultPolicy = getattr(_unix_events, "_UnixDefaultEventLoopPolicy", None)
 
-    class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+if _DefaultPolicy is not None:
+
+    class EventLoopPolicy(_DefaultPolicy):
         """asyncio's default policy, making plait loops."""
 
         _loop_factory = EventLoop
