@@ -7,11 +7,12 @@ import sys
 import threading
 
 main = sys.modules["__main__"]
-release = threading.Event()
 
 
 def late_worker():
-    release.wait()
+    # Returns once the main thread has ended (python's shutdown marks it so
+    # before it joins the other threads).
+    threading.main_thread().join()
     print("worker: __file__ still set:", hasattr(main, "__file__"))
     print("worker: done")
 
@@ -24,8 +25,6 @@ def at_exit():
 atexit.register(at_exit)
 worker = threading.Thread(target=late_worker)  # not daemon: joined at exit
 worker.start()
-# Released from a timer so the worker runs after the main thread has ended.
-threading.Timer(0.2, release.set).start()
 print("main: done")
 if sys.argv[1:] == ["exception"]:
     raise ValueError("the last line")
