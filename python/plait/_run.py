@@ -165,6 +165,13 @@ def main(argv):
     _forget_file(main)
 
 
+def wants_prompt():
+    """Whether python goes on to its interactive prompt once the program has
+    ended: ``python -i``, or PYTHONINSPECT set (even by the program)."""
+    return bool(sys.flags.inspect) or (
+        not sys.flags.ignore_environment and bool(os.environ.get("PYTHONINSPECT")))
+
+
 # --- running the program ----------------------------------------------------------
 #
 # Every runner ends in a call to _run_code (or, for -m and for directories
@@ -204,10 +211,9 @@ def _run_code(source, filename, main):
             if hasattr(linecache, "_register_code"):
                 linecache._register_code(filename, source, filename)  # as 3.13's run_mod
         exec(code, vars(main))
-    except SystemExit:
-        raise
     except BaseException as exc:
-        _hand_over(exc, main if filename != "<string>" else None)
+        if _printed(exc):
+            _hand_over(exc, main if filename != "<string>" else None)
         raise
 
 
@@ -216,10 +222,9 @@ def _run_runpy(name, alter_argv):
 
     try:
         runpy._run_module_as_main(name, alter_argv=alter_argv)
-    except SystemExit:
-        raise
     except BaseException as exc:
-        _hand_over(exc, None)
+        if _printed(exc):
+            _hand_over(exc, None)
         raise
 
 
@@ -230,7 +235,7 @@ def _run_script(path, args):
         if not _SAFE_PATH:
             sys.path[0] = ""
         main = _fresh_main(__file__="<stdin>", __cached__=None)
-        _run_code(sys.stdin.read(), "<stdin>", main)
+        _run_code(sys.stdin.buffer.read(), "<stdin>", main)  # bytes: coding cookies
         return main
     if _importer(_abspath(path)) is not None:
         # A directory or zip file with a __main__.py: python puts it first on
@@ -321,6 +326,12 @@ def _forget_file(main):
 
 
 _RUNNERS = {_run_code.__code__, _run_runpy.__code__}
+
+
+def _printed(exc):
+    """Whether python prints ``exc`` with sys.excepthook: every uncaught
+    exception but SystemExit, and that too under ``python -i``."""
+    return not isinstance(exc, SystemExit) or bool(sys.flags.inspect)
 
 
 def _trim(tb):

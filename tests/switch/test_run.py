@@ -129,6 +129,16 @@ def test_interpreter_options(python_options, tmp_path):
         assert seen["path0"] != str(tmp_path)
 
 
+@pytest.mark.parametrize("args", [["-c", "x = 5"], ["exits.py", "return"],
+                                  ["exits.py", "exception"], ["exits.py", "exit-3"]])
+def test_interactive_prompt_after_the_program(args):
+    # python -i: the prompt comes after the program, in its __main__.
+    plain, switched = both(*args, python_options=["-i"], cwd=APPS,
+                           input="print('x is', globals().get('x'), __name__)\n")
+    same_outcome(plain, switched)
+    assert ">>> " in plain.stderr
+
+
 def test_directory_with_safe_path():
     # python puts a directory it runs first on sys.path even under -P / -I.
     seen = facts(*both("dirapp", python_options=["-I"], cwd=APPS, env=env()))
