@@ -5,13 +5,24 @@ to plait before its first line.
     python -m plait run [options] -m module [args...]
     python -m plait run [options] -c command [args...]
 
-The program runs as ``python script.py`` / ``python -m module`` /
-``python -c command`` would run it: the same ``sys.argv``, ``sys.path[0]``,
-a fresh ``__main__`` module (so ``if __name__ == "__main__"`` and pickling
-of its functions work), the same exit code (``sys.exit(n)``, 1 after an
-uncaught exception, death by SIGINT after an uncaught ``KeyboardInterrupt``)
-and the same traceback (plait's frames are left out of it), with the
-interpreter's own signal handling.
+(``script.py`` may also be a directory or zip file with a ``__main__.py``,
+or ``-`` for the program on stdin.) The program runs as ``python
+script.py`` / ``python -m module`` / ``python -c command`` would run it:
+the same ``sys.argv``, ``sys.path[0]`` (also under ``-P``/``-I``), a fresh
+``__main__`` module with the same names, ``__loader__`` and ``__spec__`` (so
+``if __name__ == "__main__"`` and pickling of its functions work), the same
+exit code (``sys.exit(n)``, 1 after an uncaught exception, death by SIGINT
+after an uncaught ``KeyboardInterrupt``), the same traceback (plait's frames
+are left out of what ``sys.excepthook`` gets, whichever hook the program
+installed), the same end (a script's ``__file__`` dropped, then threads
+joined and atexit handlers run; ``python -i``'s prompt), with the
+interpreter's own options, warnings and signal handling.
+
+What cannot be the same: plait's frames are on the stack below the
+program's first frame while it runs, so ``traceback.print_stack()``,
+``inspect.stack()`` and a ``warnings.warn`` with a ``stacklevel`` that
+reaches past the program's first frame see them; ``sys.orig_argv`` is the
+interpreter's real command line; ``sys.modules`` holds plait's modules.
 
 This module imports only what the switch needs before the program starts:
 every module imported before the switch that takes a class by name (``from
@@ -25,6 +36,9 @@ USAGE = """\
 usage: python -m plait run [options] script.py [args...]
        python -m plait run [options] -m module [args...]
        python -m plait run [options] -c command [args...]
+
+(script.py may also be a directory or zip file with a __main__.py, or -
+for the program on stdin.)
 
 Run a Python program with the standard library's threading primitives,
 queues, concurrent.futures executors, asyncio event loops and

@@ -6,6 +6,7 @@ first lines (the second says which is which)."""
 import json
 import pickle
 import sys
+import threading
 import warnings
 
 
@@ -39,6 +40,11 @@ def report(g, pool=False):
         "flags": [sys.flags.isolated, getattr(sys.flags, "safe_path", None),
                   sys.flags.dev_mode, sys.flags.optimize, sys.flags.ignore_environment],
         "warnoptions": sys.warnoptions,
+        "hooks_are_python's": [sys.displayhook is sys.__displayhook__,
+                               threading.excepthook is threading.__excepthook__,
+                               sys.gettrace() is None, sys.getprofile() is None],
+        "python_threads": [threading.active_count(),
+                           threading.current_thread() is threading.main_thread()],
         "warning_filters": [repr(f) for f in warnings.filters[:4]],
     }
     if pool:
