@@ -52,6 +52,7 @@ def test_script():
     assert seen["file"] == os.path.join(APPS, "introspect.py")
     assert seen["name"] == "__main__" and seen["main_is_this_module"]
     assert seen["pickle_work"] == "True" and seen["pool_work"] == "42"
+    assert seen["spawn_pool_work"] == "42" and seen["spawn_process_work"] == 42
 
 
 @pytest.mark.xfail(strict=True, reason="plait.futures._process_pool replaces sys.excepthook "
@@ -72,6 +73,7 @@ def test_module():
     seen = facts(*both("-m", "introspect", "b", "--pool", cwd=APPS, env=apps_env()))
     assert seen["argv"] == [os.path.join(APPS, "introspect.py"), "b", "--pool"]
     assert seen["spec"][0] == "introspect" and seen["pool_work"] == "42"
+    assert seen["spawn_pool_work"] == "42" and seen["spawn_process_work"] == 42
 
 
 def test_package_main():

@@ -17,6 +17,10 @@ def _outcome(call):
         return f"error: {type(exc).__name__}"
 
 
+def _call(function, arg, results):
+    results.put(function(arg))
+
+
 def report(g, pool=False):
     """``g``: the program's globals (``work`` a function defined there)."""
     main = sys.modules["__main__"]
@@ -54,6 +58,17 @@ def report(g, pool=False):
 
         with concurrent.futures.ProcessPoolExecutor(1) as executor:
             facts["pool_work"] = _outcome(lambda: executor.submit(g["work"], 21).result())
+        import multiprocessing
+
+        spawn = multiprocessing.get_context("spawn")
+        with spawn.Pool(1) as pool:
+            facts["spawn_pool_work"] = _outcome(lambda: pool.apply(g["work"], (21,)))
+        results = spawn.SimpleQueue()
+        child = spawn.Process(target=_call, args=(g["work"], 21, results))
+        child.start()
+        facts["spawn_process_work"] = results.get()
+        child.join()
+        facts["spawn_process_exitcode"] = child.exitcode
     print(json.dumps(facts, sort_keys=True))
     print(json.dumps(switched()))
 
