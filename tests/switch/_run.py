@@ -12,8 +12,8 @@ TIMEOUT = 300
 
 
 def env(**extra):
-    """The environment for a child: this one, with PYTHONPATH cleared of
-    nothing and PLAIT_DEBUG unset unless given."""
+    """The environment for a child: this one, with PLAIT_DEBUG unset and
+    ``extra`` set (a None value leaves a name as it is)."""
     e = dict(os.environ)
     e.pop("PLAIT_DEBUG", None)
     e.update({k: v for k, v in extra.items() if v is not None})
