@@ -26,7 +26,13 @@ if __name__ == "__main__" and sys.argv[1:2] == ["run"]:
     from plait._run import main as _run_main
 
     _run_main(sys.argv[2:])
-    sys.exit()
+    from plait._run import wants_prompt as _wants_prompt
+
+    if not _wants_prompt():
+        sys.exit()
+    # python -i: on to the interpreter's prompt (in the program's __main__),
+    # as after `python -i script.py`, without this module's own commands.
+    __name__ = "plait.__main__"
 
 import argparse
 import importlib

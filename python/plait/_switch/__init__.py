@@ -94,8 +94,14 @@ def patch(*, threading=True, queue=True, futures=True, asyncio=True, multiproces
 
     Each keyword is a part (``threading``, ``queue``, ``futures`` — that is
     ``concurrent.futures`` —, ``asyncio`` and ``multiprocessing``); False
-    leaves that part alone. Calls add up: a part switched by an earlier call
-    stays switched. ``unpatch()`` undoes every part.
+    leaves that part alone; anything but True or False is a TypeError (and
+    then nothing is switched). Calls add up: a part switched by an earlier
+    call stays switched, and switching a part twice changes nothing.
+    ``unpatch()`` undoes every part. Safe to call from several threads.
+
+    Only lookups made after the call are switched: a name a module already
+    took with ``from threading import Lock`` keeps the standard class
+    (``python -m plait run`` switches before the program's first line).
 
     ``concurrent.futures``, ``asyncio`` and ``multiprocessing.pool`` are
     switched when they are first imported, if they are not yet.
