@@ -254,21 +254,14 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
         return False
 
 
-_interrupted = False
-_previous_excepthook = _sys.excepthook
-
-
-def _note_interrupt(exc_type, exc, tb):
-    # The interpreter is about to exit on an unhandled Ctrl-C: at exit the
-    # pools kill their workers instead of waiting for them.
-    global _interrupted
-    if issubclass(exc_type, KeyboardInterrupt):
-        _interrupted = True
-    _previous_excepthook(exc_type, exc, tb)
-
-
-if _sys.excepthook is _sys.__excepthook__:
-    _sys.excepthook = _note_interrupt
+def _unhandled_interrupt():
+    """Whether the program is exiting on an unhandled Ctrl-C: the
+    interpreter leaves the exception in ``sys.last_value`` (3.12+ also
+    ``sys.last_exc``) when it prints it, before the exit hooks run. (No
+    ``sys.excepthook`` of plait's: a program, and the switch's tracebacks,
+    see Python's own.)"""
+    exc = getattr(_sys, "last_exc", None) or getattr(_sys, "last_value", None)
+    return isinstance(exc, KeyboardInterrupt)
 
 
 def _process_pools_exit():
@@ -277,7 +270,7 @@ def _process_pools_exit():
     # instead, so no child outlives the program.
     for p in list(_live_process_pools):
         try:
-            if _interrupted:
+            if _unhandled_interrupt():
                 raise KeyboardInterrupt
             p.shutdown(wait=True)
         except BaseException:
