@@ -14,10 +14,17 @@ from plait import _worker
 
 def _main_path():
     """The script ``__main__`` runs, for a spawned worker to load as its
-    ``__main__`` (None in an interactive session, or without a ``.py`` script)."""
+    ``__main__`` (None in an interactive session, or without a ``.py`` script).
+
+    A package's ``__main__.py`` (``python -m package``, ``python -m test``)
+    is not loaded, as multiprocessing's spawn does not load it: such files
+    run their "main only" code unguarded (regrtest would start again in
+    every worker)."""
     main = _sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     if path and not getattr(_sys.flags, "interactive", 0) and path.endswith(".py"):
+        if os.path.basename(path) == "__main__.py":
+            return None
         return os.path.abspath(path)
     return None
 
