@@ -103,6 +103,15 @@ class _Absent:
         raise AttributeError(self.name)
 
 
+def _absent(cls, name):
+    """Whether ``name`` on ``cls`` is an ``_Absent`` (the first definition
+    along the MRO)."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return isinstance(vars(klass)[name], _Absent)
+    return False
+
+
 class _Made:
     """A fast queue's own stand-in for one of CPython's internals, made on
     first use and kept in the instance's ``__dict__`` (a hooks-mode
@@ -218,6 +227,14 @@ class Queue(_QueueCore, _std.Queue):
     not_empty = _Made(_condition)
     not_full = _Made(_condition)
     all_tasks_done = _Made(_condition)
+
+    def __dir__(self):
+        # Leave out what reads as missing (``is_shutdown`` before 3.13):
+        # code that gets every name dir() lists (multiprocessing's managers
+        # do, to find a Queue's methods) must not meet an AttributeError.
+        names = super().__dir__()
+        own = getattr(self, "__dict__", {})
+        return [n for n in names if n in own or not _absent(type(self), n)]
 
     def __copy__(self):
         # CPython's copy shares the original's deque, mutex and counters:

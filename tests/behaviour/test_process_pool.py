@@ -351,11 +351,18 @@ def test_a_parent_with_threads_is_not_forked(tmp_path):
 
 
 def test_mp_context_chooses_the_start_method():
-    with pf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
-        assert ex.submit(main_module_name).result(BOUND) == "__mp_main__"
-        assert ex._mp_context.get_start_method() == "spawn"
-    with pf.ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as ex:
-        assert ex.submit(main_module_name).result(BOUND) == "__main__"
+    # A forked worker inherits what this process set; a spawned one is a
+    # fresh interpreter. (pytest's __main__ is a package's __main__.py,
+    # which a spawned worker does not load, as multiprocessing does not.)
+    _SET_IN_PARENT.append(True)
+    try:
+        with pf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
+            assert ex.submit(set_in_parent).result(BOUND) is False
+            assert ex._mp_context.get_start_method() == "spawn"
+        with pf.ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as ex:
+            assert ex.submit(set_in_parent).result(BOUND) is True
+    finally:
+        _SET_IN_PARENT.clear()
     # As CPython: no fork with max_tasks_per_child, whose default is spawn.
     with pytest.raises(ValueError, match="max_tasks_per_child"):
         pf.ProcessPoolExecutor(1, mp_context=mp.get_context("fork"), max_tasks_per_child=2)
@@ -364,8 +371,11 @@ def test_mp_context_chooses_the_start_method():
     ex.shutdown()
 
 
-def main_module_name():
-    return sys.modules["__main__"].__name__
+_SET_IN_PARENT: list = []
+
+
+def set_in_parent():
+    return bool(_SET_IN_PARENT)
 
 
 def put_from_initializer(q, lock):

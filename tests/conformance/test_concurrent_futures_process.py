@@ -214,11 +214,6 @@ def plug_variant(method: str) -> None:
         test_max_tasks_per_child=private("_processes"),
         test_python_finalization_error=excluded(
             "makes CPython's queue feeder thread fail to start; plait starts no Python thread"),
-        test_free_reference=known_gap(
-            f"{cls}ProcessPoolExecutorTest", "test_free_reference",
-            "the supervisor thread drops its reference to a finished future without the "
-            "interpreter, so PyO3 defers that decref to its next entry into Python: a result "
-            "can outlive the test's check until then"),
     )
     plugged(f"TestWait{method}", f"{cls}WaitTest")
     plugged(f"TestAsCompleted{method}", f"{cls}AsCompletedTest")

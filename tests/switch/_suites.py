@@ -9,12 +9,14 @@ the tests the switch cannot pass listed in ``exclusions/<file>.txt``:
     [3.13+] test.test_x.Y.test_only_on_313
     [<3.12] test.test_x.Y.test_only_before_312
     [hangs] test.test_x.Y.test_that_would_hang
+    [flaky] test.test_x.Y.test_that_may_pass_alone
 
 Every pattern must follow a ``#`` reason. ``[3.N+]`` / ``[<3.N]`` restrict a
 line to some Python versions. The excluded tests are also run on their own,
 where they must *fail* (``check_excluded``): that proves both that each
 exclusion is still needed and that the switch really was on in the suite's
-process; ``[hangs]`` lines are not run.
+process; ``[hangs]`` lines are not run, nor ``[flaky]`` ones (a test that
+fails under the switch only sometimes, so may pass alone).
 
 The suite does not run as a bare ``-m test``: ``run_suite``/``run_only``
 run ``python -m plait run -m tests.switch._suites``, which first checks, in
@@ -44,8 +46,8 @@ _TAG = re.compile(r"^\[(?P<tag>[^\]]+)\]\s*(?P<rest>.*)$")
 
 
 class Exclusion:
-    def __init__(self, pattern, reason, hangs=False):
-        self.pattern, self.reason, self.hangs = pattern, reason, hangs
+    def __init__(self, pattern, reason, hangs=False, flaky=False):
+        self.pattern, self.reason, self.hangs, self.flaky = pattern, reason, hangs, flaky
 
     def __repr__(self):
         return f"Exclusion({self.pattern!r}, hangs={self.hangs})"
@@ -79,7 +81,7 @@ def load(name, version=sys.version_info[:2]):
         after_pattern = True
         if not reason:
             raise ValueError(f"{path}:{n}: exclusion {line!r} has no '# reason' line before it")
-        hangs, keep = False, True
+        hangs, flaky, keep = False, False, True
         while True:
             m = _TAG.match(line)
             if not m:
@@ -87,10 +89,12 @@ def load(name, version=sys.version_info[:2]):
             tag, line = m.group("tag"), m.group("rest")
             if tag == "hangs":
                 hangs = True
+            elif tag == "flaky":
+                flaky = True
             else:
                 keep = keep and _applies(tag, version)
         if keep:
-            out.append(Exclusion(line, " ".join(reason), hangs))
+            out.append(Exclusion(line, " ".join(reason), hangs, flaky))
     return out
 
 
@@ -199,7 +203,7 @@ def check_excluded(tests, exclusions, *, timeout=600, options=()):
     found (an empty list when every excluded test ran and failed, and the
     switch was on), and the CompletedProcess (None when there was nothing
     to run: no exclusions, or only ``[hangs]`` ones)."""
-    runnable = [e for e in exclusions if not e.hangs]
+    runnable = [e for e in exclusions if not (e.hangs or e.flaky)]
     if not runnable:
         return [], None
     proc = run_only(tests, runnable, extra=("-v",), timeout=timeout, options=options)

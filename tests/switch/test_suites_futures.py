@@ -21,7 +21,7 @@ under the switch (``python -m plait run -m test ...``, see tests/switch/_suites.
 
 The excluded tests are run on their own and each must fail there: the
 exclusion is still needed, and the switch was on in the suite's process
-(not the ``[hangs]`` ones, nor those whose reason starts "Timing-dependent").
+(not the ``[hangs]`` or ``[flaky]`` ones).
 
 Also: asyncio's default executor (``run_in_executor(None, ...)``) is plait's
 under the switch, and the standard ``concurrent.futures.Future`` (not
@@ -58,10 +58,8 @@ _SKIPPED = re.compile(r"^(?:OK|FAILED) \(.*\bskipped=(\d+)", re.M)
 
 def alone(name):
     """The exclusions of ``exclusions/<name>.txt`` to run on their own: not
-    the ``[hangs]`` ones, nor the timing-dependent ones (their reason starts
-    "Timing-dependent"), which may pass alone."""
-    return [e for e in _suites.load(name)
-            if not e.hangs and not e.reason.startswith("Timing-dependent")]
+    the ``[hangs]`` ones, nor the ``[flaky]`` ones, which may pass alone."""
+    return [e for e in _suites.load(name) if not (e.hangs or e.flaky)]
 
 
 def check_each_fails(proc, exclusions):

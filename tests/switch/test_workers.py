@@ -257,21 +257,6 @@ def test_forkserver_started_before_the_switch_changes(tmp_path):
     assert (after["lock"], after["patched"]) == (False, [])
 
 
-#: Known bugs outside the switch's worker code, with the error that shows each
-#: (fixes requested): the test fails on any other error.
-MANAGER_BUGS = {
-    "not the same object as _thread.": (
-        "threading part (python/plait/_switch/_threading.py): multiprocessing.managers "
-        "registers the switched threading.Lock, which cannot be pickled for a spawned or "
-        "forkserver manager process ('not the same object as _thread.allocate_lock' / "
-        "'_thread.lock')"),
-    "AttributeError: is_shutdown": (
-        "plait.queue (python/plait/queue.py), Python < 3.13: dir(Queue()) lists "
-        "shutdown/is_shutdown but getattr raises AttributeError, so the manager's "
-        "public_methods() fails on a Queue"),
-}
-
-
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_manager_of_switched_program(method):
     """``multiprocessing.Manager()`` of a switched program: its registry holds
@@ -287,9 +272,5 @@ def test_manager_of_switched_program(method):
                     q.put(1)
                 print(q.get(timeout=60))
     '''))
-    if proc.returncode != 0:
-        for error, bug in MANAGER_BUGS.items():
-            if error in proc.stderr:
-                pytest.xfail(bug)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.split() == ["1"]

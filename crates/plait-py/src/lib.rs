@@ -17,6 +17,7 @@ mod event_loop;
 mod futures;
 mod process;
 mod queue;
+mod release;
 mod sync {
     pub mod barrier;
     pub mod condition;

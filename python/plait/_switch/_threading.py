@@ -15,6 +15,7 @@ library's arguments: plait's keyword-only ``name=`` stays on the
   handling and warnings are the running version's own.
 """
 
+import copyreg
 import sys
 import threading as _std
 
@@ -43,9 +44,25 @@ def _no_subclass(cls, **kwargs):
     raise TypeError("type '_thread.lock' is not an acceptable base type")
 
 
+def _switched_lock_type():
+    """What a pickled switched ``_thread.lock`` class stands for where it is
+    unpickled: that process's ``threading.Lock`` (switched or not)."""
+    return _std.Lock
+
+
+class _LockType(type):
+    """The switched lock class's metaclass: only so that the class pickles
+    (by reference, as ``threading.Lock``; see ``copyreg`` below) although its
+    name, ``_thread.lock``, names the C class. multiprocessing's managers
+    pickle their registry, which holds ``threading.Lock``."""
+
+
+copyreg.pickle(_LockType, lambda cls: (_switched_lock_type, ()))
+
+
 if sys.version_info >= (3, 13):
 
-    class lock(_plait.Lock):
+    class lock(_plait.Lock, metaclass=_LockType):
         __slots__ = ()
 
         def __new__(cls):
@@ -71,7 +88,10 @@ else:
         return _lock_new(lock)
 
     allocate_lock.__doc__ = _std.Lock.__doc__
-    _place(allocate_lock, "allocate_lock", "_thread")
+    # Named as where it is found, threading.Lock, so that pickle (by
+    # reference) finds it: multiprocessing's managers pickle their registry,
+    # which holds threading.Lock, for a spawned or forkserver server process.
+    _place(allocate_lock, "Lock", "threading")
     Lock = allocate_lock
 
 

@@ -10,6 +10,7 @@
 //! [`Host::deliver`], for the rest: unpickling, exceptions
 //! (`WorkerDied`, `BrokenProcessPool`, `TimeoutError`), done-callbacks.
 
+use std::mem::ManuallyDrop;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,9 +32,29 @@ type Obj = Py<PyAny>;
 
 /// What a task carries besides its bytes.
 struct Job {
-    future: Py<FutureCore>,
+    /// Dropped through [`crate::release::drop_soon`]: the supervisor drops
+    /// jobs detached.
+    future: ManuallyDrop<Py<FutureCore>>,
     /// The call's shared-memory segment, unlinked if no worker took it.
     _shm: Option<Arc<ShmGuard>>,
+}
+
+impl Job {
+    /// The future, for a completion delivered attached (see `Done`).
+    fn into_future(self) -> Py<FutureCore> {
+        let mut me = ManuallyDrop::new(self);
+        drop(me._shm.take());
+        // SAFETY: `me` is never dropped, so `future` is taken exactly once.
+        unsafe { ManuallyDrop::take(&mut me.future) }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        // SAFETY: `future` is not used again: this is the Job's drop.
+        let future = unsafe { ManuallyDrop::take(&mut self.future) };
+        crate::release::drop_soon(future);
+    }
 }
 
 /// Completions made attached, in [`Host::deliver`].
@@ -88,16 +109,16 @@ impl Host for PyHost {
         // by whoever reads the result.
         match job.future.get().finish_pickled_detached(p) {
             Ok(cbs) if cbs.is_empty() => {}
-            Ok(cbs) => pending.push(Done::Callbacks(job.future, cbs)),
-            Err(p) => pending.push(Done::Attached(job.future, p)),
+            Ok(cbs) => pending.push(Done::Callbacks(job.into_future(), cbs)),
+            Err(p) => pending.push(Done::Attached(job.into_future(), p)),
         }
         segment
     }
 
     fn ended(&self, job: Job, how: Ending, pending: &mut Vec<Done>) {
         pending.push(match how {
-            Ending::Failed(kind, msg) => Done::Failed(job.future, kind, msg),
-            Ending::Cancelled => Done::Cancelled(job.future),
+            Ending::Failed(kind, msg) => Done::Failed(job.into_future(), kind, msg),
+            Ending::Cancelled => Done::Cancelled(job.into_future()),
         });
     }
 
@@ -362,7 +383,7 @@ impl ProcessPoolCore {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let timeout = timeout.or(*self.default_timeout.lock()).map(|t| Duration::from_secs_f64(t.max(0.0)));
         let shm = ShmGuard::of(&payload);
-        let task = Task::new(id, payload, timeout, Job { future: fut.clone().unbind(), _shm: shm });
+        let task = Task::new(id, payload, timeout, Job { future: ManuallyDrop::new(fut.clone().unbind()), _shm: shm });
         if let Some(claims) = self.claims.lock().as_ref() {
             let link = TaskLink {
                 id,
