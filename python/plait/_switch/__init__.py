@@ -15,9 +15,15 @@ not only its own code — gets plait. Each part is one module here with an
 * ``_futures`` — ``concurrent.futures.ThreadPoolExecutor``,
   ``ProcessPoolExecutor``, ``wait``, ``as_completed``;
 * ``_asyncio`` — the loop asyncio makes for ``asyncio.run``,
-  ``asyncio.Runner`` and ``asyncio.new_event_loop``;
+  ``asyncio.Runner`` and ``asyncio.new_event_loop``, ``asyncio.EventLoop``
+  (3.13+) and ``asyncio.SelectorEventLoop()`` called without a selector;
 * ``_multiprocessing`` — ``multiprocessing.Pool`` and
   ``multiprocessing.pool.ThreadPool`` (so ``multiprocessing.dummy.Pool``).
+
+``threading`` and ``queue`` are switched at once; ``concurrent.futures``,
+``asyncio`` and ``multiprocessing.pool`` when they are first imported (a
+finder on ``sys.meta_path`` wraps their loader), so a switched program that
+never imports asyncio does not pay for importing it.
 
 What is replaced is recorded (the object, the attribute, whether it was
 there and what it was), and ``unpatch()`` puts back exactly that, in the
