@@ -165,8 +165,11 @@ BANK_PROGRAM = """
             bank.transfer(src, dst, 10, both_hold_one.wait)
         except Exception as exc:
             kind = type(exc)
-            print(f"refused {threading.current_thread().name} {kind.__module__}."
-                  f"{kind.__qualname__} runtime={isinstance(exc, RuntimeError)}", flush=True)
+            # One write per line: print() writes the text and the newline
+            # apart, and the main thread prints too.
+            sys.stdout.write(f"refused {threading.current_thread().name} {kind.__module__}."
+                             f"{kind.__qualname__} runtime={isinstance(exc, RuntimeError)}\\n")
+            sys.stdout.flush()
             print(exc, file=sys.stderr, flush=True)
 
     threads = [threading.Thread(target=pay, args=(alice, bob), name="pay-alice-to-bob"),
@@ -180,7 +183,8 @@ BANK_PROGRAM = """
                    if f is not None and f.f_code.co_name == "transfer"
                    and f.f_lineno == second_acquire]
         if len(waiting) == 2:
-            print("stuck", flush=True)
+            sys.stdout.write("stuck\\n")
+            sys.stdout.flush()
             break
         time.sleep(0.01)
     for t in threads:
