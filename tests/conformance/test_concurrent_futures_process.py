@@ -214,6 +214,12 @@ def plug_variant(method: str) -> None:
         test_max_tasks_per_child=private("_processes"),
         test_python_finalization_error=excluded(
             "makes CPython's queue feeder thread fail to start; plait starts no Python thread"),
+        test_free_reference=known_gap(
+            f"{cls}ProcessPoolExecutorTest", "test_free_reference",
+            "the supervisor thread finishes a future without the interpreter and drops its "
+            "reference to it just after waking the waiter; the drop is done in the main "
+            "thread at its next bytecode boundary (a pending call), which can come after the "
+            "test's immediate check"),
     )
     plugged(f"TestWait{method}", f"{cls}WaitTest")
     plugged(f"TestAsCompleted{method}", f"{cls}AsCompletedTest")
