@@ -14,7 +14,7 @@
 //! time; any attached caller of [`release`] also empties the list.
 
 use std::os::raw::{c_int, c_void};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use parking_lot::Mutex;
 use pyo3::ffi;
@@ -23,8 +23,10 @@ use pyo3::prelude::*;
 type Parked = Box<dyn Send>;
 
 static PARKED: Mutex<Vec<Parked>> = Mutex::new(Vec::new());
-/// A pending call is scheduled and has not run yet.
-static SCHEDULED: AtomicBool = AtomicBool::new(false);
+/// The pid of the process whose interpreter has a pending call scheduled
+/// that has not run yet (0: none). A pid, not a flag: a forked child
+/// inherits the value but not the parent's pending call.
+static SCHEDULED: AtomicU32 = AtomicU32::new(0);
 
 /// Drop `value` (which holds Python references) with the GIL: now if this
 /// thread holds it, else soon, in the main thread.
@@ -35,13 +37,14 @@ pub fn drop_soon<T: Send + 'static>(value: T) {
         return;
     }
     PARKED.lock().push(Box::new(value));
-    if !SCHEDULED.swap(true, Ordering::AcqRel) {
+    let me = std::process::id();
+    if SCHEDULED.swap(me, Ordering::AcqRel) != me {
         // SAFETY: Py_AddPendingCall may be called from any thread without
         // the GIL; `run_release` is a plain function taking no argument.
         let rc = unsafe { ffi::Py_AddPendingCall(Some(run_release), std::ptr::null_mut()) };
         if rc != 0 {
             // The interpreter's queue is full: the next call tries again.
-            SCHEDULED.store(false, Ordering::Release);
+            SCHEDULED.store(0, Ordering::Release);
         }
     }
 }
@@ -55,7 +58,9 @@ pub fn release(_py: Python<'_>) {
 }
 
 extern "C" fn run_release(_arg: *mut c_void) -> c_int {
-    SCHEDULED.store(false, Ordering::Release);
+    // Cleared before the list is taken: a value parked after this schedules
+    // a new call.
+    SCHEDULED.store(0, Ordering::Release);
     // A pending call runs in the main thread with the GIL held.
     Python::attach(release);
     0
