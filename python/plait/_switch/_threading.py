@@ -9,7 +9,8 @@ library's arguments: plait's keyword-only ``name=`` stays on the
 
 * ``Lock``: before 3.13 ``threading.Lock`` is a factory function (CPython's
   ``_thread.allocate_lock``) whose objects' type cannot be instantiated; from
-  3.13 it is the type ``_thread.lock`` itself. Both are kept.
+  3.13 it is the type ``_thread.lock`` itself. Both are kept, and both pickle
+  by reference as ``threading.Lock`` (multiprocessing's managers pickle it).
 * ``RLock``: ``threading.RLock`` stays the standard library's function; what
   it makes is switched through ``threading._CRLock``, so its argument
   handling and warnings are the running version's own.
