@@ -1,0 +1,450 @@
+"""``ClusterExecutor``: plait's executor contract on a dask.distributed cluster.
+
+How a call travels (see ``_dask_worker`` for the worker side):
+
+1. ``submit`` cloudpickles the function once on the client; the arguments
+   stay ordinary dask arguments (so dask resolves futures in them). One dask
+   task per call (``pure=False``, a key of our own: never de-duplicated);
+   ``map`` sends one dask task per chunk.
+2. In the dask worker the task reports "started" (an event on the
+   executor's topic), then runs the call in the worker's plait process pool
+   and returns the outcome as a value (``_outcome``).
+3. The dask future's callback (dask's callback thread) finishes the plait
+   future: result, exception (type kept, remote traceback as
+   ``__cause__``), ``WorkerDied``, ``TimeoutError``.
+
+Exactly once. A dask worker that is lost makes the scheduler re-run its tasks
+elsewhere, silently, up to ``allowed-failures`` times. The private cluster is
+made with ``distributed.scheduler.allowed-failures=0``, so those tasks fail
+with ``KilledWorker`` instead, and the started events tell the two cases
+apart: a task that had started fails with ``WorkerDied`` (or is re-run if
+``retries=N`` allows), one that was only queued there is resubmitted (it
+never ran). A task whose started event was still in the dying worker's
+stream is taken for not started and re-run: the one window left.
+
+An external cluster (an address or a client) needs the same setting on its
+scheduler (``distributed.scheduler.allowed-failures: 0`` in its dask config);
+with another value a lost worker's tasks are re-run by dask itself, and
+``ClusterExecutor`` warns at start and logs each re-run it sees.
+"""
+
+import collections
+import itertools
+import logging
+import math
+import threading
+import time
+import uuid
+from concurrent import futures as _cf
+from concurrent.futures.process import BrokenProcessPool
+
+import cloudpickle
+
+from plait.futures import WorkerDied
+from plait.futures._common import check_buffersize, map_timeout
+
+from . import _dask_worker, _outcome
+from ._future import ClusterFuture
+
+logger = logging.getLogger("plait.cluster")
+
+# Without a length: this many items per dask task (≥ 20× faster than a task
+# per call, measured).
+UNSIZED_CHUNKSIZE = 64
+MAX_CHUNKSIZE = 1000
+# How long the start waits for its own probe event (the subscription is live).
+SUBSCRIBE_BOUND = 30.0
+# How long shutdown(kill_workers=True) waits for killed tasks to report.
+KILL_DRAIN_BOUND = 10.0
+
+
+class _Task:
+    """One dask task: a call or a chunk, and the plait future it finishes.
+    A resubmitted task keeps its future and gets a new key."""
+
+    __slots__ = ("executor", "future", "func", "args", "reruns", "key", "dask", "started", "chunk")
+
+    def __init__(self, executor, future, func, args, reruns, chunk):
+        self.executor = executor
+        self.future = future
+        self.func = func
+        self.args = args
+        self.reruns = reruns
+        self.chunk = chunk
+        self.key = None
+        self.dask = None
+        self.started = False
+
+
+def _allowed_failures(dask_scheduler=None):
+    return dask_scheduler.allowed_failures
+
+
+class ClusterExecutor(_cf.Executor):
+    """A ``concurrent.futures.Executor`` that runs calls on a dask.distributed
+    cluster, with the promises of plait's ``ProcessPoolExecutor``.
+
+    * ``ClusterExecutor()`` starts a private ``LocalCluster`` on 127.0.0.1
+      (worker processes, no dashboard; ``n_workers``, ``threads_per_worker``
+      and ``**cluster_kwargs`` go to it) and closes it at shutdown.
+      ``ClusterExecutor("tcp://host:8786")`` or ``ClusterExecutor(client=c)``
+      uses that cluster and leaves it running.
+    * Each dask worker runs the calls in a plait process pool (one process
+      per dask thread): a call that crashes its process fails alone with
+      ``WorkerDied`` and the dask worker lives on; ``task_timeout`` (or
+      ``schedule(..., timeout=)``) is a per-call time limit (the process is
+      killed, ``TimeoutError``).
+    * Every ``submit`` runs exactly once (see the module docstring); a lost
+      dask worker fails the calls it was running with ``WorkerDied`` unless
+      ``retries=N`` allows N re-runs.
+    * Futures are ``plait.futures.Future``\\ s (``ClusterFuture``; see its
+      ``cancel``). Exceptions keep their type (classes of the client's
+      ``__main__`` included: results and exceptions travel by cloudpickle)
+      and carry the remote traceback as ``__cause__``.
+    * ``map`` sends one dask task per chunk of ``chunksize`` calls (a dask
+      task costs milliseconds). ``chunksize=None`` (the default, unlike
+      CPython's 1) picks ``ceil(n / (4 × threads))`` clamped to [1, 1000]
+      for inputs with a length, else 64. Each call of a chunk still runs as
+      its own plait task (a crash or time limit fails only that call).
+    * ``schedule(..., delay=)`` is not supported yet.
+    """
+
+    __module__ = "plait.cluster"
+
+    def __init__(self, address=None, *, client=None, n_workers=None, threads_per_worker=1,
+                 retries=0, task_timeout=None, **cluster_kwargs):
+        import dask
+        import distributed
+
+        if address is not None and client is not None:
+            raise TypeError("give an address or a client, not both")
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        self._retries = retries
+        self._task_timeout = task_timeout
+        self._cluster = None
+        self._own_client = client is None
+        if client is None:
+            if address is None:
+                options = dict(n_workers=n_workers, threads_per_worker=threads_per_worker,
+                               processes=True, host="127.0.0.1", dashboard_address=None)
+                options.update(cluster_kwargs)
+                with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                    self._cluster = distributed.LocalCluster(**options)
+                client = distributed.Client(self._cluster, set_as_default=False)
+            else:
+                client = distributed.Client(address, set_as_default=False)
+        self._client = client
+        self._name = "plait-%s" % uuid.uuid4().hex[:12]
+        self._keys = itertools.count()
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        self._tasks = {}
+        self._shutdown = False
+        self._closed = False
+        try:
+            self._subscribe()
+            client.register_plugin(_dask_worker.PoolPlugin(self._name))
+            self._threads = max(1, sum(client.nthreads().values()))
+            if self._cluster is None:
+                allowed = client.run_on_scheduler(_allowed_failures)
+                if allowed:
+                    logger.warning(
+                        "the dask scheduler at %s re-runs the tasks of a lost worker "
+                        "(distributed.scheduler.allowed-failures=%s): set it to 0 for "
+                        "exactly-once calls", client.scheduler.address, allowed)
+        except BaseException:
+            self._close()
+            raise
+
+    # -- start-up ---------------------------------------------------------
+
+    def _subscribe(self):
+        """Subscribe to the started events and wait until our own probe
+        comes back: from then on no start is missed."""
+        probed = threading.Event()
+
+        def on_event(event):
+            _, msg = event
+            if msg == "probe":
+                probed.set()
+            else:
+                self._on_started(msg)
+
+        self._client.subscribe_topic(self._name, on_event)
+        deadline = time.monotonic() + SUBSCRIBE_BOUND
+        while not probed.wait(0.05):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the dask scheduler did not confirm the event subscription")
+            self._client.log_event(self._name, "probe")
+
+    # -- submitting -------------------------------------------------------
+
+    def submit(self, fn, /, *args, **kwargs):
+        return self.schedule(fn, args, kwargs)
+
+    def schedule(self, fn, args=(), kwargs=None, *, delay=None, timeout=None):
+        """Like ``submit(fn, *args, **kwargs)`` with a per-call time limit
+        in seconds (None: the executor's ``task_timeout``)."""
+        if delay:
+            raise NotImplementedError("ClusterExecutor.schedule does not support delay= yet")
+        if timeout is None:
+            timeout = self._task_timeout
+        blob = cloudpickle.dumps(fn)
+        future = ClusterFuture()
+        task = _Task(self, future, _dask_worker.run_call,
+                     (self._name, blob, tuple(args), dict(kwargs or {}), timeout),
+                     self._retries, chunk=False)
+        future._plait_task = task
+        self._launch(task)
+        return future
+
+    def _launch(self, task):
+        key = "%s-%d" % (self._name, next(self._keys))
+        with self._lock:
+            if self._shutdown and task.key is None:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            task.key = key
+            task.started = False
+            self._tasks[key] = task
+        try:
+            dask_future = self._client.submit(task.func, *task.args, key=key, pure=False)
+        except BaseException:
+            with self._lock:
+                self._tasks.pop(key, None)
+                self._drained.notify_all()
+            raise
+        task.dask = dask_future
+        dask_future.add_done_callback(self._on_dask_done)
+
+    # -- events from the cluster -----------------------------------------
+
+    def _on_started(self, key):
+        """A dask worker started ``key`` (in the client's event loop: no
+        blocking here)."""
+        with self._lock:
+            task = self._tasks.get(key)
+            if task is None:
+                return
+            if task.started:
+                logger.warning("dask ran %s a second time (a lost worker's task re-run by "
+                               "the scheduler: set allowed-failures=0)", key)
+            task.started = True
+        future = task.future
+        if future._state == "PENDING" and not future.set_running_or_notify_cancel():
+            # Cancelled while its start was on its way: stop it.
+            threading.Thread(target=self._kill, args=(task,), daemon=True).start()
+
+    def _on_dask_done(self, dask_future):
+        """The dask task ended (dask's callback thread)."""
+        with self._lock:
+            task = self._tasks.pop(dask_future.key, None)
+        if task is None:
+            return
+        try:
+            self._settle(task, dask_future)
+        finally:
+            with self._lock:
+                self._drained.notify_all()
+
+    def _settle(self, task, dask_future):
+        from distributed.scheduler import KilledWorker
+
+        status = dask_future.status
+        if status == "finished":
+            try:
+                outcome = dask_future.result()
+            except Exception as exc:  # noqa: BLE001 - fails only this task
+                self._finish(task, False, exc)
+                return
+            dask_future.release()
+            if task.chunk:
+                self._finish(task, True, outcome)
+            else:
+                self._finish(task, *_outcome.decode(outcome))
+        elif status == "error":
+            exc = dask_future.exception()
+            dask_future.release()
+            if isinstance(exc, KilledWorker):
+                self._lost(task, exc)
+            else:
+                self._finish(task, False, exc)
+        elif not task.future.done():
+            self._finish(task, False, BrokenProcessPool(
+                "the dask task was cancelled by the cluster (closed or restarted)"))
+
+    def _lost(self, task, exc):
+        """A dask worker holding ``task`` was lost."""
+        if task.started:
+            if task.reruns <= 0:
+                worker = getattr(getattr(exc, "last_worker", None), "address", "?")
+                self._finish(task, False, WorkerDied(
+                    "the dask worker at %s was lost while running this task" % worker))
+                return
+            task.reruns -= 1
+        # Not started: it never ran, so it runs now, once.
+        if task.future.done():
+            return
+        try:
+            self._launch(task)
+        except BaseException as failure:  # noqa: BLE001 - the client is closing
+            self._finish(task, False, BrokenProcessPool(
+                "the dask worker holding this task was lost and it could not be "
+                "resubmitted: %r" % (failure,)))
+
+    def _finish(self, task, ok, value):
+        future = task.future
+        if future._state == "PENDING" and not future.set_running_or_notify_cancel():
+            return  # cancelled
+        if future.done():
+            return
+        try:
+            if ok:
+                future.set_result(value)
+            elif isinstance(value, _cf.CancelledError):
+                future._force_cancel()
+            else:
+                future.set_exception(value)
+        except _cf.InvalidStateError:
+            pass  # cancelled meanwhile (kill)
+
+    # -- cancel -----------------------------------------------------------
+
+    def _cancel_dask(self, task):
+        dask_future = task.dask
+        if dask_future is not None:
+            try:
+                dask_future.cancel()
+            except Exception:  # noqa: BLE001 - the client is closed: nothing runs
+                pass
+
+    def _kill(self, task):
+        """Kill the plait process running ``task`` in its dask worker;
+        whether one was killed."""
+        try:
+            answers = self._client.run(_dask_worker.kill_task, self._name, task.key)
+        except Exception:  # noqa: BLE001 - the client is closed
+            return False
+        return any(answers.values())
+
+    # -- map --------------------------------------------------------------
+
+    def map(self, fn, *iterables, timeout=None, chunksize=None, buffersize=None):
+        """``map`` on the cluster: one dask task per chunk, results in
+        order; ``timeout`` is the overall deadline (as CPython's)."""
+        if chunksize is not None and chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        check_buffersize(buffersize)
+        timeout = map_timeout(timeout)
+        deadline = None if timeout is None else timeout + time.monotonic()
+        if chunksize is None:
+            chunksize = self._default_chunksize(iterables)
+        blob = cloudpickle.dumps(fn)
+        items = zip(*iterables)
+        chunks = iter(lambda: list(itertools.islice(items, chunksize)), [])
+        if buffersize is not None:
+            chunks = iter(chunks)
+        submitted = collections.deque()
+        for chunk in (chunks if buffersize is None else itertools.islice(chunks, buffersize)):
+            submitted.append(self._submit_chunk(blob, chunk))
+        return self._map_results(submitted, chunks if buffersize is not None else None,
+                                 blob, deadline)
+
+    def _default_chunksize(self, iterables):
+        try:
+            n = min(len(it) for it in iterables)
+        except TypeError:
+            return UNSIZED_CHUNKSIZE
+        return max(1, min(MAX_CHUNKSIZE, math.ceil(n / (4 * self._threads))))
+
+    def _submit_chunk(self, blob, chunk):
+        future = ClusterFuture()
+        task = _Task(self, future, _dask_worker.run_chunk,
+                     (self._name, blob, chunk, self._task_timeout), self._retries, chunk=True)
+        future._plait_task = task
+        self._launch(task)
+        return future
+
+    def _map_results(self, submitted, more, blob, deadline):
+        try:
+            while submitted:
+                future = submitted.popleft()
+                if more is not None:
+                    for chunk in itertools.islice(more, 1):
+                        submitted.append(self._submit_chunk(blob, chunk))
+                wait = None if deadline is None else deadline - time.monotonic()
+                for outcome in future.result(wait):
+                    ok, value = _outcome.decode(outcome)
+                    if not ok:
+                        raise value
+                    yield value
+                    value = None
+        finally:
+            for future in submitted:
+                future.cancel()
+
+    # -- shutdown ---------------------------------------------------------
+
+    def shutdown(self, wait=True, *, cancel_futures=False, kill_workers=False):
+        """Refuse new work; ``cancel_futures`` cancels what has not started;
+        ``kill_workers`` kills the running calls now (``WorkerDied``); with
+        ``wait``, return once every call ended and the cluster (if private)
+        is closed."""
+        with self._lock:
+            self._shutdown = True
+            tasks = list(self._tasks.values())
+        if cancel_futures or kill_workers:
+            for task in tasks:
+                task.future.cancel()
+        if kill_workers:
+            self._kill_pools()
+            self._wait_drained(KILL_DRAIN_BOUND)
+            for task in tasks:
+                self._finish(task, False, WorkerDied(
+                    "the executor was shut down with kill_workers=True"))
+            self._close()
+        elif wait:
+            self._wait_drained(None)
+            self._close()
+        else:
+            threading.Thread(target=self._close_when_drained, daemon=True,
+                             name="%s-shutdown" % self._name).start()
+
+    def _wait_drained(self, bound):
+        deadline = None if bound is None else time.monotonic() + bound
+        with self._lock:
+            while self._tasks:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return
+                self._drained.wait(0.1 if left is None else min(left, 0.1))
+
+    def _close_when_drained(self):
+        self._wait_drained(None)
+        self._close()
+
+    def _kill_pools(self):
+        """Kill every plait process of this executor (the plugin's teardown
+        kills its pool): the running calls end with ``WorkerDied``."""
+        try:
+            self._client.unregister_worker_plugin(self._name)
+        except Exception:  # noqa: BLE001 - not registered, or the client is closed
+            pass
+
+    def _close(self):
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        client = self._client
+        try:
+            client.unsubscribe_topic(self._name)
+        except Exception:  # noqa: BLE001 - closing anyway
+            pass
+        if self._cluster is not None:
+            client.close()
+            self._cluster.close()
+        else:
+            self._kill_pools()
+            if self._own_client:
+                client.close()
