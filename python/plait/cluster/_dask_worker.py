@@ -13,11 +13,11 @@ running call. dask alone can do none of these.
   per dask thread, and kills it at teardown (closing with tasks running
   then takes a fraction of a second, not the nanny's 4 s). dask workers run
   threads, so the pool spawns its workers; nothing is forked.
-* ``run_call`` / ``run_chunk`` are the dask tasks. Each first reports
-  "started" on the executor's topic (``log_event``): when a dask worker is
-  lost, the client can tell the tasks it was running (they fail with
-  ``WorkerDied``) from those only queued there (resubmitted: they never ran).
-  The outcome returns as a value (see ``_outcome``).
+* ``run_call`` / ``run_chunk`` are the dask tasks. Each first claims its
+  call from the scheduler (``_claims``: refused → ``NOT_RUN``, nothing is
+  called), then reports "started" on the executor's topic (``log_event``,
+  fire-and-forget: only the client's RUNNING state hangs on it, never a
+  decision). The outcome returns as a value (see ``_outcome``).
 * ``kill_task`` runs through ``client.run``: ``cancel(kill=True)`` of the
   plait pool future running a dask key.
 """
@@ -27,7 +27,7 @@ import threading
 from distributed import WorkerPlugin, get_worker
 from distributed.worker import thread_state
 
-from . import _outcome
+from . import _claims, _outcome
 
 
 class PoolPlugin(WorkerPlugin):
@@ -56,9 +56,12 @@ class PoolPlugin(WorkerPlugin):
             pool.shutdown(wait=True, kill_workers=True)
 
 
-def _plugin(name):
+def _plugin(name, tid, attempt):
+    """The executor's pool plugin once the claim is won, else None."""
     worker = get_worker()
-    worker.log_event(name, thread_state.key)
+    if not _claims.claim(worker, tid, attempt):
+        return None
+    worker.log_event(name, [tid, attempt])
     return worker.plugins[name]
 
 
@@ -88,16 +91,20 @@ def _run(plugin, key, fn, args, kwargs, timeout):
             plugin.running.pop(key, None)
 
 
-def run_call(name, fn_blob, args, kwargs, timeout):
+def run_call(name, tid, attempt, fn_blob, args, kwargs, timeout):
     """The dask task of one ``submit``."""
-    plugin = _plugin(name)
+    plugin = _plugin(name, tid, attempt)
+    if plugin is None:
+        return _outcome.NOT_RUN_OUTCOME
     return _run(plugin, thread_state.key, _call_in_pool, (fn_blob, args, kwargs), None, timeout)
 
 
-def run_chunk(name, fn_blob, chunk, timeout):
+def run_chunk(name, tid, attempt, fn_blob, chunk, timeout):
     """The dask task of one ``map`` chunk: one plait task per item (so a
     crash or a time limit fails only its item), the outcomes in order."""
-    plugin = _plugin(name)
+    plugin = _plugin(name, tid, attempt)
+    if plugin is None:
+        return _outcome.NOT_RUN_OUTCOME
     key = thread_state.key
     futures = [plugin.pool.schedule(_call_in_pool, (fn_blob, args, None), timeout=timeout)
                for args in chunk]

@@ -6,9 +6,10 @@ How a call travels (see ``_dask_worker`` for the worker side):
    stay ordinary dask arguments (so dask resolves futures in them). One dask
    task per call (``pure=False``, a key of our own: never de-duplicated);
    ``map`` sends one dask task per chunk.
-2. In the dask worker the task reports "started" (an event on the
-   executor's topic), then runs the call in the worker's plait process pool
-   and returns the outcome as a value (``_outcome``).
+2. In the dask worker the task claims its call from the scheduler
+   (``_claims``), reports "started" (an event, for the RUNNING state only),
+   runs the call in the worker's plait process pool and returns the outcome
+   as a value (``_outcome``).
 3. The dask future's callback (dask's callback thread) finishes the plait
    future: result, exception (type kept, remote traceback as
    ``__cause__``), ``WorkerDied``, ``TimeoutError``.
@@ -16,16 +17,17 @@ How a call travels (see ``_dask_worker`` for the worker side):
 Exactly once. A dask worker that is lost makes the scheduler re-run its tasks
 elsewhere, silently, up to ``allowed-failures`` times. The private cluster is
 made with ``distributed.scheduler.allowed-failures=0``, so those tasks fail
-with ``KilledWorker`` instead, and the started events tell the two cases
-apart: a task that had started fails with ``WorkerDied`` (or is re-run if
-``retries=N`` allows), one that was only queued there is resubmitted (it
-never ran). A task whose started event was still in the dying worker's
-stream is taken for not started and re-run: the one window left.
+with ``KilledWorker`` instead, and the scheduler's claims tell the two
+cases apart: a task that had started fails with ``WorkerDied`` (or is re-run
+if ``retries=N`` allows), one that was only queued there is resubmitted (it
+never ran, and that attempt can no longer start).
 
-An external cluster (an address or a client) needs the same setting on its
-scheduler (``distributed.scheduler.allowed-failures: 0`` in its dask config);
-with another value a lost worker's tasks are re-run by dask itself, and
-``ClusterExecutor`` warns at start and logs each re-run it sees.
+An external cluster (an address or a client) should have the same setting
+(``distributed.scheduler.allowed-failures: 0`` in its scheduler's dask
+config; ``ClusterExecutor`` warns at start otherwise). With another value
+the claims still keep every call to one run: dask's silent re-run of a
+started call is refused (``NOT_RUN``) and becomes ``WorkerDied``; only the
+report comes later, after the doomed re-run.
 """
 
 import collections
@@ -43,8 +45,8 @@ import cloudpickle
 from plait.futures import WorkerDied
 from plait.futures._common import check_buffersize, map_timeout
 
-from . import _dask_worker, _outcome
-from ._future import ClusterFuture
+from . import _claims, _dask_worker, _outcome
+from ._future import ClusterFuture, _plain_cancel
 
 logger = logging.getLogger("plait.cluster")
 
@@ -56,13 +58,16 @@ MAX_CHUNKSIZE = 1000
 SUBSCRIBE_BOUND = 30.0
 # How long shutdown(kill_workers=True) waits for killed tasks to report.
 KILL_DRAIN_BOUND = 10.0
+# Ended calls whose claims the scheduler drops in one message.
+FORGET_BATCH = 256
 
 
 class _Task:
     """One dask task: a call or a chunk, and the plait future it finishes.
     A resubmitted task keeps its future and gets a new key."""
 
-    __slots__ = ("executor", "future", "func", "args", "reruns", "key", "dask", "started", "chunk")
+    __slots__ = ("executor", "future", "func", "args", "reruns", "tid", "attempt", "key", "dask",
+                 "chunk")
 
     def __init__(self, executor, future, func, args, reruns, chunk):
         self.executor = executor
@@ -71,9 +76,10 @@ class _Task:
         self.args = args
         self.reruns = reruns
         self.chunk = chunk
+        self.tid = None
+        self.attempt = -1
         self.key = None
         self.dask = None
-        self.started = False
 
 
 def _allowed_failures(dask_scheduler=None):
@@ -126,8 +132,12 @@ class ClusterExecutor(_cf.Executor):
         self._own_client = client is None
         if client is None:
             if address is None:
+                # dashboard_address=None still serves on 127.0.0.1:8787 (a
+                # fixed port: two executors collide); ":0" alone binds
+                # 0.0.0.0 (measured in part A).
                 options = dict(n_workers=n_workers, threads_per_worker=threads_per_worker,
-                               processes=True, host="127.0.0.1", dashboard_address=None)
+                               processes=True, host="127.0.0.1",
+                               dashboard_address="127.0.0.1:0")
                 options.update(cluster_kwargs)
                 with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
                     self._cluster = distributed.LocalCluster(**options)
@@ -136,13 +146,15 @@ class ClusterExecutor(_cf.Executor):
                 client = distributed.Client(address, set_as_default=False)
         self._client = client
         self._name = "plait-%s" % uuid.uuid4().hex[:12]
-        self._keys = itertools.count()
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
         self._tasks = {}
+        self._tids = itertools.count()
+        self._forget = []
         self._shutdown = False
         self._closed = False
         try:
+            client.register_plugin(_claims.ClaimPlugin())
             self._subscribe()
             client.register_plugin(_dask_worker.PoolPlugin(self._name))
             self._threads = max(1, sum(client.nthreads().values()))
@@ -161,7 +173,7 @@ class ClusterExecutor(_cf.Executor):
 
     def _subscribe(self):
         """Subscribe to the started events and wait until our own probe
-        comes back: from then on no start is missed."""
+        comes back (the RUNNING state of early calls depends on it)."""
         probed = threading.Event()
 
         def on_event(event):
@@ -193,22 +205,24 @@ class ClusterExecutor(_cf.Executor):
         blob = cloudpickle.dumps(fn)
         future = ClusterFuture()
         task = _Task(self, future, _dask_worker.run_call,
-                     (self._name, blob, tuple(args), dict(kwargs or {}), timeout),
+                     (blob, tuple(args), dict(kwargs or {}), timeout),
                      self._retries, chunk=False)
         future._plait_task = task
         self._launch(task)
         return future
 
     def _launch(self, task):
-        key = "%s-%d" % (self._name, next(self._keys))
         with self._lock:
-            if self._shutdown and task.key is None:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            task.key = key
-            task.started = False
+            if task.tid is None:
+                if self._shutdown:
+                    raise RuntimeError("cannot schedule new futures after shutdown")
+                task.tid = "%s-%d" % (self._name, next(self._tids))
+            task.attempt += 1
+            key = task.key = "%s-%d" % (task.tid, task.attempt)
             self._tasks[key] = task
         try:
-            dask_future = self._client.submit(task.func, *task.args, key=key, pure=False)
+            dask_future = self._client.submit(task.func, self._name, task.tid, task.attempt,
+                                              *task.args, key=key, pure=False)
         except BaseException:
             with self._lock:
                 self._tasks.pop(key, None)
@@ -219,21 +233,16 @@ class ClusterExecutor(_cf.Executor):
 
     # -- events from the cluster -----------------------------------------
 
-    def _on_started(self, key):
-        """A dask worker started ``key`` (in the client's event loop: no
-        blocking here)."""
+    def _on_started(self, msg):
+        """A dask worker won the claim of ``(tid, attempt)`` (in the
+        client's event loop: no blocking here). Only the RUNNING state
+        depends on this event; a lost one leaves the future PENDING until
+        it ends."""
+        tid, attempt = msg
         with self._lock:
-            task = self._tasks.get(key)
-            if task is None:
-                return
-            if task.started:
-                logger.warning("dask ran %s a second time (a lost worker's task re-run by "
-                               "the scheduler: set allowed-failures=0)", key)
-            task.started = True
-        future = task.future
-        if future._state == "PENDING" and not future.set_running_or_notify_cancel():
-            # Cancelled while its start was on its way: stop it.
-            threading.Thread(target=self._kill, args=(task,), daemon=True).start()
+            task = self._tasks.get("%s-%d" % (tid, attempt))
+        if task is not None and task.future._state == "PENDING":
+            task.future.set_running_or_notify_cancel()
 
     def _on_dask_done(self, dask_future):
         """The dask task ended (dask's callback thread)."""
@@ -243,9 +252,24 @@ class ClusterExecutor(_cf.Executor):
             return
         try:
             self._settle(task, dask_future)
+        except BaseException as exc:  # noqa: BLE001 - the future must end
+            self._finish(task, False, exc)
         finally:
+            forget = None
             with self._lock:
+                if task.future.done():
+                    self._forget.append(task.tid)
+                    if len(self._forget) >= FORGET_BATCH:
+                        forget, self._forget = self._forget, []
                 self._drained.notify_all()
+            if forget:
+                self._forget_claims(forget)
+
+    def _forget_claims(self, tids):
+        try:
+            self._client.sync(self._client.scheduler.plait_forget, tids=tids)
+        except Exception:  # noqa: BLE001 - the cluster is gone, and its claims
+            pass
 
     def _settle(self, task, dask_future):
         from distributed.scheduler import KilledWorker
@@ -258,7 +282,13 @@ class ClusterExecutor(_cf.Executor):
                 self._finish(task, False, exc)
                 return
             dask_future.release()
-            if task.chunk:
+            if isinstance(outcome, tuple) and outcome[0] == _outcome.NOT_RUN:
+                # Refused: we cancelled it, or dask re-ran a call that had
+                # started on a lost worker (allowed-failures > 0).
+                self._finish(task, False, WorkerDied(
+                    "the dask worker running this task was lost (dask's re-run of it "
+                    "was refused)"))
+            elif task.chunk:
                 self._finish(task, True, outcome)
             else:
                 self._finish(task, *_outcome.decode(outcome))
@@ -274,17 +304,21 @@ class ClusterExecutor(_cf.Executor):
                 "the dask task was cancelled by the cluster (closed or restarted)"))
 
     def _lost(self, task, exc):
-        """A dask worker holding ``task`` was lost."""
-        if task.started:
+        """A dask worker holding ``task`` was lost: did the call start?"""
+        client = self._client
+        verdict = client.sync(client.scheduler.plait_retire, tid=task.tid, attempt=task.attempt)
+        if verdict == "cancelled" or task.future.done():
+            return
+        if verdict == "started":
             if task.reruns <= 0:
                 worker = getattr(getattr(exc, "last_worker", None), "address", "?")
                 self._finish(task, False, WorkerDied(
                     "the dask worker at %s was lost while running this task" % worker))
                 return
+            # A re-run the user asked for: its claim must be free again.
             task.reruns -= 1
-        # Not started: it never ran, so it runs now, once.
-        if task.future.done():
-            return
+            self._forget_claims([task.tid])
+        # Not started: that attempt can no longer start; the next runs once.
         try:
             self._launch(task)
         except BaseException as failure:  # noqa: BLE001 - the client is closing
@@ -310,13 +344,21 @@ class ClusterExecutor(_cf.Executor):
 
     # -- cancel -----------------------------------------------------------
 
-    def _cancel_dask(self, task):
-        dask_future = task.dask
-        if dask_future is not None:
-            try:
-                dask_future.cancel()
-            except Exception:  # noqa: BLE001 - the client is closed: nothing runs
-                pass
+    def _cancel_pending(self, tasks):
+        """Cancel calls that had not started, at the scheduler (``_claims``):
+        for each, whether it will never run (True) or started (False)."""
+        client = self._client
+        try:
+            verdicts = client.sync(client.scheduler.plait_cancel, tids=[t.tid for t in tasks])
+        except Exception:  # noqa: BLE001 - the cluster is gone: nothing starts any more
+            verdicts = [True] * len(tasks)
+        for task, never_runs in zip(tasks, verdicts):
+            if never_runs and task.dask is not None:
+                try:
+                    task.dask.cancel()  # frees its slot; if reached, it returns NOT_RUN
+                except Exception:  # noqa: BLE001 - the client is closed
+                    pass
+        return verdicts
 
     def _kill(self, task):
         """Kill the plait process running ``task`` in its dask worker;
@@ -360,7 +402,7 @@ class ClusterExecutor(_cf.Executor):
     def _submit_chunk(self, blob, chunk):
         future = ClusterFuture()
         task = _Task(self, future, _dask_worker.run_chunk,
-                     (self._name, blob, chunk, self._task_timeout), self._retries, chunk=True)
+                     (blob, chunk, self._task_timeout), self._retries, chunk=True)
         future._plait_task = task
         self._launch(task)
         return future
@@ -394,8 +436,10 @@ class ClusterExecutor(_cf.Executor):
             self._shutdown = True
             tasks = list(self._tasks.values())
         if cancel_futures or kill_workers:
-            for task in tasks:
-                task.future.cancel()
+            pending = [t for t in tasks if t.future._state == "PENDING"]
+            for task, never_runs in zip(pending, self._cancel_pending(pending) if pending else []):
+                if never_runs:
+                    _plain_cancel(task.future)
         if kill_workers:
             self._kill_pools()
             self._wait_drained(KILL_DRAIN_BOUND)
@@ -437,6 +481,9 @@ class ClusterExecutor(_cf.Executor):
                 return
             self._closed = True
         client = self._client
+        forget, self._forget = self._forget, []
+        if forget:
+            self._forget_claims(forget)
         try:
             client.unsubscribe_topic(self._name)
         except Exception:  # noqa: BLE001 - closing anyway

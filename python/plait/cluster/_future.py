@@ -14,10 +14,10 @@ class ClusterFuture(Future):
     call: the plait process running it in its dask worker is killed (and
     replaced) and the future ends cancelled.
 
-    It is RUNNING once its dask worker reported the start (an event through
-    the scheduler), so for a moment after the call started it may still be
-    PENDING; a ``cancel()`` that wins that race returns True and the call is
-    killed as soon as its start is reported."""
+    Whether a call started is decided by the dask scheduler (see
+    ``plait.cluster._claims``), so ``cancel()`` is exact: True means the
+    function never runs. The RUNNING state follows a start event and may lag
+    the start by a moment (``cancel()`` then answers False all the same)."""
 
     __module__ = "plait.cluster"
 
@@ -25,15 +25,18 @@ class ClusterFuture(Future):
 
     def cancel(self, *, kill=False):
         task = self._plait_task
-        if task is None:
+        if task is None or self.done():
             return super().cancel()
+        if self._state == "PENDING":
+            # The scheduler decides, against the task's claim to start.
+            if task.executor._cancel_pending([task])[0]:
+                return super().cancel()
+            if self._state == "PENDING":
+                self.set_running_or_notify_cancel()
         if kill and self.running():
             if not task.executor._kill(task):
                 return self.cancelled()
             return self._force_cancel()
-        if super().cancel():
-            task.executor._cancel_dask(task)
-            return True
         return self.cancelled()
 
     def _force_cancel(self):
@@ -43,4 +46,7 @@ class ClusterFuture(Future):
         if self.done():
             return self.cancelled()
         self._state = "PENDING"
-        return Future.cancel(self)
+        return _plain_cancel(self)
+
+
+_plain_cancel = Future.cancel  # plait's own: PENDING -> CANCELLED, callbacks

@@ -6,7 +6,8 @@ A call's outcome travels as ``(status, payload, traceback_text)``:
 * ``("error", bytes, text)``: the exception, cloudpickled, and the remote
   traceback as text (None when the exception did not come from the call
   itself: ``WorkerDied``, a time limit);
-* ``("cancelled", None, None)``: ``cancel(kill=True)`` stopped it.
+* ``("cancelled", None, None)``: ``cancel(kill=True)`` stopped it;
+* ``("not-run", None, None)``: its claim was refused (see ``_claims``).
 
 Why a value: dask's own error path logs "Compute Failed" at ERROR for every
 exception and applies its retries to them; and plait's worker pickles with
@@ -25,6 +26,8 @@ import cloudpickle
 OK = "ok"
 ERROR = "error"
 CANCELLED = "cancelled"
+NOT_RUN = "not-run"
+NOT_RUN_OUTCOME = (NOT_RUN, None, None)
 
 
 def _error(exc, tb_text):

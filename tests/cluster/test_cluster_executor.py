@@ -1,0 +1,295 @@
+"""plait.cluster.ClusterExecutor: the executor contract of plait's process
+pool on a dask.distributed LocalCluster (127.0.0.1 only). The behaviour tests
+run on both backends from this one file (``local``: plait's
+ProcessPoolExecutor, ``cluster``: ClusterExecutor); what only a cluster has
+(a lost dask worker, classes of the client's ``__main__``) is cluster-only.
+Every wait is bounded; no test asserts a duration."""
+
+import importlib.util
+import os
+import signal
+import time
+
+import pytest
+
+import concurrent.futures as cf
+import plait.futures as pf
+from _bounds import wait_until
+
+pytestmark = pytest.mark.timeout(180)
+BOUND = 60
+HAVE_DISTRIBUTED = importlib.util.find_spec("distributed") is not None
+NO_DISTRIBUTED = "plait.cluster needs dask.distributed (pip install 'plait[cluster]')"
+
+
+def square(x):
+    return x * x
+
+
+def add(x, y):
+    return x + y
+
+
+class PlainError(ValueError):
+    pass
+
+
+def raise_plain(msg):
+    raise PlainError(msg)
+
+
+# As a script's own class and function: cloudpickle sends both by value, as
+# it does for a real __main__ (the dask worker's __main__ is another module).
+class MainError(ValueError):
+    pass
+
+
+def raise_main(msg):
+    raise MainError(msg)
+
+
+MainError.__module__ = raise_main.__module__ = "__main__"
+
+
+def exit_now(code):
+    os._exit(code)
+
+
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def write_mark(path):
+    with open(path, "a") as f:
+        f.write("ran\n")
+    return path
+
+
+def make(kind):
+    if kind == "local":
+        return pf.ProcessPoolExecutor(2)
+    from plait.cluster import ClusterExecutor
+
+    return ClusterExecutor(n_workers=2, threads_per_worker=1)
+
+
+KINDS = ["local", pytest.param("cluster", marks=pytest.mark.skipif(
+    not HAVE_DISTRIBUTED, reason=NO_DISTRIBUTED))]
+cluster_only = pytest.mark.skipif(not HAVE_DISTRIBUTED, reason=NO_DISTRIBUTED)
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def ex(request):
+    executor = make(request.param)
+    yield executor
+    executor.shutdown(wait=True, kill_workers=True)
+
+
+@pytest.fixture
+def cluster():
+    if not HAVE_DISTRIBUTED:
+        pytest.skip(NO_DISTRIBUTED)
+    executor = make("cluster")
+    yield executor
+    executor.shutdown(wait=True, kill_workers=True)
+
+
+def descendants():
+    import psutil
+
+    return {p.pid for p in psutil.Process().children(recursive=True)
+            if "resource_tracker" not in " ".join(_cmdline(p))}
+
+
+def _cmdline(p):
+    try:
+        return p.cmdline()
+    except Exception:  # noqa: BLE001 - gone meanwhile
+        return []
+
+
+def wait_running(future):
+    wait_until(future.running, "the task never started", BOUND)
+
+
+# -- results and exceptions ------------------------------------------------
+
+def test_results(ex):
+    f = ex.submit(add, 2, y=3)
+    assert isinstance(f, pf.Future) and isinstance(f, cf.Future)
+    assert f.result(BOUND) == 5
+    futures = [ex.submit(square, i) for i in range(20)]
+    done, not_done = pf.wait(futures, timeout=BOUND)
+    assert not not_done
+    assert [f.result(0) for f in futures] == [i * i for i in range(20)]
+    assert sorted(f.result(0) for f in pf.as_completed(futures, timeout=BOUND)) == \
+        sorted(i * i for i in range(20))
+
+
+def test_exception_keeps_type_and_remote_traceback(ex):
+    exc = ex.submit(raise_plain, "bad 1").exception(BOUND)
+    assert type(exc) is PlainError and str(exc) == "bad 1"
+    assert isinstance(exc.__cause__, cf.process._RemoteTraceback)
+    assert "raise_plain" in str(exc.__cause__)
+
+
+@cluster_only
+def test_main_class_exception_comes_back(cluster):
+    exc = cluster.submit(raise_main, "bad 2").exception(BOUND)
+    assert type(exc).__name__ == "MainError" and isinstance(exc, ValueError)
+    assert str(exc) == "bad 2"
+    assert "raise_main" in str(exc.__cause__)
+    # A lambda and a closure travel too.
+    k = 7
+    assert cluster.submit(lambda x: x + k, 1).result(BOUND) == 8
+
+
+# -- failures of the task's process -----------------------------------------
+
+def test_worker_died_fails_only_its_task(ex):
+    exc = ex.submit(exit_now, 3).exception(BOUND)
+    assert isinstance(exc, pf.WorkerDied)
+    assert "code 3" in str(exc)
+    assert ex.submit(square, 5).result(BOUND) == 25
+
+
+def test_time_limit(ex):
+    f = ex.schedule(nap, (BOUND * 2,), timeout=1.0)
+    assert isinstance(f.exception(BOUND), TimeoutError)
+    assert ex.submit(square, 6).result(BOUND) == 36
+
+
+# -- cancel -------------------------------------------------------------------
+
+def test_cancel(ex, tmp_path):
+    # Two workers busy; a third task waits and is cancelled: it never runs.
+    busy = [ex.submit(nap, BOUND * 2) for _ in range(2)]
+    for f in busy:
+        wait_running(f)
+    mark = tmp_path / "mark"
+    queued = ex.submit(write_mark, str(mark))
+    assert queued.cancel() is True
+    assert queued.cancelled()
+    with pytest.raises(cf.CancelledError):
+        queued.result(0)
+    # A running task: cancel() is refused, cancel(kill=True) stops it.
+    assert busy[0].cancel() is False
+    assert busy[0].running()
+    for f in busy:
+        assert f.cancel(kill=True) is True
+        assert f.cancelled()
+    assert ex.submit(square, 4).result(BOUND) == 16
+    assert not mark.exists()
+
+
+# -- map --------------------------------------------------------------------
+
+def test_map_chunksize(ex):
+    assert list(ex.map(square, range(100), timeout=BOUND, chunksize=7)) == \
+        [i * i for i in range(100)]
+    assert list(ex.map(add, range(10), range(10, 20), chunksize=3)) == \
+        [a + b for a, b in zip(range(10), range(10, 20))]
+    assert list(ex.map(square, [], chunksize=4)) == []
+    with pytest.raises(ValueError):
+        ex.map(square, range(3), chunksize=0)
+
+
+def test_map_raises_at_the_failing_item(ex):
+    # The local pool runs a chunk as one task (its first item raises), the
+    # cluster runs each item as its own plait task (item 5 raises): both give
+    # the results before the failure, in order, then the exception.
+    got = []
+    with pytest.raises(PlainError):
+        for value in ex.map(square_or_raise, range(10), chunksize=4):
+            got.append(value)
+    assert got == [i * i for i in range(len(got))] and len(got) in (4, 5)
+
+
+def square_or_raise(x):
+    if x == 5:
+        raise PlainError("five")
+    return x * x
+
+
+def test_map_timeout(ex):
+    # The overall deadline, as CPython's (the nap then ends on its own).
+    results = ex.map(nap, [3], timeout=0.5, chunksize=1)
+    with pytest.raises(TimeoutError):
+        next(results)
+
+
+@cluster_only
+def test_map_default_chunksize(cluster):
+    # 2 threads: 2,000 items go as chunks of 250, results in order.
+    assert cluster._default_chunksize([range(2000)]) == 250
+    assert cluster._default_chunksize([iter(range(5))]) == 64
+    assert list(cluster.map(square, range(2000))) == [i * i for i in range(2000)]
+
+
+# -- a lost dask worker -------------------------------------------------------
+
+@cluster_only
+def test_lost_dask_worker(cluster, tmp_path):
+    client = cluster._client
+    running = cluster.submit(nap, BOUND * 2)
+    wait_running(running)
+    holder = next(addr for addr, keys in client.processing().items()
+                  if running._plait_task.key in keys)
+    # Queued behind it on the same worker: never started, so resubmitted.
+    queued = [cluster.submit(write_mark, str(tmp_path / ("q%d" % i))) for i in range(3)]
+    pid = client.run(os.getpid, workers=[holder])[holder]
+    os.kill(pid, signal.SIGKILL)
+    exc = running.exception(BOUND)
+    assert isinstance(exc, pf.WorkerDied) and "was lost" in str(exc)
+    for i, f in enumerate(queued):
+        assert f.result(BOUND) == str(tmp_path / ("q%d" % i))
+        assert (tmp_path / ("q%d" % i)).read_text() == "ran\n"  # exactly once
+
+
+# -- shutdown ---------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shutdown_leaves_no_process(kind):
+    before = descendants()
+    executor = make(kind)
+    assert executor.submit(square, 3).result(BOUND) == 9
+    executor.shutdown(wait=True)
+    with pytest.raises(RuntimeError):
+        executor.submit(square, 1)
+    wait_until(lambda: descendants() <= before, "processes left after shutdown", BOUND)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shutdown_kill_workers(kind):
+    before = descendants()
+    executor = make(kind)
+    f = executor.submit(nap, BOUND * 2)
+    wait_running(f)
+    executor.shutdown(wait=True, kill_workers=True)
+    assert isinstance(f.exception(0), pf.WorkerDied)
+    wait_until(lambda: descendants() <= before, "processes left after shutdown", BOUND)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_context_manager(kind):
+    with make(kind) as executor:
+        futures = [executor.submit(nap, 0.2) for _ in range(4)]
+    assert all(f.result(0) == 0.2 for f in futures)
+
+
+def test_make_executor(monkeypatch):
+    from plait.cluster import make_executor
+
+    monkeypatch.delenv("PLAIT_EXECUTOR", raising=False)
+    with make_executor(max_workers=1) as executor:
+        assert isinstance(executor, pf.ProcessPoolExecutor)
+    with pytest.raises(ValueError):
+        make_executor("elsewhere")
+    if HAVE_DISTRIBUTED:
+        from plait.cluster import ClusterExecutor
+
+        monkeypatch.setenv("PLAIT_EXECUTOR", "cluster")
+        with make_executor(n_workers=1) as executor:
+            assert isinstance(executor, ClusterExecutor)
+            assert executor.submit(square, 2).result(BOUND) == 4
