@@ -345,15 +345,21 @@ class ClusterExecutor(_cf.Executor):
     # -- cancel -----------------------------------------------------------
 
     def _cancel_pending(self, tasks):
-        """Cancel calls that had not started, at the scheduler (``_claims``):
-        for each, whether it will never run (True) or started (False)."""
+        """Cancel calls that had not started, at the scheduler (``_claims``),
+        and their futures: for each, whether it will never run (True) or
+        started (False)."""
         client = self._client
         try:
             verdicts = client.sync(client.scheduler.plait_cancel, tids=[t.tid for t in tasks])
         except Exception:  # noqa: BLE001 - the cluster is gone: nothing starts any more
             verdicts = [True] * len(tasks)
         for task, never_runs in zip(tasks, verdicts):
-            if never_runs and task.dask is not None:
+            if not never_runs:
+                continue
+            # The future first: dask's cancel ends the dask future at once,
+            # and its callback must find this one cancelled, not broken.
+            _plain_cancel(task.future)
+            if task.dask is not None:
                 try:
                     task.dask.cancel()  # frees its slot; if reached, it returns NOT_RUN
                 except Exception:  # noqa: BLE001 - the client is closed
@@ -437,9 +443,8 @@ class ClusterExecutor(_cf.Executor):
             tasks = list(self._tasks.values())
         if cancel_futures or kill_workers:
             pending = [t for t in tasks if t.future._state == "PENDING"]
-            for task, never_runs in zip(pending, self._cancel_pending(pending) if pending else []):
-                if never_runs:
-                    _plain_cancel(task.future)
+            if pending:
+                self._cancel_pending(pending)
         if kill_workers:
             self._kill_pools()
             self._wait_drained(KILL_DRAIN_BOUND)

@@ -30,7 +30,7 @@ class ClusterFuture(Future):
         if self._state == "PENDING":
             # The scheduler decides, against the task's claim to start.
             if task.executor._cancel_pending([task])[0]:
-                return super().cancel()
+                return self.cancelled()
             if self._state == "PENDING":
                 self.set_running_or_notify_cancel()
         if kill and self.running():
