@@ -163,8 +163,10 @@ class ClusterExecutor(_cf.Executor):
                 if allowed:
                     logger.warning(
                         "the dask scheduler at %s re-runs the tasks of a lost worker "
-                        "(distributed.scheduler.allowed-failures=%s): set it to 0 for "
-                        "exactly-once calls", client.scheduler.address, allowed)
+                        "(distributed.scheduler.allowed-failures=%s): calls still run once "
+                        "(the re-run of a started call is refused), but a lost worker's "
+                        "calls are reported only after those re-runs; set it to 0",
+                        client.scheduler.address, allowed)
         except BaseException:
             self._close()
             raise
