@@ -48,7 +48,18 @@ def raise_main(msg):
     raise MainError(msg)
 
 
-MainError.__module__ = raise_main.__module__ = "__main__"
+def make_main_error(msg):
+    return MainError(msg)
+
+
+def raise_local(msg):
+    class LocalError(ValueError):
+        pass
+
+    raise LocalError(msg)
+
+
+MainError.__module__ = raise_main.__module__ = make_main_error.__module__ = "__main__"
 
 
 def exit_now(code):
@@ -134,15 +145,20 @@ def test_exception_keeps_type_and_remote_traceback(ex):
     assert "raise_plain" in str(exc.__cause__)
 
 
-@cluster_only
-def test_main_class_exception_comes_back(cluster):
-    exc = cluster.submit(raise_main, "bad 2").exception(BOUND)
-    assert type(exc).__name__ == "MainError" and isinstance(exc, ValueError)
-    assert str(exc) == "bad 2"
+def test_main_class_exception_comes_back(ex):
+    # The worker's plain pickle cannot find __main__.MainError: results and
+    # exceptions fall back to cloudpickle there too (the local pool as well).
+    exc = ex.submit(raise_main, "bad 2").exception(BOUND)
+    assert type(exc) is MainError and str(exc) == "bad 2"
     assert "raise_main" in str(exc.__cause__)
-    # A lambda and a closure travel too.
+    value = ex.submit(make_main_error, "as a result").result(BOUND)
+    assert type(value) is MainError and str(value) == "as a result"
+    # A lambda and a closure travel too, and a class made in the worker.
     k = 7
-    assert cluster.submit(lambda x: x + k, 1).result(BOUND) == 8
+    assert ex.submit(lambda x: x + k, 1).result(BOUND) == 8
+    exc = ex.submit(raise_local, "bad 3").exception(BOUND)
+    assert type(exc).__name__ == "LocalError" and isinstance(exc, ValueError)
+    assert str(exc) == "bad 3"
 
 
 # -- failures of the task's process -----------------------------------------
