@@ -161,6 +161,35 @@ def test_main_class_exception_comes_back(ex):
     assert str(exc) == "bad 3"
 
 
+def test_schedule_delay(ex, tmp_path):
+    f = ex.schedule(add, (2, 3), delay=0.2)
+    assert isinstance(f, pf.Future)
+    assert f.result(BOUND) == 5
+    mark = tmp_path / "delayed"
+    late = ex.schedule(write_mark, (str(mark),), delay=BOUND)
+    assert late.cancel() and late.cancelled()
+    with pytest.raises(cf.CancelledError):
+        late.result(0)
+    # A delayed call that did run: its mark is there; the cancelled one's never.
+    ran = tmp_path / "ran"
+    assert ex.schedule(write_mark, (str(ran),), delay=0.05).result(BOUND) == str(ran)
+    assert ran.exists() and not mark.exists()
+    with pytest.raises(ValueError):
+        ex.schedule(add, (1, 2), delay=-1)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shutdown_waits_for_delayed_calls(kind):
+    executor = make(kind)
+    f = executor.schedule(square, (4,), delay=0.3)
+    g = executor.schedule(square, (5,), delay=BOUND)
+    g.cancel()
+    executor.shutdown(wait=True)
+    assert f.result(0) == 16 and g.cancelled()
+    with pytest.raises(RuntimeError):
+        executor.schedule(square, (1,), delay=0.1)
+
+
 # -- failures of the task's process -----------------------------------------
 
 def test_worker_died_fails_only_its_task(ex):

@@ -31,6 +31,7 @@ report comes later, after the doomed re-run.
 """
 
 import collections
+import functools
 import itertools
 import logging
 import math
@@ -43,6 +44,7 @@ from concurrent.futures.process import BrokenProcessPool
 import cloudpickle
 
 from plait.futures import WorkerDied
+from plait.futures import _delayed
 from plait.futures._common import check_buffersize, map_timeout
 
 from . import _claims, _dask_worker, _outcome
@@ -112,7 +114,10 @@ class ClusterExecutor(_cf.Executor):
       CPython's 1) picks ``ceil(n / (4 × threads))`` clamped to [1, 1000]
       for inputs with a length, else 64. Each call of a chunk still runs as
       its own plait task (a crash or time limit fails only that call).
-    * ``schedule(..., delay=)`` is not supported yet.
+    * ``schedule(..., delay=)`` waits on plait's shared timer thread (as
+      plait's process pool): ``cancel()`` before the delay has passed means
+      the call is never sent; ``shutdown(wait=True)`` waits for pending
+      delays, ``cancel_futures``/``kill_workers``/``wait=False`` cancel them.
     """
 
     __module__ = "plait.cluster"
@@ -199,9 +204,21 @@ class ClusterExecutor(_cf.Executor):
 
     def schedule(self, fn, args=(), kwargs=None, *, delay=None, timeout=None):
         """Like ``submit(fn, *args, **kwargs)`` with a per-call time limit
-        in seconds (None: the executor's ``task_timeout``)."""
+        in seconds (None: the executor's ``task_timeout``), sent after
+        ``delay`` seconds (None or 0: now) from plait's shared timer thread
+        (``plait.futures._delayed``)."""
+        if delay is not None:
+            delay = _delayed.check_delay(delay)
+        args = tuple(args)
+        kwargs = dict(kwargs or {})
         if delay:
-            raise NotImplementedError("ClusterExecutor.schedule does not support delay= yet")
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            submit = functools.partial(self._schedule_now, fn, args, kwargs, timeout)
+            return _delayed.schedule_later(self, submit, delay, fn)
+        return self._schedule_now(fn, args, kwargs, timeout)
+
+    def _schedule_now(self, fn, args, kwargs, timeout):
         if timeout is None:
             timeout = self._task_timeout
         blob = cloudpickle.dumps(fn)
@@ -440,6 +457,8 @@ class ClusterExecutor(_cf.Executor):
         ``kill_workers`` kills the running calls now (``WorkerDied``); with
         ``wait``, return once every call ended and the cluster (if private)
         is closed."""
+        # Delayed calls first: waited for (handed over) or cancelled.
+        _delayed.before_shutdown(self, wait, cancel_futures or kill_workers)
         with self._lock:
             self._shutdown = True
             tasks = list(self._tasks.values())
