@@ -228,6 +228,30 @@ def test_cancel(ex, tmp_path):
     assert not mark.exists()
 
 
+def test_kill_reaches_only_the_holding_worker(cluster):
+    busy = [cluster.submit(nap, BOUND * 2) for _ in range(2)]
+    for f in busy:
+        wait_running(f)
+    client = cluster._client
+    sent = []
+    real_run = client.run
+
+    def spy(fn, *args, **kwargs):
+        sent.append(kwargs.get("workers"))
+        return real_run(fn, *args, **kwargs)
+
+    client.run = spy
+    try:
+        assert busy[0].cancel(kill=True) is True
+    finally:
+        del client.run
+    assert len(sent) == 1 and sent[0] is not None and len(sent[0]) == 1
+    assert sent[0][0] in client.nthreads()
+    # The other call runs on.
+    assert busy[1].running() and not busy[1].done()
+    assert busy[1].cancel(kill=True) is True
+
+
 # -- map --------------------------------------------------------------------
 
 def test_map_chunksize(ex):

@@ -88,6 +88,14 @@ def _allowed_failures(dask_scheduler=None):
     return dask_scheduler.allowed_failures
 
 
+def _processing_on(key, dask_scheduler=None):
+    """On the scheduler: the address of the worker processing ``key``
+    (None: not processing, or unknown)."""
+    ts = dask_scheduler.tasks.get(key)
+    ws = getattr(ts, "processing_on", None) if ts is not None else None
+    return getattr(ws, "address", None)
+
+
 class ClusterExecutor(_cf.Executor):
     """A ``concurrent.futures.Executor`` that runs calls on a dask.distributed
     cluster, with the promises of plait's ``ProcessPoolExecutor``.
@@ -388,9 +396,14 @@ class ClusterExecutor(_cf.Executor):
     def _kill(self, task):
         """Kill the plait process running ``task`` in its dask worker;
         whether one was killed."""
+        client = self._client
         try:
-            answers = self._client.run(_dask_worker.kill_task, self._name, task.key)
-        except Exception:  # noqa: BLE001 - the client is closed
+            # Only to the worker holding it (the scheduler knows which).
+            where = client.run_on_scheduler(_processing_on, task.key)
+            if where is None:
+                return False
+            answers = client.run(_dask_worker.kill_task, self._name, task.key, workers=[where])
+        except Exception:  # noqa: BLE001 - the client is closed, or that worker is gone
             return False
         return any(answers.values())
 
