@@ -190,6 +190,44 @@ def test_shutdown_waits_for_delayed_calls(kind):
         executor.schedule(square, (1,), delay=0.1)
 
 
+def buffer_info(data, other=None):
+    return type(data).__name__, len(bytes(data)), bytes(data[:4]), other is None or bytes(other) == bytes(data)
+
+
+@cluster_only
+def test_large_buffers_are_scattered_once(cluster):
+    big = b"abcd" * (1 << 18)  # 1 MiB
+    client = cluster._client
+    scattered = []
+    real_scatter = client.scatter
+
+    def spy(data, *args, **kwargs):
+        scattered.append(len(data))
+        return real_scatter(data, *args, **kwargs)
+
+    client.scatter = spy
+    try:
+        # The same object twice in one call: one scatter.
+        assert cluster.submit(buffer_info, big, big).result(BOUND)[1:] == (len(big), b"abcd", True)
+        assert len(scattered) == 1
+        # bytearray and memoryview, as keywords too.
+        assert cluster.submit(buffer_info, bytearray(big)).result(BOUND)[1] == len(big)
+        assert cluster.submit(buffer_info, data=memoryview(big)).result(BOUND)[1:3] == \
+            (len(big), b"abcd")
+        assert len(scattered) == 3
+        # A map: the same object in every item is scattered once.
+        del scattered[:]
+        results = list(cluster.map(buffer_info, [big] * 10, timeout=BOUND, chunksize=3))
+        assert [r[1] for r in results] == [len(big)] * 10
+        assert len(scattered) == 1
+        # Small ones travel with the task.
+        del scattered[:]
+        assert cluster.submit(buffer_info, b"xy" * 10).result(BOUND)[1] == 20
+        assert not scattered
+    finally:
+        del client.scatter
+
+
 # -- failures of the task's process -----------------------------------------
 
 def test_worker_died_fails_only_its_task(ex):

@@ -60,6 +60,10 @@ MAX_CHUNKSIZE = 1000
 SUBSCRIBE_BOUND = 30.0
 # How long shutdown(kill_workers=True) waits for killed tasks to report.
 KILL_DRAIN_BOUND = 10.0
+# Arguments of these types this large are scattered to the cluster once per
+# object per batch (a submit, a map) rather than sent with each task.
+SCATTER_MIN_BYTES = 1 << 20
+_BUFFER_TYPES = (bytes, bytearray, memoryview)
 # Ended calls whose claims the scheduler drops in one message.
 FORGET_BATCH = 256
 
@@ -229,14 +233,37 @@ class ClusterExecutor(_cf.Executor):
     def _schedule_now(self, fn, args, kwargs, timeout):
         if timeout is None:
             timeout = self._task_timeout
+        memo = {}
+        args = tuple(self._scatter_big(a, memo) for a in args)
+        kwargs = {k: self._scatter_big(v, memo) for k, v in kwargs.items()}
         blob = cloudpickle.dumps(fn)
         future = ClusterFuture()
         task = _Task(self, future, _dask_worker.run_call,
-                     (blob, tuple(args), dict(kwargs or {}), timeout),
+                     (blob, args, kwargs, timeout),
                      self._retries, chunk=False)
         future._plait_task = task
         self._launch(task)
         return future
+
+    def _scatter_big(self, value, memo):
+        """``value``, or for a bytes-like argument of at least
+        ``SCATTER_MIN_BYTES`` the dask future of its copy on the cluster
+        (scattered once per object in ``memo``: one batch; dask hands the
+        data to the task in place of the future)."""
+        if not isinstance(value, _BUFFER_TYPES):
+            return value
+        size = value.nbytes if isinstance(value, memoryview) else len(value)
+        if size < SCATTER_MIN_BYTES:
+            return value
+        held = memo.get(id(value))
+        if held is None:
+            data = value
+            if isinstance(value, memoryview):
+                data = value.tobytes() if not value.c_contiguous else value.cast("B")
+            [future] = self._client.scatter([data], hash=False)
+            # The object stays referenced while the memo lives: its id is not reused.
+            held = memo[id(value)] = (value, future)
+        return held[1]
 
     def _launch(self, task):
         with self._lock:
@@ -286,6 +313,7 @@ class ClusterExecutor(_cf.Executor):
             with self._lock:
                 if task.future.done():
                     self._forget.append(task.tid)
+                    task.args = None  # scattered arguments are released
                     if len(self._forget) >= FORGET_BATCH:
                         forget, self._forget = self._forget, []
                 self._drained.notify_all()
@@ -420,7 +448,8 @@ class ClusterExecutor(_cf.Executor):
         if chunksize is None:
             chunksize = self._default_chunksize(iterables)
         blob = cloudpickle.dumps(fn)
-        items = zip(*iterables)
+        memo = {}
+        items = (tuple(self._scatter_big(a, memo) for a in item) for item in zip(*iterables))
         chunks = iter(lambda: list(itertools.islice(items, chunksize)), [])
         if buffersize is not None:
             chunks = iter(chunks)
