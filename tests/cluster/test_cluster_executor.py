@@ -228,6 +228,46 @@ def test_large_buffers_are_scattered_once(cluster):
         del client.scatter
 
 
+CLIENT_SCRIPT = """
+import os, sys
+with open(os.environ["PLAIT_TEST_MARKS"], "a") as f:
+    with open("/proc/self/cmdline", "rb") as c:
+        f.write(c.read().replace(b"\\0", b" ").decode().replace(" ", "_") + "\\n")
+
+
+def double(x):
+    return 2 * x
+
+
+if __name__ == "__main__":
+    from plait.cluster import ClusterExecutor
+
+    with ClusterExecutor(n_workers=1, threads_per_worker=2) as ex:
+        assert ex.submit(double, 21).result(60) == 42
+        assert list(ex.map(double, range(4), timeout=60)) == [0, 2, 4, 6]
+    print("ok")
+"""
+
+
+@cluster_only
+def test_plait_workers_do_not_load_the_client_script(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT_SCRIPT)
+    marks = tmp_path / "marks"
+    env = dict(os.environ, PLAIT_TEST_MARKS=str(marks))
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                         text=True, timeout=BOUND * 2, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ok" in out.stdout
+    loaded_by = marks.read_text().split()
+    # The client itself (and dask's own spawned processes, if any) only.
+    assert any(str(script) in a for a in loaded_by)
+    assert not [a for a in loaded_by if "plait._worker" in a], loaded_by
+
+
 # -- failures of the task's process -----------------------------------------
 
 def test_worker_died_fails_only_its_task(ex):
