@@ -98,15 +98,19 @@ def _encode_by_value(obj, fds, failure):
     try:
         import cloudpickle
     except ImportError:
-        raise failure from None
-    from plait import _wire
+        cloudpickle = None
+    if cloudpickle is not None:
+        from plait import _wire
 
-    while fds:  # a partial first attempt sends no descriptor
-        os.close(fds.pop())
-    try:
-        return _wire.encode(obj, dumps=cloudpickle.dumps, fds=fds)
-    except BaseException:  # noqa: BLE001 - report plain pickle's error
-        raise failure from None
+        while fds:  # a partial first attempt sends no descriptor
+            os.close(fds.pop())
+        try:
+            return _wire.encode(obj, dumps=cloudpickle.dumps, fds=fds)
+        except BaseException:  # noqa: BLE001, S110 - report plain pickle's error
+            pass
+    # Outside any handler of ours: ``failure`` keeps its context (the
+    # task's exception, for the remote traceback).
+    raise failure
 
 
 def _error_payload(exc, fds):
