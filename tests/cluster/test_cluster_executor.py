@@ -48,7 +48,18 @@ def raise_main(msg):
     raise MainError(msg)
 
 
-MainError.__module__ = raise_main.__module__ = "__main__"
+def make_main_error(msg):
+    return MainError(msg)
+
+
+def raise_local(msg):
+    class LocalError(ValueError):
+        pass
+
+    raise LocalError(msg)
+
+
+MainError.__module__ = raise_main.__module__ = make_main_error.__module__ = "__main__"
 
 
 def exit_now(code):
@@ -134,15 +145,127 @@ def test_exception_keeps_type_and_remote_traceback(ex):
     assert "raise_plain" in str(exc.__cause__)
 
 
-@cluster_only
-def test_main_class_exception_comes_back(cluster):
-    exc = cluster.submit(raise_main, "bad 2").exception(BOUND)
-    assert type(exc).__name__ == "MainError" and isinstance(exc, ValueError)
-    assert str(exc) == "bad 2"
+def test_main_class_exception_comes_back(ex):
+    # The worker's plain pickle cannot find __main__.MainError: results and
+    # exceptions fall back to cloudpickle there too (the local pool as well).
+    exc = ex.submit(raise_main, "bad 2").exception(BOUND)
+    assert type(exc) is MainError and str(exc) == "bad 2"
     assert "raise_main" in str(exc.__cause__)
-    # A lambda and a closure travel too.
+    value = ex.submit(make_main_error, "as a result").result(BOUND)
+    assert type(value) is MainError and str(value) == "as a result"
+    # A lambda and a closure travel too, and a class made in the worker.
     k = 7
-    assert cluster.submit(lambda x: x + k, 1).result(BOUND) == 8
+    assert ex.submit(lambda x: x + k, 1).result(BOUND) == 8
+    exc = ex.submit(raise_local, "bad 3").exception(BOUND)
+    assert type(exc).__name__ == "LocalError" and isinstance(exc, ValueError)
+    assert str(exc) == "bad 3"
+
+
+def test_schedule_delay(ex, tmp_path):
+    f = ex.schedule(add, (2, 3), delay=0.2)
+    assert isinstance(f, pf.Future)
+    assert f.result(BOUND) == 5
+    mark = tmp_path / "delayed"
+    late = ex.schedule(write_mark, (str(mark),), delay=BOUND)
+    assert late.cancel() and late.cancelled()
+    with pytest.raises(cf.CancelledError):
+        late.result(0)
+    # A delayed call that did run: its mark is there; the cancelled one's never.
+    ran = tmp_path / "ran"
+    assert ex.schedule(write_mark, (str(ran),), delay=0.05).result(BOUND) == str(ran)
+    assert ran.exists() and not mark.exists()
+    with pytest.raises(ValueError):
+        ex.schedule(add, (1, 2), delay=-1)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shutdown_waits_for_delayed_calls(kind):
+    executor = make(kind)
+    f = executor.schedule(square, (4,), delay=0.3)
+    g = executor.schedule(square, (5,), delay=BOUND)
+    g.cancel()
+    executor.shutdown(wait=True)
+    assert f.result(0) == 16 and g.cancelled()
+    with pytest.raises(RuntimeError):
+        executor.schedule(square, (1,), delay=0.1)
+
+
+def buffer_info(data, other=None):
+    return type(data).__name__, len(bytes(data)), bytes(data[:4]), other is None or bytes(other) == bytes(data)
+
+
+@cluster_only
+def test_large_buffers_are_scattered_once(cluster):
+    big = b"abcd" * (1 << 18)  # 1 MiB
+    client = cluster._client
+    scattered = []
+    real_scatter = client.scatter
+
+    def spy(data, *args, **kwargs):
+        scattered.append(len(data))
+        return real_scatter(data, *args, **kwargs)
+
+    client.scatter = spy
+    try:
+        # The same object twice in one call: one scatter.
+        assert cluster.submit(buffer_info, big, big).result(BOUND)[1:] == (len(big), b"abcd", True)
+        assert len(scattered) == 1
+        # bytearray and memoryview, as keywords too.
+        assert cluster.submit(buffer_info, bytearray(big)).result(BOUND)[1] == len(big)
+        assert cluster.submit(buffer_info, data=memoryview(big)).result(BOUND)[1:3] == \
+            (len(big), b"abcd")
+        assert len(scattered) == 3
+        # A map: the same object in every item is scattered once.
+        del scattered[:]
+        results = list(cluster.map(buffer_info, [big] * 10, timeout=BOUND, chunksize=3))
+        assert [r[1] for r in results] == [len(big)] * 10
+        assert len(scattered) == 1
+        # Small ones travel with the task.
+        del scattered[:]
+        assert cluster.submit(buffer_info, b"xy" * 10).result(BOUND)[1] == 20
+        assert not scattered
+    finally:
+        del client.scatter
+
+
+CLIENT_SCRIPT = """
+import os, sys
+with open(os.environ["PLAIT_TEST_MARKS"], "a") as f:
+    with open("/proc/self/cmdline", "rb") as c:
+        f.write(c.read().replace(b"\\0", b" ").decode().replace(" ", "_") + "\\n")
+
+
+def double(x):
+    return 2 * x
+
+
+if __name__ == "__main__":
+    from plait.cluster import ClusterExecutor
+
+    with ClusterExecutor(n_workers=1, threads_per_worker=2) as ex:
+        assert ex.submit(double, 21).result(60) == 42
+        assert list(ex.map(double, range(4), timeout=60)) == [0, 2, 4, 6]
+    print("ok")
+"""
+
+
+@cluster_only
+def test_plait_workers_do_not_load_the_client_script(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT_SCRIPT)
+    marks = tmp_path / "marks"
+    env = dict(os.environ, PLAIT_TEST_MARKS=str(marks))
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                         text=True, timeout=BOUND * 2, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ok" in out.stdout
+    loaded_by = marks.read_text().split()
+    # The client itself (and dask's own spawned processes, if any) only.
+    assert any(str(script) in a for a in loaded_by)
+    assert not [a for a in loaded_by if "plait._worker" in a], loaded_by
 
 
 # -- failures of the task's process -----------------------------------------
@@ -181,6 +304,30 @@ def test_cancel(ex, tmp_path):
         assert f.cancelled()
     assert ex.submit(square, 4).result(BOUND) == 16
     assert not mark.exists()
+
+
+def test_kill_reaches_only_the_holding_worker(cluster):
+    busy = [cluster.submit(nap, BOUND * 2) for _ in range(2)]
+    for f in busy:
+        wait_running(f)
+    client = cluster._client
+    sent = []
+    real_run = client.run
+
+    def spy(fn, *args, **kwargs):
+        sent.append(kwargs.get("workers"))
+        return real_run(fn, *args, **kwargs)
+
+    client.run = spy
+    try:
+        assert busy[0].cancel(kill=True) is True
+    finally:
+        del client.run
+    assert len(sent) == 1 and sent[0] is not None and len(sent[0]) == 1
+    assert sent[0][0] in client.nthreads()
+    # The other call runs on.
+    assert busy[1].running() and not busy[1].done()
+    assert busy[1].cancel(kill=True) is True
 
 
 # -- map --------------------------------------------------------------------

@@ -46,7 +46,10 @@ class PoolPlugin(WorkerPlugin):
         # dask key -> the plait future(s) running it, for kill_task.
         self.running = {}
         self.lock = threading.Lock()
-        self.pool = ProcessPoolExecutor(max_workers=worker.state.nthreads)
+        # The client's script (this dask worker's __main__ when it was
+        # spawned from it) is not loaded again in each plait process: calls
+        # come as cloudpickle, which sends __main__'s functions by value.
+        self.pool = ProcessPoolExecutor(max_workers=worker.state.nthreads, _load_main=False)
         # Start its workers now rather than at the first task.
         self.pool.submit(int).result()
 

@@ -31,6 +31,7 @@ report comes later, after the doomed re-run.
 """
 
 import collections
+import functools
 import itertools
 import logging
 import math
@@ -43,6 +44,7 @@ from concurrent.futures.process import BrokenProcessPool
 import cloudpickle
 
 from plait.futures import WorkerDied
+from plait.futures import _delayed
 from plait.futures._common import check_buffersize, map_timeout
 
 from . import _claims, _dask_worker, _outcome
@@ -58,6 +60,10 @@ MAX_CHUNKSIZE = 1000
 SUBSCRIBE_BOUND = 30.0
 # How long shutdown(kill_workers=True) waits for killed tasks to report.
 KILL_DRAIN_BOUND = 10.0
+# Arguments of these types this large are scattered to the cluster once per
+# object per batch (a submit, a map) rather than sent with each task.
+SCATTER_MIN_BYTES = 1 << 20
+_BUFFER_TYPES = (bytes, bytearray, memoryview)
 # Ended calls whose claims the scheduler drops in one message.
 FORGET_BATCH = 256
 
@@ -86,6 +92,14 @@ def _allowed_failures(dask_scheduler=None):
     return dask_scheduler.allowed_failures
 
 
+def _processing_on(key, dask_scheduler=None):
+    """On the scheduler: the address of the worker processing ``key``
+    (None: not processing, or unknown)."""
+    ts = dask_scheduler.tasks.get(key)
+    ws = getattr(ts, "processing_on", None) if ts is not None else None
+    return getattr(ws, "address", None)
+
+
 class ClusterExecutor(_cf.Executor):
     """A ``concurrent.futures.Executor`` that runs calls on a dask.distributed
     cluster, with the promises of plait's ``ProcessPoolExecutor``.
@@ -112,7 +126,10 @@ class ClusterExecutor(_cf.Executor):
       CPython's 1) picks ``ceil(n / (4 × threads))`` clamped to [1, 1000]
       for inputs with a length, else 64. Each call of a chunk still runs as
       its own plait task (a crash or time limit fails only that call).
-    * ``schedule(..., delay=)`` is not supported yet.
+    * ``schedule(..., delay=)`` waits on plait's shared timer thread (as
+      plait's process pool): ``cancel()`` before the delay has passed means
+      the call is never sent; ``shutdown(wait=True)`` waits for pending
+      delays, ``cancel_futures``/``kill_workers``/``wait=False`` cancel them.
     """
 
     __module__ = "plait.cluster"
@@ -199,19 +216,54 @@ class ClusterExecutor(_cf.Executor):
 
     def schedule(self, fn, args=(), kwargs=None, *, delay=None, timeout=None):
         """Like ``submit(fn, *args, **kwargs)`` with a per-call time limit
-        in seconds (None: the executor's ``task_timeout``)."""
+        in seconds (None: the executor's ``task_timeout``), sent after
+        ``delay`` seconds (None or 0: now) from plait's shared timer thread
+        (``plait.futures._delayed``)."""
+        if delay is not None:
+            delay = _delayed.check_delay(delay)
+        args = tuple(args)
+        kwargs = dict(kwargs or {})
         if delay:
-            raise NotImplementedError("ClusterExecutor.schedule does not support delay= yet")
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            submit = functools.partial(self._schedule_now, fn, args, kwargs, timeout)
+            return _delayed.schedule_later(self, submit, delay, fn)
+        return self._schedule_now(fn, args, kwargs, timeout)
+
+    def _schedule_now(self, fn, args, kwargs, timeout):
         if timeout is None:
             timeout = self._task_timeout
+        memo = {}
+        args = tuple(self._scatter_big(a, memo) for a in args)
+        kwargs = {k: self._scatter_big(v, memo) for k, v in kwargs.items()}
         blob = cloudpickle.dumps(fn)
         future = ClusterFuture()
         task = _Task(self, future, _dask_worker.run_call,
-                     (blob, tuple(args), dict(kwargs or {}), timeout),
+                     (blob, args, kwargs, timeout),
                      self._retries, chunk=False)
         future._plait_task = task
         self._launch(task)
         return future
+
+    def _scatter_big(self, value, memo):
+        """``value``, or for a bytes-like argument of at least
+        ``SCATTER_MIN_BYTES`` the dask future of its copy on the cluster
+        (scattered once per object in ``memo``: one batch; dask hands the
+        data to the task in place of the future)."""
+        if not isinstance(value, _BUFFER_TYPES):
+            return value
+        size = value.nbytes if isinstance(value, memoryview) else len(value)
+        if size < SCATTER_MIN_BYTES:
+            return value
+        held = memo.get(id(value))
+        if held is None:
+            data = value
+            if isinstance(value, memoryview):
+                data = value.tobytes() if not value.c_contiguous else value.cast("B")
+            [future] = self._client.scatter([data], hash=False)
+            # The object stays referenced while the memo lives: its id is not reused.
+            held = memo[id(value)] = (value, future)
+        return held[1]
 
     def _launch(self, task):
         with self._lock:
@@ -261,6 +313,7 @@ class ClusterExecutor(_cf.Executor):
             with self._lock:
                 if task.future.done():
                     self._forget.append(task.tid)
+                    task.args = None  # scattered arguments are released
                     if len(self._forget) >= FORGET_BATCH:
                         forget, self._forget = self._forget, []
                 self._drained.notify_all()
@@ -371,9 +424,14 @@ class ClusterExecutor(_cf.Executor):
     def _kill(self, task):
         """Kill the plait process running ``task`` in its dask worker;
         whether one was killed."""
+        client = self._client
         try:
-            answers = self._client.run(_dask_worker.kill_task, self._name, task.key)
-        except Exception:  # noqa: BLE001 - the client is closed
+            # Only to the worker holding it (the scheduler knows which).
+            where = client.run_on_scheduler(_processing_on, task.key)
+            if where is None:
+                return False
+            answers = client.run(_dask_worker.kill_task, self._name, task.key, workers=[where])
+        except Exception:  # noqa: BLE001 - the client is closed, or that worker is gone
             return False
         return any(answers.values())
 
@@ -390,7 +448,8 @@ class ClusterExecutor(_cf.Executor):
         if chunksize is None:
             chunksize = self._default_chunksize(iterables)
         blob = cloudpickle.dumps(fn)
-        items = zip(*iterables)
+        memo = {}
+        items = (tuple(self._scatter_big(a, memo) for a in item) for item in zip(*iterables))
         chunks = iter(lambda: list(itertools.islice(items, chunksize)), [])
         if buffersize is not None:
             chunks = iter(chunks)
@@ -440,6 +499,8 @@ class ClusterExecutor(_cf.Executor):
         ``kill_workers`` kills the running calls now (``WorkerDied``); with
         ``wait``, return once every call ended and the cluster (if private)
         is closed."""
+        # Delayed calls first: waited for (handed over) or cancelled.
+        _delayed.before_shutdown(self, wait, cancel_futures or kill_workers)
         with self._lock:
             self._shutdown = True
             tasks = list(self._tasks.values())
