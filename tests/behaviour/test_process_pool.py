@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+import _bounds
+
 import concurrent.futures as cf
 import multiprocessing as mp
 import plait.futures as pf
@@ -251,8 +253,7 @@ def test_ctrl_c_in_parent_leaves_no_worker(tmp_path):
         deadline = time.monotonic() + 10
         alive = workers
         while alive and time.monotonic() < deadline:
-            alive = [w for w in workers if os.path.exists(f"/proc/{w}")
-                     and "Z" not in open(f"/proc/{w}/stat").read().split()[2]]
+            alive = [w for w in workers if _bounds.alive(w)]
             time.sleep(0.05)
         assert alive == []
     finally:

@@ -18,6 +18,7 @@ import time
 import pytest
 
 import _helpers
+from _bounds import alive
 
 import concurrent.futures as cf
 import multiprocessing as mp
@@ -247,12 +248,6 @@ if __name__ == "__main__":
 """
 
 
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def run_program(tmp_path, source):

@@ -265,7 +265,7 @@ def assert_no_child_left(before, pids):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone (ESRCH if between open and read)
             continue
         assert ppid != os.getpid(), f"worker {pid} is still our child"
 

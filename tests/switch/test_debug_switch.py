@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _bounds import wait_until
 
 from tests.switch._run import env
 
@@ -306,13 +307,14 @@ MAILBOX_PROGRAM = """
 def test_inspect_shows_third_party_queue_and_condition(tmp_path):
     with Program(tmp_path, MAILBOX_PROGRAM) as prog:
         prog.wait_for("ready")
-        end = time.monotonic() + BOUND
-        while True:  # both threads parked: two waits_for edges
-            doc = inspect_json(prog.pid)
-            if len([e for e in doc["edges"] if e["kind"] == "waits_for"]) == 2:
-                break
-            assert time.monotonic() < end, doc
-            time.sleep(0.05)
+        seen = {}
+
+        def both_parked():  # two waits_for edges
+            seen["doc"] = inspect_json(prog.pid)
+            return len([e for e in seen["doc"]["edges"] if e["kind"] == "waits_for"]) == 2
+
+        wait_until(both_parked, "both threads never showed as parked", bound=BOUND)
+        doc = seen["doc"]
         text = inspect(prog.pid)
         assert prog.proc.poll() is None
     nodes = {n["id"]: n for n in doc["nodes"]}
