@@ -90,38 +90,11 @@ def _encode(obj, fds):
     return _wire.encode(obj, fds=fds)
 
 
-def _encode_by_value(obj, fds, failure):
-    """``obj`` with cloudpickle, when plain pickle failed with ``failure``
-    (a class or function of a spawned client's ``__main__``, a local class:
-    cloudpickle sends them by value, as ``_dumps_call`` does for the call).
-    Without cloudpickle, or if it fails too, ``failure`` is raised."""
-    try:
-        import cloudpickle
-    except ImportError:
-        cloudpickle = None
-    if cloudpickle is not None:
-        from plait import _wire
-
-        while fds:  # a partial first attempt sends no descriptor
-            os.close(fds.pop())
-        try:
-            return _wire.encode(obj, dumps=cloudpickle.dumps, fds=fds)
-        except BaseException:  # noqa: BLE001, S110 - report plain pickle's error
-            pass
-    # Outside any handler of ours: ``failure`` keeps its context (the
-    # task's exception, for the remote traceback).
-    raise failure
-
-
 def _error_payload(exc, fds):
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         exc.__traceback__ = None
-        payload = (exc, type(exc).__qualname__, str(exc), tb)
-        try:
-            return _encode(payload, fds)
-        except BaseException as failure:  # noqa: BLE001 - by value, if cloudpickle can
-            return _encode_by_value(payload, fds, failure)
+        return _encode((exc, type(exc).__qualname__, str(exc), tb), fds)
     except BaseException as failure:  # noqa: BLE001 - the exception cannot be pickled
         return _unsendable_payload(failure, f"the exception {_describe(exc)}", fds)
 
@@ -303,13 +276,7 @@ def _serve(sock, rfile, claims=None):
                     kind = E
                 else:
                     try:
-                        if type(result) in SCALARS:
-                            body = encode_small(result)
-                        else:
-                            try:
-                                body = encode(result, fds=fds)
-                            except BaseException as failure:  # noqa: BLE001 - by value
-                                body = _encode_by_value(result, fds, failure)
+                        body = encode_small(result) if type(result) in SCALARS else encode(result, fds=fds)
                         kind = R
                     except BaseException as failure:  # noqa: BLE001 - the result cannot be pickled
                         what = f"the result {_describe(result)}"
