@@ -20,6 +20,11 @@ back).
 """
 
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # loaded on first use (see __getattr__); named here for type checkers
+    from ._executor import ClusterExecutor
+    from ._future import ClusterFuture
 
 __all__ = ["ClusterExecutor", "ClusterFuture", "make_executor"]
 
@@ -31,7 +36,9 @@ def __getattr__(name):
     if name in ("ClusterExecutor", "ClusterFuture"):
         try:
             from . import _executor, _future
-        except ImportError as exc:
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] not in ("distributed", "dask", "cloudpickle"):
+                raise
             raise ImportError(
                 "plait.cluster needs dask.distributed: pip install 'plait[cluster]'") from exc
         return getattr(_executor if name == "ClusterExecutor" else _future, name)

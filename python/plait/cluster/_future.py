@@ -40,13 +40,10 @@ class ClusterFuture(Future):
         return self.cancelled()
 
     def _force_cancel(self):
-        """RUNNING -> CANCELLED once its process was killed: the state is
-        put back to PENDING so that the plain cancel notifies waiters and
-        runs the callbacks as any cancel does."""
-        if self.done():
-            return self.cancelled()
-        self._state = "PENDING"
-        return _plain_cancel(self)
+        """RUNNING -> CANCELLED once its process was killed (waiters woken,
+        callbacks run, as by any cancel)."""
+        self._plait_force_cancel()
+        return self.cancelled()
 
 
 _plain_cancel = Future.cancel  # plait's own: PENDING -> CANCELLED, callbacks
