@@ -444,3 +444,137 @@ def test_make_executor(monkeypatch):
         with make_executor(n_workers=1) as executor:
             assert isinstance(executor, ClusterExecutor)
             assert executor.submit(square, 2).result(BOUND) == 4
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shutdown_cancel_futures(kind, tmp_path):
+    # Both workers busy; queued calls are cancelled and never run, the
+    # running ones finish.
+    executor = make(kind)
+    busy = [executor.submit(nap, 1.0) for _ in range(2)]
+    for f in busy:
+        wait_running(f)
+    queued = [executor.submit(write_mark, str(tmp_path / ("m%d" % i))) for i in range(4)]
+    executor.shutdown(wait=True, cancel_futures=True)
+    assert [f.result(0) for f in busy] == [1.0, 1.0]
+    assert all(f.cancelled() for f in queued)
+    assert not any((tmp_path / ("m%d" % i)).exists() for i in range(4))
+
+
+# -- the futures in other places ----------------------------------------------
+
+def test_asyncio_accepts_the_futures(ex):
+    import asyncio
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        a = await asyncio.wrap_future(ex.submit(square, 3))
+        b = await loop.run_in_executor(ex, square, 4)
+        return a, b
+
+    assert asyncio.run(main()) == (9, 16)
+
+
+def test_futures_from_both_kinds_mix_in_wait():
+    if not HAVE_DISTRIBUTED:
+        pytest.skip(NO_DISTRIBUTED)
+    with make("local") as local, make("cluster") as cluster:
+        futures = [local.submit(square, 2), cluster.submit(square, 3)]
+        done, not_done = cf.wait(futures, timeout=BOUND)
+        assert not not_done
+        assert sorted(f.result(0) for f in pf.as_completed(futures, timeout=BOUND)) == [4, 9]
+
+
+# -- bad input ----------------------------------------------------------------
+
+def test_bad_input_raises_what_the_local_pool_raises(ex):
+    with pytest.raises(TypeError):
+        ex.submit()
+    with pytest.raises(TypeError):
+        ex.schedule(square, (1,), timeout="soon")
+    with pytest.raises(ValueError):
+        ex.schedule(square, (1,), delay=-1)
+    with pytest.raises(TypeError):
+        ex.schedule(square, 5)  # args must be iterable
+    with pytest.raises(ValueError):
+        ex.map(square, [1], buffersize=0)
+    # A call that is not callable fails in its future, as on CPython's pool.
+    assert isinstance(ex.submit(5).exception(BOUND), TypeError)
+    assert ex.submit(square, 3).result(BOUND) == 9
+
+
+@cluster_only
+def test_bad_constructor_arguments():
+    from plait.cluster import ClusterExecutor
+
+    with pytest.raises(ValueError):
+        ClusterExecutor(retries=-1)
+    with pytest.raises(TypeError):
+        ClusterExecutor(retries=1.5)
+    with pytest.raises(TypeError):
+        ClusterExecutor(task_timeout="1")
+    with pytest.raises(TypeError):
+        ClusterExecutor("tcp://127.0.0.1:1", client=object())
+
+
+# -- an existing cluster --------------------------------------------------------
+
+def worker_plugins(dask_worker=None):
+    return sorted(name for name in dask_worker.plugins if name.startswith("plait-"))
+
+
+@cluster_only
+def test_an_existing_cluster_is_used_and_left_running():
+    import dask
+    import distributed
+    from plait.cluster import ClusterExecutor
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                           host="127.0.0.1", dashboard_address="127.0.0.1:0")
+    try:
+        with ClusterExecutor(cluster.scheduler_address) as ex:
+            assert ex.submit(square, 7).result(BOUND) == 49
+            assert list(ex.map(square, range(5))) == [0, 1, 4, 9, 16]
+        with distributed.Client(cluster, set_as_default=False) as client:
+            with ClusterExecutor(client=client) as ex:
+                assert ex.submit(exit_now, 4).exception(BOUND).__class__ is pf.WorkerDied
+                assert ex.submit(square, 8).result(BOUND) == 64
+            # The client and its cluster still work; no plait pool is left
+            # in the dask worker.
+            assert client.submit(square, 9, pure=False).result(BOUND) == 81
+            assert len(client.nthreads()) == 1
+            assert list(client.run(worker_plugins).values()) == [[]]
+    finally:
+        cluster.close()
+
+
+# -- retries -------------------------------------------------------------------
+
+def run_twice_or_nap(path):
+    """The first run records itself and naps (its dask worker is killed
+    then); the second records itself and returns how many runs there were."""
+    with open(path, "a") as f:
+        f.write("run\n")
+    runs = open(path).read().count("run")
+    if runs == 1:
+        time.sleep(BOUND * 2)
+    return runs
+
+
+@cluster_only
+def test_retries_rerun_a_call_of_a_lost_worker(tmp_path):
+    from plait.cluster import ClusterExecutor
+
+    path = str(tmp_path / "runs")
+    with ClusterExecutor(n_workers=2, threads_per_worker=1, retries=1) as ex:
+        client = ex._client
+        f = ex.submit(run_twice_or_nap, path)
+        wait_running(f)
+        wait_until(lambda: os.path.exists(path), "the call never ran", BOUND)
+        holder = next(addr for addr, keys in client.processing().items()
+                      if f._plait_task.key in keys)
+        pid = client.run(os.getpid, workers=[holder])[holder]
+        os.kill(pid, signal.SIGKILL)
+        assert f.result(BOUND) == 2
+    assert open(path).read() == "run\nrun\n"

@@ -35,6 +35,7 @@ import functools
 import itertools
 import logging
 import math
+import numbers
 import threading
 import time
 import uuid
@@ -100,6 +101,13 @@ def _processing_on(key, dask_scheduler=None):
     return getattr(ws, "address", None)
 
 
+def _check_timeout(value):
+    """A time limit is a real number (bad input fails in the caller, as on
+    plait's process pool, not later on a dask worker)."""
+    if not isinstance(value, numbers.Real):
+        raise TypeError("must be real number, not %s" % type(value).__name__)
+
+
 class ClusterExecutor(_cf.Executor):
     """A ``concurrent.futures.Executor`` that runs calls on a dask.distributed
     cluster, with the promises of plait's ``ProcessPoolExecutor``.
@@ -141,8 +149,12 @@ class ClusterExecutor(_cf.Executor):
 
         if address is not None and client is not None:
             raise TypeError("give an address or a client, not both")
+        if isinstance(retries, bool) or not isinstance(retries, int):
+            raise TypeError("retries must be an int, not %s" % type(retries).__name__)
         if retries < 0:
             raise ValueError("retries must be >= 0")
+        if task_timeout is not None:
+            _check_timeout(task_timeout)
         self._retries = retries
         self._task_timeout = task_timeout
         self._cluster = None
@@ -233,6 +245,8 @@ class ClusterExecutor(_cf.Executor):
     def _schedule_now(self, fn, args, kwargs, timeout):
         if timeout is None:
             timeout = self._task_timeout
+        else:
+            _check_timeout(timeout)
         memo = {}
         args = tuple(self._scatter_big(a, memo) for a in args)
         kwargs = {k: self._scatter_big(v, memo) for k, v in kwargs.items()}
@@ -493,6 +507,20 @@ class ClusterExecutor(_cf.Executor):
                 future.cancel()
 
     # -- shutdown ---------------------------------------------------------
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        if exc_type is None or issubclass(exc_type, Exception):
+            self.shutdown(wait=True)
+            return False
+        # Ctrl-C (or SystemExit...) in the block, as plait's process pool:
+        # what has not started is cancelled, running calls are waited for;
+        # a second Ctrl-C while waiting kills them.
+        try:
+            self.shutdown(wait=True, cancel_futures=True)
+        except BaseException:
+            self.shutdown(wait=True, kill_workers=True)
+            raise
+        return False
 
     def shutdown(self, wait=True, *, cancel_futures=False, kill_workers=False):
         """Refuse new work; ``cancel_futures`` cancels what has not started;
