@@ -578,3 +578,45 @@ def test_retries_rerun_a_call_of_a_lost_worker(tmp_path):
         os.kill(pid, signal.SIGKILL)
         assert f.result(BOUND) == 2
     assert open(path).read() == "run\nrun\n"
+
+
+# -- fork ------------------------------------------------------------------------
+
+@cluster_only
+def test_a_forked_child_gets_a_refusal_not_a_hang(cluster):
+    # The child's copy of the client has no event loop thread: the copy of
+    # the executor refuses work (as plait's local pool does in a forked
+    # child), cancel() cannot reach the parent's call, shutdown() leaves the
+    # parent's cluster alone; done futures read as in the parent.
+    done = cluster.submit(square, 6)
+    assert done.result(BOUND) == 36
+    running = cluster.submit(nap, 2)
+    wait_running(running)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 1
+        try:
+            assert done.result(0) == 36
+            assert running.cancel() is False and running.cancel(kill=True) is False
+            try:
+                cluster.submit(square, 1)
+            except cf.process.BrokenProcessPool as exc:
+                assert "forked" in str(exc)
+            else:
+                raise AssertionError("submit in a forked child did not refuse")
+            cluster.shutdown(wait=True)
+            code = 0
+        finally:
+            os._exit(code)
+    reaped = []
+    try:
+        wait_until(lambda: reaped.append(os.waitpid(pid, os.WNOHANG)) or reaped[-1][0] == pid,
+                   "the forked child hung", BOUND)
+    finally:
+        if not reaped or reaped[-1][0] != pid:
+            os.kill(pid, signal.SIGKILL)  # our own child, stuck
+            os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(reaped[-1][1]) == 0
+    # The parent's executor is untouched by the child's shutdown.
+    assert running.result(BOUND) == 2
+    assert cluster.submit(square, 7).result(BOUND) == 49

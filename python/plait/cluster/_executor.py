@@ -36,6 +36,7 @@ import itertools
 import logging
 import math
 import numbers
+import os
 import threading
 import time
 import uuid
@@ -175,6 +176,9 @@ class ClusterExecutor(_cf.Executor):
                 client = distributed.Client(address, set_as_default=False)
         self._client = client
         self._name = "plait-%s" % uuid.uuid4().hex[:12]
+        # A forked child has a copy of the client without its event loop
+        # thread: nothing may go to the cluster from there (see _forked).
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
         self._tasks = {}
@@ -279,7 +283,17 @@ class ClusterExecutor(_cf.Executor):
             held = memo[id(value)] = (value, future)
         return held[1]
 
+    def _forked(self):
+        """Whether this is a child forked after the executor started: the
+        cluster is the parent's, and the copy of its client cannot talk to
+        it (its event loop thread did not survive the fork)."""
+        return os.getpid() != self._pid
+
     def _launch(self, task):
+        if self._forked():
+            raise BrokenProcessPool(
+                "this ClusterExecutor was started by the parent of this forked process; "
+                "its cluster connection is the parent's (make a new executor in the child)")
         with self._lock:
             if task.tid is None:
                 if self._shutdown:
@@ -527,6 +541,12 @@ class ClusterExecutor(_cf.Executor):
         ``kill_workers`` kills the running calls now (``WorkerDied``); with
         ``wait``, return once every call ended and the cluster (if private)
         is closed."""
+        if self._forked():
+            # The parent's executor: refuse new work here, leave its calls
+            # and its cluster to the parent.
+            with self._lock:
+                self._shutdown = True
+            return
         # Delayed calls first: waited for (handed over) or cancelled.
         _delayed.before_shutdown(self, wait, cancel_futures or kill_workers)
         with self._lock:

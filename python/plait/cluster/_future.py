@@ -27,6 +27,9 @@ class ClusterFuture(Future):
         task = self._plait_task
         if task is None or self.done():
             return super().cancel()
+        if task.executor._forked():
+            # A copy in a forked child: the call is the parent's to cancel.
+            return False
         if self._state == "PENDING":
             # The scheduler decides, against the task's claim to start.
             if task.executor._cancel_pending([task])[0]:
