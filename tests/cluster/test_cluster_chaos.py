@@ -94,7 +94,7 @@ def check_outcome(kind, i, future):
     elif kind == "kill":
         assert isinstance(exc, pf.WorkerDied) and "signal 9" in str(exc), exc
     elif kind == "hang":
-        assert isinstance(exc, TimeoutError), exc
+        assert isinstance(exc, pf.TimeoutError), exc
     else:
         raise AssertionError(kind)
 

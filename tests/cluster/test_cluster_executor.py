@@ -138,6 +138,15 @@ def test_results(ex):
         sorted(i * i for i in range(20))
 
 
+def test_the_same_call_submitted_twice_runs_twice(ex, tmp_path):
+    # No de-duplication by arguments (dask's submit would run it once).
+    path = str(tmp_path / "log")
+    futures = [ex.submit(write_mark, path) for _ in range(3)]
+    assert list(ex.map(write_mark, [path] * 3, timeout=BOUND)) == [path] * 3
+    assert [f.result(BOUND) for f in futures] == [path] * 3
+    assert open(path).read() == "ran\n" * 6
+
+
 def test_exception_keeps_type_and_remote_traceback(ex):
     exc = ex.submit(raise_plain, "bad 1").exception(BOUND)
     assert type(exc) is PlainError and str(exc) == "bad 1"
@@ -283,7 +292,7 @@ def test_worker_died_fails_only_its_task(ex):
 
 def test_time_limit(ex):
     f = ex.schedule(nap, (BOUND * 2,), timeout=1.0)
-    assert isinstance(f.exception(BOUND), TimeoutError)
+    assert isinstance(f.exception(BOUND), cf.TimeoutError)
     assert ex.submit(square, 6).result(BOUND) == 36
 
 
@@ -366,7 +375,7 @@ def square_or_raise(x):
 def test_map_timeout(ex):
     # The overall deadline, as CPython's (the nap then ends on its own).
     results = ex.map(nap, [3], timeout=0.5, chunksize=1)
-    with pytest.raises(TimeoutError):
+    with pytest.raises(cf.TimeoutError):
         next(results)
 
 
