@@ -16,8 +16,9 @@ below is atomic.
   attempt declared lost) → it returns ``NOT_RUN`` and calls nothing.
 * ``cancel(tids)``: True for each tid not claimed (it can never be claimed
   any more), False for one that started.
-* ``retire(tid, attempt)`` after ``KilledWorker``: "started" (→
-  ``WorkerDied``, or a re-run if the user asked for retries), "cancelled",
+* ``retire(tid, attempt, rerun)`` after ``KilledWorker``: "started" (→
+  ``WorkerDied``; with ``rerun``, the user's retries, the claim is freed
+  for the next attempt only), "cancelled",
   or "not-started" (that attempt can no longer claim, even from a node that
   was only cut off: resubmit as ``attempt + 1``).
 * ``forget(tids)`` in batches once futures ended, to keep the state bounded.
@@ -67,8 +68,13 @@ class ClaimPlugin(SchedulerPlugin):
                 out.append(True)
         return out
 
-    def retire(self, tid=None, attempt=None):
+    def retire(self, tid=None, attempt=None, rerun=False):
         if self.claimed.get(tid) == attempt:
+            if rerun:
+                # The user's retries: the next attempt may claim, this one
+                # (a re-run dask might still make of it) never again.
+                del self.claimed[tid]
+                self.dead.add((tid, attempt))
             return "started"
         if tid in self.cancelled:
             return "cancelled"

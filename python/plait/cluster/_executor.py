@@ -389,7 +389,8 @@ class ClusterExecutor(_cf.Executor):
     def _lost(self, task, exc):
         """A dask worker holding ``task`` was lost: did the call start?"""
         client = self._client
-        verdict = client.sync(client.scheduler.plait_retire, tid=task.tid, attempt=task.attempt)
+        verdict = client.sync(client.scheduler.plait_retire, tid=task.tid, attempt=task.attempt,
+                              rerun=task.reruns > 0)
         if verdict == "cancelled" or task.future.done():
             return
         if verdict == "started":
@@ -398,9 +399,9 @@ class ClusterExecutor(_cf.Executor):
                 self._finish(task, False, WorkerDied(
                     "the dask worker at %s was lost while running this task" % worker))
                 return
-            # A re-run the user asked for: its claim must be free again.
+            # A re-run the user asked for (the scheduler freed the claim for
+            # the next attempt only).
             task.reruns -= 1
-            self._forget_claims([task.tid])
         # Not started: that attempt can no longer start; the next runs once.
         try:
             self._launch(task)
