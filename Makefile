@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml Makefile
 	$(VPY) -m pip install --quiet "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" "mypy>=1.18"
 	# Real programs the switch's tests run unchanged under `python -m plait run`.
 	$(VPY) -m pip install --quiet "aiohttp>=3.9" "uvicorn>=0.30"
+	# plait.cluster's backend (the plait[cluster] extra), for tests/cluster and the bench.
+	$(VPY) -m pip install --quiet "distributed>=2024.1"
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create .venv and install the build and test tools

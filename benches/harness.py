@@ -44,7 +44,7 @@ from typing import Callable, Iterator
 #: e.g. "bench_futures", "bench_process", "bench_loop".
 GROUP_MODULES: tuple[str, ...] = (
     "bench_queue", "bench_sync", "bench_futures", "bench_timer", "bench_processes", "bench_process",
-    "bench_loop", "bench_signals", "bench_switch",
+    "bench_loop", "bench_signals", "bench_switch", "bench_cluster",
 )
 
 #: The standard-library module that each plait area replaces.  An

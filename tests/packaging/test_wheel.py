@@ -30,7 +30,26 @@ CHECK = textwrap.dedent("""
     # Every module, found by walking the package, so a new module is covered.
     names = [m.name for m in pkgutil.walk_packages(plait.__path__, "plait.")]
     for name in names:
-        __import__(name)
+        # plait.cluster's own modules need the plait[cluster] extra (dask),
+        # which this bare install does not have: checked below.
+        if not name.startswith("plait.cluster._"):
+            __import__(name)
+    assert "plait.cluster._executor" in names, names
+
+    # plait.cluster without its extra: the extra is declared, the local
+    # executor works, the cluster one says what to install.
+    from importlib.metadata import requires
+    assert any(r.startswith("distributed") and "extra ==" in r and "cluster" in r
+               for r in requires("plait")), requires("plait")
+    from plait import cluster
+    with cluster.make_executor("local", max_workers=1) as ex:
+        assert ex.submit(abs, -3).result(60) == 3
+    try:
+        cluster.ClusterExecutor
+    except ImportError as exc:
+        assert "plait[cluster]" in str(exc), exc
+    else:
+        raise AssertionError("ClusterExecutor without dask installed")
     for area in ("sync", "queue", "futures", "process", "loop", "__main__", "_demo", "_plait"):
         assert f"plait.{area}" in names, (area, names)
 

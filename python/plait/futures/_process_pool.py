@@ -93,7 +93,10 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
     _counter = itertools.count().__next__
 
     def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(),
-                 *, max_tasks_per_child=None, task_timeout=None):
+                 *, max_tasks_per_child=None, task_timeout=None, _load_main=True):
+        # _load_main=False (private; plait.cluster's pools inside dask
+        # workers): spawned workers do not load the script __main__ runs.
+        self._plait_load_main = _load_main
         if max_workers is None:
             max_workers = cpu_count()
         elif max_workers <= 0:
@@ -139,7 +142,7 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
             _mp_context.set_spawning_popen(None)
         setup = {
             "sys_path": list(_sys.path),
-            "main_path": _main_path(),
+            "main_path": _main_path() if getattr(self, "_plait_load_main", True) else None,
             "authkey": bytes(_mp.current_process().authkey),
             "init": init,
         }

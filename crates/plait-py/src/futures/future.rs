@@ -444,6 +444,15 @@ impl FutureCore {
         FutureCore::cancel_with(slf, kill)
     }
 
+    /// Cancel even a running future, for an executor that has stopped its
+    /// call itself (plait.cluster kills the process running it on a dask
+    /// worker): RUNNING or PENDING -> CANCELLED_AND_NOTIFIED, waiters woken
+    /// and callbacks run as by `cancel()`. Whether this call cancelled it
+    /// (False once done). Private: users call `cancel(kill=True)`.
+    fn _plait_force_cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        FutureCore::force_cancel(slf)
+    }
+
     fn cancelled(&self) -> bool {
         self.core.state().is_cancelled()
     }

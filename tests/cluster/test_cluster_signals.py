@@ -1,0 +1,82 @@
+"""Ctrl-C with plait.cluster: a real SIGINT to a program (our own child,
+which handles it as Python does) blocked in ``result()`` of a cluster call.
+The program stops: KeyboardInterrupt, the queued call cancelled and never
+run, the running one stopped at the second Ctrl-C, and no process of the
+private cluster left behind. Bounded; no duration is asserted."""
+
+import importlib.util
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from _bounds import alive, wait_until
+
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(importlib.util.find_spec("distributed") is None,
+                       reason="plait.cluster needs dask.distributed (pip install 'plait[cluster]')"),
+]
+BOUND = 90
+
+PROGRAM = textwrap.dedent("""
+    import os, sys, time
+    import psutil
+    from plait.cluster import ClusterExecutor
+
+    def nap(seconds):
+        time.sleep(seconds)
+        return seconds
+
+    def mark(path):
+        open(path, "w").close()
+
+    if __name__ == "__main__":
+        out = sys.argv[1]
+        try:
+            with ClusterExecutor(n_workers=1, threads_per_worker=1) as ex:
+                running = ex.submit(nap, 600)
+                queued = ex.submit(mark, os.path.join(out, "queued-ran"))
+                while not running.running():
+                    time.sleep(0.01)
+                pids = [p.pid for p in psutil.Process().children(recursive=True)]
+                with open(os.path.join(out, "pids"), "w") as f:
+                    f.write(" ".join(map(str, pids)))
+                print("waiting", flush=True)
+                running.result()
+        except KeyboardInterrupt:
+            print("interrupted", type(running.exception(0)).__name__,
+                  queued.cancelled(), flush=True)
+            raise
+""")
+
+
+def test_ctrl_c_stops_a_program_waiting_on_the_cluster(tmp_path):
+    script = tmp_path / "prog.py"
+    script.write_text(PROGRAM)
+    p = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "waiting"
+        pids = [int(x) for x in (tmp_path / "pids").read_text().split()]
+        assert pids  # the cluster's processes: nanny, worker, plait's
+        # Ctrl-C: the with block waits for the running call; Ctrl-C again
+        # while it waits kills it. Our own child handles SIGINT as Python does.
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(2.0)  # it waits for the running call (600 s): still there
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=BOUND)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == -signal.SIGINT, err
+    assert "KeyboardInterrupt" in err
+    assert out.split() == ["interrupted", "WorkerDied", "True"], (out, err)
+    assert not (tmp_path / "queued-ran").exists()
+    wait_until(lambda: not any(alive(pid) for pid in pids),
+               "a process of the private cluster outlived the program", BOUND)
