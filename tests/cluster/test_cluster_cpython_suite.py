@@ -46,39 +46,17 @@ except ImportError as exc:  # 3.11 / 3.12 here
         allow_module_level=True)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "conformance"))
-from test_concurrent_futures_suite import (  # noqa: E402 - the shared plumbing
-    FUTURES_PROXY,
-    constant_futures,
-    create_future,
-    excluded,
-    under_test,
+from test_concurrent_futures_process import (  # noqa: E402 - the shared plumbing
+    ProcPlug,
+    has_suite_class,
+    private,
+    suite_class,
 )
+from test_concurrent_futures_suite import excluded  # noqa: E402
 
 from plait.cluster import ClusterExecutor  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
-
-if hasattr(_suite, "__path__"):  # a package (3.13 here)
-    SUITE_MODULES = [
-        importlib.import_module(f"test.test_concurrent_futures.{name}")
-        for name in ("util", "executor", "test_process_pool", "test_wait", "test_as_completed",
-                     "test_shutdown")
-    ]
-else:  # one module (3.10 here)
-    SUITE_MODULES = [_suite]
-
-
-def suite_class(name):
-    for module in SUITE_MODULES:
-        cls = module.__dict__.get(name)
-        if isinstance(cls, type):
-            return cls
-    raise LookupError(name)
-
-
-def has_suite_class(name):
-    return any(isinstance(m.__dict__.get(name), type) for m in SUITE_MODULES)
-
 
 class SuiteClusterExecutor(ClusterExecutor):
     """The suite's ``executor_type(max_workers=n, mp_context=ctx)``: one dask
@@ -90,26 +68,11 @@ class SuiteClusterExecutor(ClusterExecutor):
         super().__init__(n_workers=1, threads_per_worker=max_workers or 2, **kwargs)
 
 
-class ClusterPlug:
+class ClusterPlug(ProcPlug):
+    """The process pool file's plug (the suite's globals pointed at plait
+    while a test runs) with the cluster as the executor."""
+
     executor_type = SuiteClusterExecutor
-
-    def setUp(self):
-        replacements = {"futures": FUTURES_PROXY, "Future": under_test.Future,
-                        "create_future": create_future}
-        replacements.update(constant_futures())
-        for module in SUITE_MODULES:
-            for name, value in replacements.items():
-                if name in module.__dict__:
-                    self.addCleanup(setattr, module, name, module.__dict__[name])
-                    setattr(module, name, value)
-        super().setUp()
-
-
-PRIVATE = "reads CPython's private ProcessPoolExecutor attribute(s) {} (no such objects in plait)"
-
-
-def private(*attrs):
-    return excluded(PRIVATE.format(", ".join(attrs)))
 
 
 def plugged(global_name, name, **overrides):
@@ -123,7 +86,6 @@ def plugged(global_name, name, **overrides):
 
 
 CHILD = excluded("runs a child interpreter with CPython's own executor classes (assert_python_ok)")
-NO_INIT = excluded("ClusterExecutor has no initializer: dask prepares its workers with plugins")
 NO_MAX_TASKS = excluded("ClusterExecutor has no max_tasks_per_child")
 
 plugged(

@@ -47,7 +47,7 @@ import cloudpickle
 
 from plait.futures import WorkerDied
 from plait.futures import _delayed
-from plait.futures._common import check_buffersize, map_timeout
+from plait.futures._common import check_buffersize, exit_executor, map_timeout
 
 from . import _claims, _dask_worker, _outcome
 from ._future import ClusterFuture, _plain_cancel
@@ -524,18 +524,10 @@ class ClusterExecutor(_cf.Executor):
     # -- shutdown ---------------------------------------------------------
 
     def __exit__(self, exc_type, exc_val, exc_tb):
-        if exc_type is None or issubclass(exc_type, Exception):
-            self.shutdown(wait=True)
-            return False
-        # Ctrl-C (or SystemExit...) in the block, as plait's process pool:
-        # what has not started is cancelled, running calls are waited for;
-        # a second Ctrl-C while waiting kills them.
-        try:
-            self.shutdown(wait=True, cancel_futures=True)
-        except BaseException:
-            self.shutdown(wait=True, kill_workers=True)
-            raise
-        return False
+        # As plait's process pool: Ctrl-C in the block cancels the queued
+        # calls and waits for the running ones; a second Ctrl-C kills them.
+        return exit_executor(self, exc_type,
+                             functools.partial(self.shutdown, wait=True, kill_workers=True))
 
     def shutdown(self, wait=True, *, cancel_futures=False, kill_workers=False):
         """Refuse new work; ``cancel_futures`` cancels what has not started;

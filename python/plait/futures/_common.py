@@ -73,3 +73,20 @@ def initializer_call(initializer, initargs):
         return initializer, tuple(initargs)
     except TypeError:
         return functools.partial(star_call, initializer, initargs), ()
+
+
+def exit_executor(executor, exc_type, kill):
+    """``__exit__`` of plait's process executors. A block that ends or raises
+    an ``Exception``: ``shutdown(wait=True)``. One left on Ctrl-C (or
+    another exception that is not an ``Exception``): what has not started is
+    cancelled and the running calls are waited for; a second Ctrl-C while
+    waiting calls ``kill()`` (the running calls are killed) and propagates."""
+    if exc_type is None or issubclass(exc_type, Exception):
+        executor.shutdown(wait=True)
+        return False
+    try:
+        executor.shutdown(wait=True, cancel_futures=True)
+    except BaseException:
+        kill()
+        raise
+    return False

@@ -19,7 +19,8 @@ from plait import _wire
 from plait._plait import _ClaimPage, _executor_map, _ProcessPoolCore
 
 from . import _delayed
-from ._common import check_buffersize, cpu_count, initializer_call, map_timeout, process_queue_size
+from ._common import (check_buffersize, cpu_count, exit_executor, initializer_call, map_timeout,
+                      process_queue_size)
 from ._process_call import _process_chunk
 from ._process_start import _fork_zygote, _main_path, _single_threaded, _start_method
 
@@ -242,19 +243,13 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
             self._plait_wait_stopped()
 
     def __exit__(self, exc_type, exc_val, exc_tb):
-        if exc_type is None or issubclass(exc_type, Exception):
-            self.shutdown(wait=True)
-            return False
-        # Ctrl-C (or SystemExit...) in the block: what has not started is
-        # cancelled, running tasks are waited for; a second Ctrl-C while
-        # waiting kills them.
-        try:
-            self.shutdown(wait=True, cancel_futures=True)
-        except BaseException:
-            self.shutdown(wait=False, kill_workers=True)
-            self._plait_wait_stopped(5)
-            raise
-        return False
+        # Ctrl-C in the block: queued calls cancelled, running ones waited
+        # for; a second Ctrl-C kills them.
+        return exit_executor(self, exc_type, self._kill_and_wait)
+
+    def _kill_and_wait(self):
+        self.shutdown(wait=False, kill_workers=True)
+        self._plait_wait_stopped(5)
 
 
 def _unhandled_interrupt():
