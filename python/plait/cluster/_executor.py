@@ -114,8 +114,9 @@ class ClusterExecutor(_cf.Executor):
     cluster, with the promises of plait's ``ProcessPoolExecutor``.
 
     * ``ClusterExecutor()`` starts a private ``LocalCluster`` on 127.0.0.1
-      (worker processes, no dashboard; ``n_workers``, ``threads_per_worker``
-      and ``**cluster_kwargs`` go to it) and closes it at shutdown.
+      (worker processes, the dashboard on a random 127.0.0.1 port;
+      ``n_workers``, ``threads_per_worker`` and ``**cluster_kwargs`` go to
+      it) and closes it at shutdown.
       ``ClusterExecutor("tcp://host:8786")`` or ``ClusterExecutor(client=c)``
       uses that cluster and leaves it running.
     * Each dask worker runs the calls in a plait process pool (one process
