@@ -1,6 +1,5 @@
 """Network namespaces for the multi-host test: one namespace per "host",
-joined by veth pairs on a bridge in the scheduler's namespace (part A's
-notes, section 6). Every name is unique to this process and both ends of
+joined by veth pairs on a bridge in the scheduler's namespace. Every name is unique to this process and both ends of
 every veth live in namespaces made here, so the host's own network is never
 touched; ``delete`` removes the namespaces (and with them their links)."""
 

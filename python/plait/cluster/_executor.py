@@ -165,7 +165,7 @@ class ClusterExecutor(_cf.Executor):
             if address is None:
                 # dashboard_address=None still serves on 127.0.0.1:8787 (a
                 # fixed port: two executors collide); ":0" alone binds
-                # 0.0.0.0 (measured in part A).
+                # every interface (both measured with distributed 2026.8).
                 options = dict(n_workers=n_workers, threads_per_worker=threads_per_worker,
                                processes=True, host="127.0.0.1",
                                dashboard_address="127.0.0.1:0")
