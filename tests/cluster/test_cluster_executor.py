@@ -8,6 +8,7 @@ Every wait is bounded; no test asserts a duration."""
 import importlib.util
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -152,6 +153,35 @@ def test_exception_keeps_type_and_remote_traceback(ex):
     assert type(exc) is PlainError and str(exc) == "bad 1"
     assert isinstance(exc.__cause__, cf.process._RemoteTraceback)
     assert "raise_plain" in str(exc.__cause__)
+
+
+def raise_interrupt():
+    raise KeyboardInterrupt("in the call")
+
+
+def test_system_exit_and_keyboard_interrupt_are_the_calls_outcome(ex):
+    # As CPython's pool: the call's exception, not a dead (dask) worker.
+    exc = ex.submit(sys.exit, 3).exception(BOUND)
+    assert type(exc) is SystemExit and exc.code == 3
+    exc = ex.submit(raise_interrupt).exception(BOUND)
+    assert type(exc) is KeyboardInterrupt and str(exc) == "in the call"
+    with pytest.raises(SystemExit):
+        list(ex.map(sys.exit, [0, 4], timeout=BOUND))
+    assert ex.submit(square, 5).result(BOUND) == 25
+    # Exceptions whose fields are set by __init__ keep them: the process
+    # running the call has not imported distributed (whose tblib pickling
+    # rebuilds exceptions without __init__).
+    assert ex.submit(imported, "distributed").result(BOUND) is False
+    exc = ex.submit(raise_import_error).exception(BOUND)
+    assert type(exc) is ImportError and exc.name == "nowhere"
+
+
+def imported(module):
+    return module in sys.modules
+
+
+def raise_import_error():
+    raise ImportError("no module nowhere", name="nowhere")
 
 
 @cluster_only

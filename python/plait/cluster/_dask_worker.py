@@ -68,21 +68,6 @@ def _plugin(name, tid, attempt):
     return worker.plugins[name]
 
 
-def _call_in_pool(fn_blob, args, kwargs):
-    """In plait's worker: the call's outcome."""
-    import cloudpickle
-
-    try:
-        fn = cloudpickle.loads(fn_blob)
-    except Exception as exc:  # noqa: BLE001 - fails only this call
-        return _outcome.from_call(_reraise, (exc,), {})
-    return _outcome.from_call(fn, args, kwargs or {})
-
-
-def _reraise(exc):
-    raise exc
-
-
 def _run(plugin, key, fn, args, kwargs, timeout):
     future = plugin.pool.schedule(fn, args, kwargs, timeout=timeout)
     with plugin.lock:
@@ -99,7 +84,7 @@ def run_call(name, tid, attempt, fn_blob, args, kwargs, timeout):
     plugin = _plugin(name, tid, attempt)
     if plugin is None:
         return _outcome.NOT_RUN_OUTCOME
-    return _run(plugin, thread_state.key, _call_in_pool, (fn_blob, args, kwargs), None, timeout)
+    return _run(plugin, thread_state.key, _outcome.call_in_pool, (fn_blob, args, kwargs), None, timeout)
 
 
 def run_chunk(name, tid, attempt, fn_blob, chunk, timeout):
@@ -109,7 +94,7 @@ def run_chunk(name, tid, attempt, fn_blob, chunk, timeout):
     if plugin is None:
         return _outcome.NOT_RUN_OUTCOME
     key = thread_state.key
-    futures = [plugin.pool.schedule(_call_in_pool, (fn_blob, args, None), timeout=timeout)
+    futures = [plugin.pool.schedule(_outcome.call_in_pool, (fn_blob, args, None), timeout=timeout)
                for args in chunk]
     with plugin.lock:
         plugin.running[key] = futures

@@ -50,13 +50,30 @@ def from_call(fn, args, kwargs):
     """Run ``fn(*args, **kwargs)`` and return its outcome (in plait's worker)."""
     try:
         result = fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - every exception is an outcome
+    except BaseException as exc:  # noqa: BLE001 - SystemExit too: every exception is an outcome
         return _error(exc, "".join(traceback.format_exception(exc)))
     try:
         return (OK, cloudpickle.dumps(result), None)
     except Exception as failure:  # noqa: BLE001 - the result cannot be pickled
         failure.args = (f"{failure} (the result {result!r} could not be sent back)",)
         return _error(failure, "".join(traceback.format_exception(failure)))
+
+
+def call_in_pool(fn_blob, args, kwargs):
+    """In plait's worker process: the outcome of the call. It lives here,
+    not beside the dask tasks, so that the worker never imports
+    distributed: its import installs tblib's pickling of every exception
+    class, which rebuilds an exception without calling its ``__init__``
+    (``SystemExit.code``, ``ImportError.name``... come back None)."""
+    try:
+        fn = cloudpickle.loads(fn_blob)
+    except Exception as exc:  # noqa: BLE001 - fails only this call
+        return from_call(_reraise, (exc,), {})
+    return from_call(fn, args, kwargs or {})
+
+
+def _reraise(exc):
+    raise exc
 
 
 def from_pool_future(future):
@@ -67,7 +84,9 @@ def from_pool_future(future):
         return future.result()
     except CancelledError:
         return (CANCELLED, None, None)
-    except Exception as exc:  # noqa: BLE001 - every failure is an outcome
+    except BaseException as exc:  # noqa: BLE001 - every failure is an outcome; raised
+        # here, a SystemExit or KeyboardInterrupt of the call would end the
+        # dask worker (a worker thread never gets a real Ctrl-C)
         cause = exc.__cause__
         tb_text = cause.tb if isinstance(cause, _RemoteTraceback) else None
         return _error(exc, tb_text)
