@@ -176,16 +176,16 @@ def test_system_exit_and_keyboard_interrupt_are_the_calls_outcome(ex):
     # process that imported it loses them, as CPython's does).
     assert ex.submit(sys.exit, 3).exception(BOUND).code == 3
     assert ex.submit(imported, "distributed").result(BOUND) is False
-    exc = ex.submit(raise_name_error).exception(BOUND)
-    assert type(exc) is NameError and exc.name == "nowhere"
+    exc = ex.submit(raise_stop, 5).exception(BOUND)
+    assert type(exc) is StopIteration and exc.value == 5
 
 
 def imported(module):
     return module in sys.modules
 
 
-def raise_name_error():
-    raise NameError("name 'nowhere' is not defined", name="nowhere")
+def raise_stop(value):
+    raise StopIteration(value)
 
 
 @cluster_only
