@@ -64,7 +64,7 @@ def call_in_pool(fn_blob, args, kwargs):
     not beside the dask tasks, so that the worker never imports
     distributed: its import installs tblib's pickling of every exception
     class, which rebuilds an exception without calling its ``__init__``
-    (``SystemExit.code``, ``ImportError.name``... come back None)."""
+    (``SystemExit.code``, ``StopIteration.value``... come back None)."""
     try:
         fn = cloudpickle.loads(fn_blob)
     except Exception as exc:  # noqa: BLE001 - fails only this call
@@ -84,9 +84,9 @@ def from_pool_future(future):
         return future.result()
     except CancelledError:
         return (CANCELLED, None, None)
-    except BaseException as exc:  # noqa: BLE001 - every failure is an outcome; raised
-        # here, a SystemExit or KeyboardInterrupt of the call would end the
-        # dask worker (a worker thread never gets a real Ctrl-C)
+    except BaseException as exc:  # noqa: BLE001 - every failure is an outcome: a
+        # SystemExit the pool reports (unpickling the call's arguments ran
+        # sys.exit, say) raised here would end the dask worker
         cause = exc.__cause__
         tb_text = cause.tb if isinstance(cause, _RemoteTraceback) else None
         return _error(exc, tb_text)
