@@ -19,8 +19,8 @@ is the executor's).
   is timed, the close is in a note. For information.
 
 Without dask.distributed (``pip install 'plait[cluster]'``) or without a
-built plait the rows say so and are skipped. The whole group takes about
-30 s on 2 cores (dask's column is ~3 ms per call).
+built plait the rows say so and are skipped. The whole group takes 20-30 s
+on 2 cores (dask's column is 2-3 ms per call).
 """
 
 from __future__ import annotations
