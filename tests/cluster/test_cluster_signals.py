@@ -1,8 +1,12 @@
-"""Ctrl-C with plait.cluster: a real SIGINT to a program (our own child,
-which handles it as Python does) blocked in ``result()`` of a cluster call.
-The program stops: KeyboardInterrupt, the queued call cancelled and never
-run, the running one stopped at the second Ctrl-C, and no process of the
-private cluster left behind. Bounded; no duration is asserted."""
+"""Ctrl-C and exit with plait.cluster, as with plait's process pool.
+
+A real SIGINT to a program (our own child, which handles it as Python does)
+blocked in ``result()`` of a cluster call inside a ``with`` block: the
+program stops, KeyboardInterrupt, the queued call cancelled and never run,
+the running one stopped at the second Ctrl-C. A program that leaves without
+``shutdown()``: its running call is let finish, unless it leaves on an
+unhandled Ctrl-C, which kills it. No process of the private cluster is ever
+left behind. Bounded; no duration is asserted."""
 
 import importlib.util
 import signal
@@ -80,3 +84,63 @@ def test_ctrl_c_stops_a_program_waiting_on_the_cluster(tmp_path):
     assert not (tmp_path / "queued-ran").exists()
     wait_until(lambda: not any(alive(pid) for pid in pids),
                "a process of the private cluster outlived the program", BOUND)
+
+
+# -- at exit, without a with block ----------------------------------------------
+
+AT_EXIT = textwrap.dedent("""
+    import os, sys, time
+    import psutil
+    from plait.cluster import ClusterExecutor
+
+    def slow_mark(path, seconds):
+        time.sleep(seconds)
+        open(path, "w").close()
+
+    if __name__ == "__main__":
+        out, seconds = sys.argv[1], float(sys.argv[2])
+        ex = ClusterExecutor(n_workers=1, threads_per_worker=1)
+        f = ex.submit(slow_mark, os.path.join(out, "ran"), seconds)
+        while not f.running():
+            time.sleep(0.01)
+        with open(os.path.join(out, "pids"), "w") as fp:
+            fp.write(" ".join(str(p.pid) for p in psutil.Process().children(recursive=True)))
+        print("leaving", flush=True)
+        if seconds > 60:
+            f.result()  # interrupted
+""")
+
+
+def run_at_exit(tmp_path, seconds, interrupt):
+    script = tmp_path / "prog.py"
+    script.write_text(AT_EXIT)
+    p = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(seconds)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "leaving"
+        if interrupt:
+            p.send_signal(signal.SIGINT)  # our own child: Python's handler
+        out, err = p.communicate(timeout=BOUND)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    pids = [int(x) for x in (tmp_path / "pids").read_text().split()]
+    wait_until(lambda: not any(alive(pid) for pid in pids),
+               "a process of the private cluster outlived the program", BOUND)
+    return p.returncode, err
+
+
+def test_at_exit_the_running_call_is_let_finish(tmp_path):
+    # As CPython's pools (and plait's): leaving the program without
+    # shutdown() waits for the calls, then closes the private cluster.
+    code, err = run_at_exit(tmp_path, 1.0, interrupt=False)
+    assert code == 0, err
+    assert (tmp_path / "ran").exists()
+
+
+def test_at_exit_after_an_unhandled_ctrl_c_the_calls_are_killed(tmp_path):
+    code, err = run_at_exit(tmp_path, 600, interrupt=True)
+    assert code == -signal.SIGINT, err
+    assert "KeyboardInterrupt" in err
+    assert not (tmp_path / "ran").exists()

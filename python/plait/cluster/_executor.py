@@ -40,6 +40,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from concurrent import futures as _cf
 from concurrent.futures.process import BrokenProcessPool
 
@@ -48,6 +49,7 @@ import cloudpickle
 from plait.futures import WorkerDied
 from plait.futures import _delayed
 from plait.futures._common import check_buffersize, exit_executor, map_timeout
+from plait.futures._process_pool import _unhandled_interrupt
 
 from . import _claims, _dask_worker, _outcome
 from ._future import ClusterFuture, _plain_cancel
@@ -68,6 +70,30 @@ SCATTER_MIN_BYTES = 1 << 20
 _BUFFER_TYPES = (bytes, bytearray, memoryview)
 # Ended calls whose claims the scheduler drops in one message.
 FORGET_BATCH = 256
+
+
+#: Executors not yet closed: at exit their calls are let finish (see _at_exit).
+_live_executors = weakref.WeakSet()
+
+
+def _at_exit():
+    """At interpreter exit (before dask's own exit hooks close clusters), as
+    plait's process pool: the calls still running or queued are let finish,
+    as CPython's pools do; after an unhandled Ctrl-C, or a Ctrl-C while
+    waiting here, they are killed instead and the cluster closed."""
+    for executor in list(_live_executors):
+        try:
+            if _unhandled_interrupt():
+                raise KeyboardInterrupt
+            executor.shutdown(wait=True)
+        except BaseException:  # noqa: BLE001 - Ctrl-C: stop now
+            executor.shutdown(wait=True, kill_workers=True)
+
+
+# The threading module's exit hooks run before atexit's (where distributed
+# closes its clusters) and before non-daemon threads are joined.
+threading._register_atexit(_at_exit)
+os.register_at_fork(after_in_child=_live_executors.clear)  # the parent's
 
 
 class _Task:
@@ -204,6 +230,7 @@ class ClusterExecutor(_cf.Executor):
         except BaseException:
             self._close()
             raise
+        _live_executors.add(self)
 
     # -- start-up ---------------------------------------------------------
 
@@ -590,6 +617,7 @@ class ClusterExecutor(_cf.Executor):
             if self._closed:
                 return
             self._closed = True
+        _live_executors.discard(self)
         client = self._client
         forget, self._forget = self._forget, []
         if forget:
