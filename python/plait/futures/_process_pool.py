@@ -143,7 +143,7 @@ class ProcessPoolExecutor(_ProcessPoolCore, _cf_process.ProcessPoolExecutor):
             _mp_context.set_spawning_popen(None)
         setup = {
             "sys_path": list(_sys.path),
-            "main_path": _main_path() if getattr(self, "_plait_load_main", True) else None,
+            "main_path": _main_path() if self._plait_load_main else None,
             "authkey": bytes(_mp.current_process().authkey),
             "init": init,
         }
