@@ -663,3 +663,32 @@ def test_a_forked_child_gets_a_refusal_not_a_hang(cluster):
     # The parent's executor is untouched by the child's shutdown.
     assert running.result(BOUND) == 2
     assert cluster.submit(square, 7).result(BOUND) == 49
+
+
+# -- network hygiene ------------------------------------------------------------
+
+def listening_addresses(pids):
+    import psutil
+
+    found = set()
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            conns = (getattr(proc, "net_connections", None) or proc.connections)(kind="inet")
+        except psutil.Error:
+            continue  # gone meanwhile
+        found |= {(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
+    return found
+
+
+@cluster_only
+def test_the_private_cluster_listens_on_loopback_only(cluster):
+    import psutil
+
+    assert cluster.submit(square, 2).result(BOUND) == 4
+    pids = {os.getpid()} | {p.pid for p in psutil.Process().children(recursive=True)}
+    listening = listening_addresses(pids)
+    # The scheduler, its dashboard, each nanny and worker: something listens ...
+    assert len(listening) >= 4, listening
+    # ... and only on loopback (this process's other sockets included).
+    assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1"}, listening
