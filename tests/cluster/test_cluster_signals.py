@@ -57,33 +57,51 @@ PROGRAM = textwrap.dedent("""
 """)
 
 
-def test_ctrl_c_stops_a_program_waiting_on_the_cluster(tmp_path):
+def run_program(tmp_path, source, args, ready, interrupt):
+    """Run ``source`` as a script with ``args``; once it prints ``ready``
+    (having written its cluster's process ids to ``pids``), ``interrupt(p)``
+    signals it (our own child, which handles SIGINT as Python does). Returns
+    (exit code, stdout, stderr) once it ended and every process of its
+    private cluster is gone."""
     script = tmp_path / "prog.py"
-    script.write_text(PROGRAM)
-    p = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    script.write_text(source)
+    p = subprocess.Popen([sys.executable, str(script), *map(str, args)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert p.stdout.readline().strip() == "waiting"
+        assert p.stdout.readline().strip() == ready
         pids = [int(x) for x in (tmp_path / "pids").read_text().split()]
         assert pids  # the cluster's processes: nanny, worker, plait's
-        # Ctrl-C: the with block waits for the running call; Ctrl-C again
-        # while it waits kills it. Our own child handles SIGINT as Python does.
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(2.0)  # it waits for the running call (600 s): still there
-        except subprocess.TimeoutExpired:
-            p.send_signal(signal.SIGINT)
+        interrupt(p)
         out, err = p.communicate(timeout=BOUND)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-    assert p.returncode == -signal.SIGINT, err
+    wait_until(lambda: not any(alive(pid) for pid in pids),
+               "a process of the private cluster outlived the program", BOUND)
+    return p.returncode, out, err
+
+
+def twice(p):
+    # The with block waits for the running call; Ctrl-C again while it
+    # waits kills it.
+    p.send_signal(signal.SIGINT)
+    try:
+        p.wait(2.0)  # it waits for the running call (600 s): still there
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGINT)
+
+
+def once(p):
+    p.send_signal(signal.SIGINT)
+
+
+def test_ctrl_c_stops_a_program_waiting_on_the_cluster(tmp_path):
+    code, out, err = run_program(tmp_path, PROGRAM, [tmp_path], "waiting", twice)
+    assert code == -signal.SIGINT, err
     assert "KeyboardInterrupt" in err
     assert out.split() == ["interrupted", "WorkerDied", "True"], (out, err)
     assert not (tmp_path / "queued-ran").exists()
-    wait_until(lambda: not any(alive(pid) for pid in pids),
-               "a process of the private cluster outlived the program", BOUND)
 
 
 # -- at exit, without a with block ----------------------------------------------
@@ -111,36 +129,16 @@ AT_EXIT = textwrap.dedent("""
 """)
 
 
-def run_at_exit(tmp_path, seconds, interrupt):
-    script = tmp_path / "prog.py"
-    script.write_text(AT_EXIT)
-    p = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(seconds)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "leaving"
-        if interrupt:
-            p.send_signal(signal.SIGINT)  # our own child: Python's handler
-        out, err = p.communicate(timeout=BOUND)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    pids = [int(x) for x in (tmp_path / "pids").read_text().split()]
-    wait_until(lambda: not any(alive(pid) for pid in pids),
-               "a process of the private cluster outlived the program", BOUND)
-    return p.returncode, err
-
-
 def test_at_exit_the_running_call_is_let_finish(tmp_path):
     # As CPython's pools (and plait's): leaving the program without
     # shutdown() waits for the calls, then closes the private cluster.
-    code, err = run_at_exit(tmp_path, 1.0, interrupt=False)
+    code, _, err = run_program(tmp_path, AT_EXIT, [tmp_path, 1.0], "leaving", lambda p: None)
     assert code == 0, err
     assert (tmp_path / "ran").exists()
 
 
 def test_at_exit_after_an_unhandled_ctrl_c_the_calls_are_killed(tmp_path):
-    code, err = run_at_exit(tmp_path, 600, interrupt=True)
+    code, _, err = run_program(tmp_path, AT_EXIT, [tmp_path, 600], "leaving", once)
     assert code == -signal.SIGINT, err
     assert "KeyboardInterrupt" in err
     assert not (tmp_path / "ran").exists()

@@ -282,11 +282,14 @@ class ClusterExecutor(_cf.Executor):
         memo = {}
         args = tuple(self._scatter_big(a, memo) for a in args)
         kwargs = {k: self._scatter_big(v, memo) for k, v in kwargs.items()}
-        blob = cloudpickle.dumps(fn)
+        return self._start(_dask_worker.run_call, (cloudpickle.dumps(fn), args, kwargs, timeout),
+                           chunk=False)
+
+    def _start(self, func, args, chunk):
+        """A future for the dask task ``func(name, tid, attempt, *args)``,
+        sent now."""
         future = ClusterFuture()
-        task = _Task(self, future, _dask_worker.run_call,
-                     (blob, args, kwargs, timeout),
-                     self._retries, chunk=False)
+        task = _Task(self, future, func, args, self._retries, chunk)
         future._plait_task = task
         self._launch(task)
         return future
@@ -508,8 +511,6 @@ class ClusterExecutor(_cf.Executor):
         memo = {}
         items = (tuple(self._scatter_big(a, memo) for a in item) for item in zip(*iterables))
         chunks = iter(lambda: list(itertools.islice(items, chunksize)), [])
-        if buffersize is not None:
-            chunks = iter(chunks)
         submitted = collections.deque()
         for chunk in (chunks if buffersize is None else itertools.islice(chunks, buffersize)):
             submitted.append(self._submit_chunk(blob, chunk))
@@ -524,12 +525,7 @@ class ClusterExecutor(_cf.Executor):
         return max(1, min(MAX_CHUNKSIZE, math.ceil(n / (4 * self._threads))))
 
     def _submit_chunk(self, blob, chunk):
-        future = ClusterFuture()
-        task = _Task(self, future, _dask_worker.run_chunk,
-                     (blob, chunk, self._task_timeout), self._retries, chunk=True)
-        future._plait_task = task
-        self._launch(task)
-        return future
+        return self._start(_dask_worker.run_chunk, (blob, chunk, self._task_timeout), chunk=True)
 
     def _map_results(self, submitted, more, blob, deadline):
         try:
